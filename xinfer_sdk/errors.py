@@ -1,0 +1,152 @@
+"""The one error hierarchy of xinfer-sdk.
+
+Every error a user can cause is an ``XinferError``; the CLI prints it as one line and exits with its
+``exit_code``, the server answers it as a KServe error JSON with its ``http_status``. Anything that is
+not an ``XinferError`` is a bug: the CLI exits 1, the server answers 500 and logs the traceback.
+
+    XinferError                      exit 1, HTTP 500
+    ├── UserError                    exit 2, HTTP 400   (bad input: fix the command / file / request)
+    │   ├── ProfileError             a hardware profile is missing or malformed
+    │   ├── ConversionError          a model cannot be read, exported or converted
+    │   ├── CalibrationError         INT8 calibration data missing or unusable
+    │   ├── MemoryBudgetError        the build cannot fit the profile's usable memory
+    │   ├── BundleError              a bundle is missing, corrupt or tampered with
+    │   ├── InvalidInput             a request's inputs do not match the model (name, dtype, shape)
+    │   ├── ModelNotFound            HTTP 404: unknown model or version
+    │   ├── Unauthorized             HTTP 401: API key missing or wrong
+    │   └── MissingDependency        an optional package is not installed (names the pip extra)
+    │       └── BackendUnavailable   an engine cannot run here (no GPU, no TensorRT, ...)
+    ├── AccuracyGateError            exit 3: the converted model fell below the accuracy thresholds
+    ├── QueueFull                    HTTP 429: the batching queue is at max_queue_size
+    ├── DeadlineExceeded             HTTP 504: the request's timeout passed before it ran
+    ├── Cancelled                    HTTP 499-style: the caller cancelled the request
+    └── ServerClosing                HTTP 503: the model or server is draining / closed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "XinferError", "UserError", "ProfileError", "ConversionError", "CalibrationError", "MemoryBudgetError",
+    "BundleError", "InvalidInput", "ModelNotFound", "Unauthorized", "MissingDependency", "BackendUnavailable",
+    "AccuracyGateError", "QueueFull", "DeadlineExceeded", "Cancelled", "ServerClosing",
+]
+
+# Exit codes of the CLI (documented in README and docs/profiles.md).
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USER = 2
+EXIT_ACCURACY = 3
+
+
+class XinferError(Exception):
+    """Base of every error xinfer-sdk raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UserError(XinferError):
+    """The input (command line, file, request) is wrong; the message says what to change."""
+
+    exit_code = EXIT_USER
+    http_status = 400
+
+
+class ProfileError(UserError):
+    """A hardware profile is unknown or invalid; names the file, the field path and what was expected."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None, hint: str | None = None):
+        where = ": ".join(p for p in (file, field) if p)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint,
+                         details={"file": file, "field": field})
+        self.file = file
+        self.field = field
+
+
+class ConversionError(UserError):
+    """A model cannot be loaded, exported or converted."""
+
+
+class CalibrationError(UserError):
+    """INT8 calibration data is missing or does not match the model's inputs."""
+
+
+class MemoryBudgetError(UserError):
+    """The model at the requested batch size does not fit the profile's usable memory."""
+
+
+class BundleError(UserError):
+    """A bundle is missing, corrupt, or its checksums do not match."""
+
+
+class InvalidInput(UserError):
+    """A request's inputs do not match the model's IO spec."""
+
+
+class ModelNotFound(UserError):
+    http_status = 404
+
+
+class Unauthorized(UserError):
+    http_status = 401
+
+
+class MissingDependency(UserError):
+    """An optional package is needed for this; the message names the pip extra that installs it."""
+
+    def __init__(self, package: str, extra: str, *, purpose: str | None = None, cause: str | None = None):
+        what = f" for {purpose}" if purpose else ""
+        why = f" ({cause})" if cause else ""
+        super().__init__(f"the Python package '{package}' is needed{what} but is not importable{why}",
+                         hint=f"install it with: pip install 'xinfer-sdk[{extra}]'")
+        self.package = package
+        self.extra = extra
+
+
+class BackendUnavailable(MissingDependency):
+    """An inference engine cannot run on this machine (package missing, no GPU, wrong version)."""
+
+    def __init__(self, backend: str, reason: str, *, extra: str | None = None):
+        XinferError.__init__(self, f"backend '{backend}' is not available here: {reason}",
+                             hint=f"install it with: pip install 'xinfer-sdk[{extra}]'" if extra else None)
+        self.package = backend
+        self.extra = extra or ""
+        self.backend = backend
+
+
+class AccuracyGateError(XinferError):
+    """The converted model's accuracy fell below the profile's (or the command line's) thresholds."""
+
+    exit_code = EXIT_ACCURACY
+    http_status = 500
+
+
+class QueueFull(XinferError):
+    exit_code = EXIT_USER
+    http_status = 429
+
+
+class DeadlineExceeded(XinferError):
+    exit_code = EXIT_USER
+    http_status = 504
+
+
+class Cancelled(XinferError):
+    exit_code = EXIT_USER
+    http_status = 499
+
+
+class ServerClosing(XinferError):
+    exit_code = EXIT_USER
+    http_status = 503

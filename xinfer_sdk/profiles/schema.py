@@ -1,0 +1,400 @@
+"""The hardware-profile schema: what a profile YAML may contain, checked field by field.
+
+A profile is validated once, at load time, into a frozen ``Profile``. Every error names the file, the
+field path (``batch.max_batch_size``) and what was expected, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ProfileError, UserError
+from ..policy import BatchPolicy
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+# Precisions xinfer-sdk can produce as a deployable graph today (FP8 needs TensorRT's own quantizer).
+BUILDABLE_PRECISIONS = ("fp32", "fp16", "int8")
+KINDS = ("gpu", "jetson", "cpu")
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+# Figures a GPU/Jetson profile must state (null allowed where the vendor publishes nothing) with sources.
+FIGURES = ("compute_capability", "memory_gb", "memory_bandwidth_gbps", "peak_tflops", "tdp_w", "dla_cores")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A tiny declarative checker: each spec knows how to check a value at a path.
+class Spec:
+    required = False
+    nullable = False
+
+    def check(self, value: Any, path: str, file: str) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def fail(self, value: Any, path: str, file: str, expected: str) -> ProfileError:
+        return ProfileError(f"expected {expected}, got {value!r}", file=file, field=path)
+
+
+class Scalar(Spec):
+    def __init__(self, typ: type | tuple[type, ...], *, required=False, nullable=False, choices=None, minimum=None,
+                 maximum=None, what=None):
+        self.typ, self.required, self.nullable = typ, required, nullable
+        self.choices, self.minimum, self.maximum, self.what = choices, minimum, maximum, what
+
+    def check(self, value, path, file):
+        if value is None:
+            if self.nullable:
+                return None
+            raise self.fail(value, path, file, self.describe() + " (null is not allowed here)")
+        typ = self.typ
+        ok = isinstance(value, typ) and not (isinstance(value, bool) and bool not in _tuple(typ))
+        if not ok and float in _tuple(typ) and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.fail(value, path, file, self.describe())
+        if self.choices is not None and value not in self.choices:
+            raise self.fail(value, path, file, f"one of {list(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise self.fail(value, path, file, f"{self.describe()} >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise self.fail(value, path, file, f"{self.describe()} <= {self.maximum}")
+        return value
+
+    def describe(self):
+        if self.what:
+            return self.what
+        names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        return " or ".join(names.get(t, t.__name__) for t in _tuple(self.typ))
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec, *, required=False, nullable=False, min_len=0, unique=False):
+        self.item, self.required, self.nullable, self.min_len, self.unique = item, required, nullable, min_len, unique
+
+    def check(self, value, path, file):
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(value, path, file, f"a list of {self.item.describe()}")
+        out = [self.item.check(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+        if len(out) < self.min_len:
+            raise self.fail(value, path, file, f"at least {self.min_len} item(s)")
+        if self.unique and len(set(map(repr, out))) != len(out):
+            raise self.fail(value, path, file, "a list without duplicates")
+        return out
+
+    def describe(self):
+        return f"a list of {self.item.describe()}"
+
+
+class Section(Spec):
+    def __init__(self, fields: dict[str, Spec], *, required=False, nullable=False, open_keys: Spec | None = None):
+        self.fields, self.required, self.nullable, self.open_keys = fields, required, nullable, open_keys
+
+    def check(self, value, path, file):
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, Mapping):
+            raise self.fail(value, path, file, "a mapping")
+        out = {}
+        for key, val in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            spec = self.fields.get(key)
+            if spec is None and self.open_keys is not None:
+                spec = self.open_keys
+            if spec is None:
+                raise ProfileError(f"unknown field; expected one of {sorted(self.fields)}", file=file, field=sub)
+            out[key] = spec.check(val, sub, file)
+        for key, spec in self.fields.items():
+            if spec.required and key not in value:
+                sub = f"{path}.{key}" if path else key
+                raise ProfileError(f"missing required field ({spec.describe()})", file=file, field=sub)
+        return out
+
+    def describe(self):
+        return "a mapping"
+
+
+def _tuple(t):
+    return t if isinstance(t, tuple) else (t,)
+
+
+_str = Scalar(str)
+_num = Scalar(float, nullable=True, minimum=0)
+_prec = Scalar(str, choices=PRECISIONS)
+
+PEAKS = Section({p: Scalar(float, required=True, nullable=True, minimum=0, what="a number (TFLOPS / TOPS) or null")
+                 for p in PRECISIONS})
+DERIVED = Section({}, open_keys=Section({"value": Scalar(float, required=True, minimum=0),
+                                         "derivation": Scalar(str, required=True)}))
+THRESHOLDS = Section({
+    "min_cosine": Scalar(float, minimum=0, maximum=1),
+    "min_top1_agreement": Scalar(float, minimum=0, maximum=1),
+    "max_abs_error": Scalar(float, nullable=True, minimum=0),
+    "max_accuracy_drop": Scalar(float, minimum=0, maximum=1),
+})
+
+PROFILE = Section({
+    "name": Scalar(str, required=True),
+    "extends": Scalar(str, nullable=True),
+    "abstract": Scalar(bool),
+    "kind": Scalar(str, choices=KINDS),
+    "description": _str,
+    "match": Section({
+        "nvml_names": ListOf(_str),
+        "cuda_names": ListOf(_str),
+        "device_tree": ListOf(_str),
+        "k8s_gpu_product": ListOf(_str),
+    }),
+    "compute_capability": Scalar(str, nullable=True, what="a string like '7.5'"),
+    "memory_gb": _num,
+    "memory_bandwidth_gbps": _num,
+    "unified_memory": Scalar(bool),
+    "peak_tflops": PEAKS,
+    "peak_basis": _str,
+    "derived_tflops": DERIVED,
+    "dla_cores": Scalar(int, nullable=True, minimum=0),
+    "tdp_w": _num,
+    "precisions": ListOf(_prec, min_len=1, unique=True),
+    "default_precision": _prec,
+    "quantization": Section({
+        "scheme": Scalar(str, choices=("symmetric", "asymmetric")),
+        "activation_type": Scalar(str, choices=("int8", "uint8")),
+        "weight_type": Scalar(str, choices=("int8", "uint8")),
+        "per_channel": Scalar(bool),
+        "method": Scalar(str, choices=("minmax", "entropy", "percentile")),
+        "reduce_range": Scalar(bool),
+    }),
+    "memory": Section({
+        "reserve_gb": Scalar(float, minimum=0),
+        "usable_fraction": Scalar(float, minimum=0.05, maximum=1.0),
+        "workspace_gb": Scalar(float, minimum=0),
+    }),
+    "batch": Section({
+        "max_batch_size": Scalar(int, minimum=1),
+        "preferred_batch_sizes": ListOf(Scalar(int, minimum=1)),
+        "max_batch_delay": Scalar((str, float), what="a duration like '2ms'"),
+        "device_concurrency": Scalar(int, minimum=1),
+        "max_queue_size": Scalar(int, minimum=0),
+        "timeout": Scalar((str, float), nullable=True, what="a duration like '100ms' or null"),
+    }),
+    "tensorrt": Section({
+        "versions": ListOf(Scalar(int, minimum=7), unique=True),
+        "builder_optimization_level": Scalar(int, minimum=0, maximum=5),
+        "use_dla": Scalar(bool),
+        "dla_gpu_fallback": Scalar(bool),
+        "hardware_compatibility": Scalar(str, choices=("none", "ampere+")),
+    }),
+    "backends": ListOf(Scalar(str, choices=BACKENDS), min_len=1, unique=True),
+    "accuracy": Section({p: THRESHOLDS for p in PRECISIONS}),
+    "price_per_hour_usd": _num,
+    "sources": Section({}, open_keys=ListOf(_str, min_len=1)),
+    "notes": ListOf(_str),
+})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The validated, frozen objects the rest of the SDK reads.
+@dataclasses.dataclass(frozen=True)
+class Match:
+    nvml_names: tuple[str, ...] = ()
+    cuda_names: tuple[str, ...] = ()
+    device_tree: tuple[str, ...] = ()
+    k8s_gpu_product: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPolicy:
+    reserve_gb: float = 1.0
+    usable_fraction: float = 0.9
+    workspace_gb: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationPolicy:
+    scheme: str = "symmetric"
+    activation_type: str = "int8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    method: str = "minmax"
+    reduce_range: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRTPolicy:
+    versions: tuple[int, ...] = ()
+    builder_optimization_level: int = 3
+    use_dla: bool = False
+    dla_gpu_fallback: bool = True
+    hardware_compatibility: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    min_cosine: float = 0.99
+    min_top1_agreement: float = 0.95
+    max_abs_error: float | None = None
+    max_accuracy_drop: float = 0.01
+
+
+DEFAULT_THRESHOLDS = {
+    "fp32": Thresholds(min_cosine=0.9999, min_top1_agreement=0.999, max_accuracy_drop=0.001),
+    "tf32": Thresholds(min_cosine=0.999, min_top1_agreement=0.99, max_accuracy_drop=0.005),
+    "fp16": Thresholds(min_cosine=0.999, min_top1_agreement=0.99, max_accuracy_drop=0.005),
+    "bf16": Thresholds(min_cosine=0.995, min_top1_agreement=0.98, max_accuracy_drop=0.01),
+    "int8": Thresholds(min_cosine=0.98, min_top1_agreement=0.95, max_accuracy_drop=0.01),
+    "fp8": Thresholds(min_cosine=0.98, min_top1_agreement=0.95, max_accuracy_drop=0.01),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One hardware target and the policy every other part of the SDK obeys on it."""
+
+    name: str
+    kind: str
+    description: str
+    match: Match
+    compute_capability: str | None
+    memory_gb: float | None
+    memory_bandwidth_gbps: float | None
+    unified_memory: bool
+    peak_tflops: Mapping[str, float | None]
+    peak_basis: str
+    derived_tflops: Mapping[str, Mapping[str, Any]]
+    dla_cores: int
+    tdp_w: float | None
+    precisions: tuple[str, ...]
+    default_precision: str
+    quantization: QuantizationPolicy
+    memory: MemoryPolicy
+    batch: BatchPolicy
+    tensorrt: TensorRTPolicy
+    backends: tuple[str, ...]
+    accuracy: Mapping[str, Thresholds]
+    price_per_hour_usd: float | None
+    sources: Mapping[str, tuple[str, ...]]
+    notes: tuple[str, ...]
+    file: str = ""
+    extends: str | None = None
+    chain: tuple[str, ...] = ()
+
+    # -- derived views ---------------------------------------------------------------------------------
+    @property
+    def sm(self) -> str | None:
+        return None if not self.compute_capability else "sm_" + self.compute_capability.replace(".", "")
+
+    @property
+    def display_name(self) -> str:
+        return self.description or self.name
+
+    def peak(self, precision: str) -> tuple[float | None, str]:
+        """Dense peak (TFLOPS, TOPS for INT8) and its basis: 'published' or 'derived: <how>'."""
+        value = self.peak_tflops.get(precision)
+        if value is not None:
+            return value, "published"
+        d = self.derived_tflops.get(precision)
+        if d:
+            return float(d["value"]), "derived: " + d["derivation"]
+        return None, "not published"
+
+    def usable_memory_gb(self) -> float | None:
+        """Memory a model may use: (total - reserve) x usable_fraction; shared with the CPU on Jetson."""
+        if self.memory_gb is None:
+            return None
+        return max(0.0, (self.memory_gb - self.memory.reserve_gb) * self.memory.usable_fraction)
+
+    def check_precision(self, precision: str) -> str:
+        """Resolve 'auto' and refuse a precision this hardware has no support for, saying why."""
+        if precision in (None, "", "auto"):
+            return self.default_precision
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; expected auto or one of {list(PRECISIONS)}")
+        if precision not in self.precisions:
+            what = {"fp8": "FP8 tensor cores", "bf16": "BF16 support", "tf32": "TF32 tensor cores",
+                    "int8": "INT8 support", "fp16": "FP16 support", "fp32": "FP32 support"}[precision]
+            cc = f" ({self.sm})" if self.sm else ""
+            raise UserError(f"{self.display_name}{cc} has no {what}; profile '{self.name}' supports "
+                            f"{', '.join(self.precisions)}", hint=f"use --precision {self.default_precision}")
+        return precision
+
+    def thresholds(self, precision: str) -> Thresholds:
+        return self.accuracy.get(precision, DEFAULT_THRESHOLDS.get(precision, Thresholds()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["batch"] = self.batch.to_dict()
+        d["peak_tflops"] = dict(self.peak_tflops)
+        d["derived_tflops"] = {k: dict(v) for k, v in self.derived_tflops.items()}
+        d["sources"] = {k: list(v) for k, v in self.sources.items()}
+        d["usable_memory_gb"] = self.usable_memory_gb()
+        d["sm"] = self.sm
+        for key in ("precisions", "backends", "notes", "chain"):
+            d[key] = list(d[key])
+        d["tensorrt"]["versions"] = list(self.tensorrt.versions)
+        d["match"] = {k: list(v) for k, v in d["match"].items()}
+        return d
+
+
+def validate(raw: Any, file: str) -> dict[str, Any]:
+    """Check one YAML document against the schema (types, unknown fields); returns a plain dict."""
+    if not isinstance(raw, Mapping):
+        raise ProfileError(f"expected a mapping at the top level, got {type(raw).__name__}", file=file)
+    return PROFILE.check(raw, "", file)
+
+
+def check_complete(data: Mapping[str, Any], file: str) -> None:
+    """Rules on the merged (inherited) profile: figures present, sources kept, policy consistent."""
+    for key in ("kind", "precisions", "default_precision", "backends"):
+        if key not in data:
+            raise ProfileError("missing required field (set it here or in the profile this one extends)",
+                               file=file, field=key)
+    kind = data["kind"]
+    if kind in ("gpu", "jetson"):
+        for fig in FIGURES:
+            if fig not in data:
+                raise ProfileError("missing figure (use null only where the vendor publishes none, and say so "
+                                   "in notes)", file=file, field=fig)
+        for fig in ("compute_capability", "memory_gb", "memory_bandwidth_gbps"):
+            if data.get(fig) is None:
+                raise ProfileError("this figure cannot be null for a GPU or Jetson profile", file=file, field=fig)
+        sources = data.get("sources") or {}
+        for fig in FIGURES:
+            if data.get(fig) not in (None, 0) and fig not in sources and fig != "dla_cores":
+                raise ProfileError(f"figure has no source URL; add sources.{fig}", file=file, field=f"sources.{fig}")
+    if "peak_tflops" not in data:
+        raise ProfileError("missing figure", file=file, field="peak_tflops")
+    if data["default_precision"] not in data["precisions"]:
+        raise ProfileError(f"{data['default_precision']!r} is not in precisions {data['precisions']}", file=file,
+                           field="default_precision")
+    if data.get("unified_memory") is None and kind != "cpu":
+        raise ProfileError("missing required field (true or false)", file=file, field="unified_memory")
+
+
+def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Profile:
+    """Turn a merged, validated dict into the frozen Profile."""
+    check_complete(data, file)
+    try:
+        batch = BatchPolicy.from_dict(data.get("batch") or {}, source="batch")
+    except UserError as exc:
+        raise ProfileError(exc.message, file=file) from None
+    accuracy = {p: Thresholds(**{**dataclasses.asdict(DEFAULT_THRESHOLDS[p]), **v})
+                for p, v in (data.get("accuracy") or {}).items()}
+    trt = dict(data.get("tensorrt") or {})
+    trt["versions"] = tuple(trt.get("versions", ()))
+    m = data.get("match") or {}
+    return Profile(
+        name=data["name"], kind=data["kind"], description=data.get("description", ""),
+        match=Match(**{k: tuple(v) for k, v in m.items()}),
+        compute_capability=data.get("compute_capability"), memory_gb=data.get("memory_gb"),
+        memory_bandwidth_gbps=data.get("memory_bandwidth_gbps"),
+        unified_memory=bool(data.get("unified_memory", data["kind"] != "gpu")),
+        peak_tflops={p: data["peak_tflops"].get(p) for p in PRECISIONS}, peak_basis=data.get("peak_basis", ""),
+        derived_tflops=dict(data.get("derived_tflops") or {}), dla_cores=int(data.get("dla_cores") or 0),
+        tdp_w=data.get("tdp_w"), precisions=tuple(data["precisions"]), default_precision=data["default_precision"],
+        quantization=QuantizationPolicy(**(data.get("quantization") or {})),
+        memory=MemoryPolicy(**(data.get("memory") or {})), batch=batch, tensorrt=TensorRTPolicy(**trt),
+        backends=tuple(data["backends"]), accuracy=accuracy, price_per_hour_usd=data.get("price_per_hour_usd"),
+        sources={k: tuple(v) for k, v in (data.get("sources") or {}).items()}, notes=tuple(data.get("notes") or ()),
+        file=file, extends=data.get("extends"), chain=chain,
+    )
