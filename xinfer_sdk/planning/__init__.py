@@ -1,0 +1,1 @@
+"""Capacity planning: model cost, device roofline, queueing simulation of the batch policy."""

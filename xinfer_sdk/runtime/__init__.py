@@ -1,0 +1,1 @@
+"""Runtime: load a bundle, pick a backend, run it through the one batching core."""

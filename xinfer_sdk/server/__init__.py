@@ -1,0 +1,1 @@
+"""KServe v2 (Open Inference Protocol) server on the batching core: HTTP, gRPC, /metrics."""
