@@ -25,7 +25,7 @@ demo: $(VENV)/.base
 	$(PY) examples/demo.py
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check xinfer_sdk converters tests bench examples
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/vermin -q --target=3.10- --violations --no-tips --eval-annotations --backport dataclasses xinfer_sdk converters
 
 # pytest exit 5 = no tests collected: a suite that ran nothing is not green, so say so and fail.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -18,18 +19,26 @@ from ._common import emit_json, err
 COMMANDS = {
     "doctor": "xinfer_sdk.cli.doctor_cmd:doctor",
     "profiles": "xinfer_sdk.cli.profiles_cmd:profiles",
+    "build": "xinfer_sdk.cli.build_cmd:build",
+    "inspect": "xinfer_sdk.cli.build_cmd:inspect",
+    "serve": "xinfer_sdk.cli.serve_cmd:serve",
+    "bench": "xinfer_sdk.cli.bench_cmd:bench",
+    "plan": "xinfer_sdk.cli.plan_cmd:plan",
+    "tune": "xinfer_sdk.cli.plan_cmd:tune",
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(n for n in COMMANDS if importlib.util.find_spec(COMMANDS[n].split(":")[0]) is not None)
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
         if target is None:
             return None
         module, attr = target.split(":")
+        if importlib.util.find_spec(module) is None:
+            return None
         return getattr(importlib.import_module(module), attr)
 
 

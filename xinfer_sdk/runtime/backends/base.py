@@ -1,0 +1,78 @@
+"""The one small interface every inference engine implements.
+
+A backend is a thin runner with a lifecycle (as Polygraphy's runners): the batching core creates one
+instance per worker (``device_concurrency``), calls ``activate()`` once in that worker, ``infer()`` per
+batch, ``deactivate()`` at close. Backends never queue, batch, or start threads: the batching core owns
+all of that. Inputs and outputs are ``dict[str, numpy.ndarray]`` with the batch on axis 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ...bundle import Bundle
+from ...profiles import Profile
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    #: registry name used in ``backend=`` and profile ``backends:`` lists
+    name: ClassVar[str] = ""
+    #: pip extra that installs what this backend needs
+    extra: ClassVar[str] = ""
+
+    def __init__(self, bundle: Bundle, *, profile: Profile, device: str = "cpu", threads: int | None = None,
+                 options: Mapping[str, Any] | None = None):
+        self.bundle = bundle
+        self.profile = profile
+        self.device = device
+        self.threads = threads
+        self.options = dict(options or {})
+        self.active = False
+
+    # -- selection -------------------------------------------------------------------------------------
+    @classmethod
+    def unavailable_reason(cls, bundle: Bundle, profile: Profile, device: str) -> str | None:
+        """None when this backend can run this bundle here; otherwise why not (cheap: no session is made)."""
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def activate(self) -> None:
+        if not self.active:
+            self.activate_impl()
+            self.active = True
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.infer_impl(feeds)
+
+    def deactivate(self) -> None:
+        if self.active:
+            try:
+                self.deactivate_impl()
+            finally:
+                self.active = False
+
+    def __enter__(self) -> Backend:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device, "threads": self.threads}
+
+    # -- for subclasses --------------------------------------------------------------------------------
+    def activate_impl(self) -> None:
+        raise NotImplementedError
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def deactivate_impl(self) -> None:
+        pass
