@@ -32,8 +32,32 @@ from .errors import (
 from .policy import BatchPolicy
 from .profiles import Profile, ProfileRegistry, detect, load_profile
 
+# Public names that live in heavier modules, imported on first access (PEP 562).
+_LAZY = {
+    "load": "xinfer_sdk.runtime.loader",
+    "Model": "xinfer_sdk.runtime.model",
+    "build": "xinfer_sdk.builder",
+    "open_bundle": "xinfer_sdk.bundle",
+    "Bundle": "xinfer_sdk.bundle",
+    "InferenceServer": "xinfer_sdk.server.app",
+    "plan": "xinfer_sdk.planning",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xinfer_sdk' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "__version__",
+    # build, load, run, serve, plan
+    "build", "load", "Model", "open_bundle", "Bundle", "InferenceServer", "plan",
     # profiles
     "Profile", "ProfileRegistry", "load_profile", "detect",
     # batching
