@@ -1,0 +1,508 @@
+"""What an ONNX graph costs at a given batch and shape: FLOPs, bytes moved, parameters, peak activations.
+
+    cost = analyze("model.onnx", batch_size=8, shapes=parse_shapes("input_ids:1x8..32x128..64x512"), which="opt")
+    cost.flops, cost.param_bytes, cost.activation_bytes, cost.ops[0].op_class
+
+How: a working copy of the graph is made static (the symbolic batch axis becomes ``batch_size``, other
+symbolic axes come from ``shapes``), ``onnx.shape_inference`` (with data propagation) sizes every tensor,
+and one pass in topological order counts each node (``_opcost``) and walks tensor lifetimes for the peak
+of live activation memory. Sizes are precision-aware: a weight counts at its stored type (an INT8 weight
+behind a DequantizeLinear is 1 byte per element, FP16 is 2), and an activation that is re-quantized by the
+next node is written at the quantized size. Element-wise ops that follow a convolution / matrix product
+whose output has no other reader are marked ``fused``: TensorRT and ONNX Runtime run them in the
+producer's epilogue, so they move no extra memory.
+
+Used by the planner (``xinfer_sdk.planning``) and by the build's memory budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import _opcost
+from ._lazy import require
+from .errors import ConversionError, UserError
+from .shapes import ShapeRange, check_names
+
+log = logging.getLogger(__name__)
+
+SHAPES_HINT = "--shapes NAME:MIN..OPT..MAX, e.g. input_ids:1x8..32x128..64x512"
+# Initializers larger than this many elements are moved out of the copy given to shape inference (they only
+# need their type and shape there); keeps inference fast and under protobuf's 2 GB limit.
+_INLINE_MAX = 4096
+
+# ONNX TensorProto element type -> (bytes per element, precision name used by the profiles)
+_TYPES: dict[int, tuple[float, str]] = {
+    1: (4, "fp32"), 2: (1, "int8"), 3: (1, "int8"), 4: (2, "int16"), 5: (2, "int16"), 6: (4, "int32"),
+    7: (8, "int64"), 8: (0, "string"), 9: (1, "bool"), 10: (2, "fp16"), 11: (8, "fp64"), 12: (4, "int32"),
+    13: (8, "int64"), 14: (8, "complex"), 15: (16, "complex"), 16: (2, "bf16"), 17: (1, "fp8"), 18: (1, "fp8"),
+    19: (1, "fp8"), 20: (1, "fp8"), 21: (0.5, "int4"), 22: (0.5, "int4"), 23: (0.5, "fp4"), 24: (1, "fp8"),
+    25: (0.25, "int2"), 26: (0.25, "int2"), 27: (0.75, "fp6"), 28: (0.75, "fp6"),
+}
+# Compute precision of a float activation type (what a matrix op runs in when nothing is quantized).
+_COMPUTE = {"fp32": "fp32", "fp64": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "fp8": "fp8",
+            "int4": "int8"}
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCost:
+    """One node at the analysed batch and shapes."""
+
+    name: str
+    op_type: str
+    op_class: str  # conv | matmul | elementwise | normalization | pooling | reduction | data | view | shape | quant
+    flops: float
+    read_bytes: float  # activation inputs, at their stored precision
+    weight_bytes: float  # constant inputs (weights, biases), at their stored precision
+    write_bytes: float  # outputs, at the precision they are stored in
+    precision: str  # what the node computes in: fp32 | fp16 | bf16 | int8 | fp8
+    in_elements: int = 0  # activation input elements (to re-price the op at another precision)
+    weight_elements: int = 0
+    out_elements: int = 0
+    fused: bool = False  # runs in the epilogue of the conv/matmul before it (or is a Q/DQ / view)
+    known: bool = True  # False when shape inference could not size a tensor this node touches
+
+    @property
+    def bytes(self) -> float:
+        return self.read_bytes + self.weight_bytes + self.write_bytes
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity (FLOPs per byte moved)."""
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bytes"] = self.bytes
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    """A whole graph at one batch size and one set of input shapes."""
+
+    batch_size: int
+    batched: bool  # the model has a symbolic batch axis 0 (it can be batched)
+    input_shapes: Mapping[str, tuple[int, ...]]
+    output_shapes: Mapping[str, tuple[int, ...]]
+    flops: float
+    param_bytes: float
+    param_count: int
+    activation_bytes: float  # peak of live activation memory (inputs and outputs included) in a topological walk
+    io_bytes: float  # inputs + outputs at this batch
+    input_bytes: float
+    output_bytes: float
+    precision: str  # dominant compute precision of the matrix ops (fp32 | fp16 | bf16 | int8 | fp8)
+    ops: tuple[OpCost, ...]
+    unknown: tuple[str, ...] = ()  # nodes that could not be sized (their cost is missing from the totals)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def bytes(self) -> float:
+        return sum(o.bytes for o in self.ops if not o.fused)
+
+    def by_class(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for o in self.ops:
+            c = out.setdefault(o.op_class, {"count": 0, "flops": 0.0, "bytes": 0.0})
+            c["count"] += 1
+            c["flops"] += o.flops
+            c["bytes"] += 0.0 if o.fused else o.bytes
+        return out
+
+    def to_dict(self, *, ops: bool = False) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "ops"}
+        d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        d["output_shapes"] = {k: list(v) for k, v in self.output_shapes.items()}
+        d["unknown"], d["notes"] = list(self.unknown), list(self.notes)
+        d["bytes"] = self.bytes
+        d["by_class"] = self.by_class()
+        if ops:
+            d["ops"] = [o.to_dict() for o in self.ops]
+        return d
+
+
+# ----------------------------------------------------------------------------------------------------------
+def load_model(model: Any):
+    """An onnx.ModelProto from a path (external weights are not read: only their shapes matter) or a proto."""
+    onnx = require("onnx", purpose="reading ONNX graphs")
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise ConversionError(f"no ONNX file at {path!r}")
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # DecodeError, OSError: not an ONNX file
+        raise ConversionError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def graph_inputs(model) -> list:
+    """The real inputs (old exporters also list initializers as inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def is_batched(model) -> bool:
+    """True when every ranked input has a symbolic (or unset) axis 0: the model takes a batch axis."""
+    ins = [i for i in graph_inputs(model) if i.type.tensor_type.shape.dim]
+    return bool(ins) and all(not i.type.tensor_type.shape.dim[0].HasField("dim_value") for i in ins)
+
+
+def resolve_input_shapes(model, *, batch_size: int | None, shapes: Mapping[str, ShapeRange] | None,
+                         which: str) -> tuple[dict[str, tuple[int, ...]], bool]:
+    """Concrete shape per input; raises UserError naming the input and the --shapes syntax when it cannot."""
+    if which not in ("min", "opt", "max"):
+        raise UserError(f"which={which!r}: expected 'min', 'opt' or 'max'")
+    shapes = dict(shapes or {})
+    ins = graph_inputs(model)
+    check_names(shapes, [i.name for i in ins])
+    batched = is_batched(model)
+    params: dict[str, int] = {}
+    for i in ins:  # symbolic names shared between inputs (e.g. "seq") take the value given for any of them
+        dims = i.type.tensor_type.shape.dim
+        if i.name in shapes:
+            given = getattr(shapes[i.name], which)
+            if len(given) != len(dims):
+                raise UserError(f"--shapes {i.name}: the model's input has rank {len(dims)} "
+                                f"({_dims_text(dims)}) but {'x'.join(map(str, given))} has rank {len(given)}")
+            for axis, (d, g) in enumerate(zip(dims, given)):
+                if d.HasField("dim_param") and d.dim_param and not (batched and axis == 0):
+                    params.setdefault(d.dim_param, g)
+    out: dict[str, tuple[int, ...]] = {}
+    for i in ins:
+        dims = i.type.tensor_type.shape.dim
+        given = getattr(shapes[i.name], which) if i.name in shapes else None
+        concrete = []
+        for axis, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                if given is not None and given[axis] != d.dim_value and not (batched and axis == 0):
+                    raise UserError(f"--shapes {i.name}: axis {axis} is fixed to {d.dim_value} in the model, "
+                                    f"not {given[axis]}")
+                concrete.append(int(d.dim_value))
+            elif batched and axis == 0:
+                b = batch_size if batch_size is not None else (given[0] if given is not None else 1)
+                if b < 1:
+                    raise UserError(f"batch_size must be >= 1, got {b}")
+                concrete.append(int(b))
+            elif given is not None:
+                concrete.append(int(given[axis]))
+            elif d.HasField("dim_param") and d.dim_param in params:
+                concrete.append(params[d.dim_param])
+            else:
+                label = f"'{d.dim_param}'" if d.HasField("dim_param") and d.dim_param else "unnamed"
+                raise UserError(f"input {i.name!r} has a dynamic axis {axis} ({label}, shape {_dims_text(dims)}) "
+                                f"that cannot be sized; give its shape with {SHAPES_HINT.replace('NAME', i.name, 1)}")
+        out[i.name] = tuple(concrete)
+    return out, batched
+
+
+def _dims_text(dims) -> str:
+    return "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+
+
+def _static_copy(model, input_shapes: Mapping[str, tuple[int, ...]]):
+    """A shape-inferred copy with every graph input fixed; big initializers become typed inputs."""
+    onnx = require("onnx", purpose="reading ONNX graphs")
+    m = onnx.ModelProto()
+    if _has_big_inits(model):
+        _copy_light(model, m)
+    else:
+        m.CopyFrom(model)
+    for i in m.graph.input:
+        if i.name in input_shapes:
+            shape = i.type.tensor_type.shape
+            for d, v in zip(shape.dim, input_shapes[i.name]):
+                d.Clear()
+                d.dim_value = v
+    for o in m.graph.output:  # symbolic output dims would otherwise pin inference to stale names
+        for d in o.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                d.Clear()
+    del m.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        log.warning("graphcost                          | onnx shape inference failed (%s); trying without data "
+                    "propagation", exc)
+        try:
+            return onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False)
+        except Exception as exc2:
+            raise ConversionError(f"ONNX shape inference failed on this graph: {exc2}") from exc2
+
+
+def _has_big_inits(model) -> bool:
+    return any(_init_numel(t) > _INLINE_MAX for t in model.graph.initializer)
+
+
+def _copy_light(model, m) -> None:
+    onnx = require("onnx")
+    m.CopyFrom(model)
+    keep = []
+    existing = {i.name for i in m.graph.input}
+    for t in m.graph.initializer:
+        if _init_numel(t) > _INLINE_MAX:
+            if t.name not in existing:
+                m.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            keep.append(t)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+
+
+def _init_numel(t) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n
+
+
+def _attrs(node) -> dict[str, Any]:
+    onnx = require("onnx")
+    out = {}
+    for a in node.attribute:
+        try:
+            out[a.name] = onnx.helper.get_attribute_value(a)
+        except Exception:
+            continue
+        if isinstance(out[a.name], bytes):
+            out[a.name] = out[a.name].decode("utf-8", "replace")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+def analyze(model: Any, *, batch_size: int | None = 1, shapes: Mapping[str, ShapeRange] | None = None,
+            which: str = "max") -> ModelCost:
+    """Cost of ``model`` (an ONNX path or ModelProto) at ``batch_size`` with shapes[which] for other axes."""
+    proto = load_model(model)
+    input_shapes, batched = resolve_input_shapes(proto, batch_size=batch_size, shapes=shapes, which=which)
+    inferred = _static_copy(proto, input_shapes)
+    return _Walk(proto, inferred, input_shapes, batched).run()
+
+
+class _Walk:
+    """One topological pass: per-node cost, precision, fusion and the live-memory peak."""
+
+    def __init__(self, proto, inferred, input_shapes, batched):
+        self.proto, self.g = proto, inferred.graph
+        self.input_shapes, self.batched = input_shapes, batched
+        self.shape: dict[str, tuple[int, ...] | None] = {}
+        self.dtype: dict[str, int] = {}
+        for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output):
+            tt = vi.type.tensor_type
+            if tt.elem_type:
+                self.dtype[vi.name] = tt.elem_type
+            if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+                self.shape[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+        self.inits = {t.name: t for t in proto.graph.initializer}
+        for t in proto.graph.initializer:
+            self.shape[t.name] = tuple(int(d) for d in t.dims)
+            self.dtype[t.name] = t.data_type
+        self.nodes = list(self.g.node)
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in self.g.output}
+        self.constants = set(self.inits)
+        for n in self.nodes:  # Constant nodes and anything computed only from constants (shape sub-graphs)
+            if n.op_type == "Constant" or (n.input and all((not i) or i in self.constants for i in n.input)):
+                self.constants.update(o for o in n.output if o)
+
+    # -- sizes -----------------------------------------------------------------------------------------
+    def size(self, name: str) -> tuple[float, str]:
+        return _TYPES.get(self.dtype.get(name, 1), (4, "fp32"))
+
+    def stored(self, name: str) -> tuple[str, int, float]:
+        """(storage tensor, elements, bytes): a DequantizeLinear output is stored at its quantized input."""
+        src = name
+        p = self.producer.get(name)
+        if p is not None and p.op_type == "DequantizeLinear" and p.input:
+            src = p.input[0]
+        n = _opcost.numel(self.shape.get(src)) if self.shape.get(src) is not None else 0
+        return src, n, n * self.size(src)[0]
+
+    def out_bytes(self, name: str, elements: int) -> float:
+        """Bytes written for ``name``: at the quantized size when every reader is a QuantizeLinear."""
+        readers = self.consumers.get(name, [])
+        if readers and all(r.op_type == "QuantizeLinear" for r in readers):
+            return elements * self.size(readers[0].output[0])[0]
+        return elements * self.size(name)[0]
+
+    def precision(self, node) -> str:
+        if node.op_type in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
+                            "DynamicQuantizeMatMul"):
+            return "int8"
+        first = node.input[0] if node.input else ""
+        p = self.producer.get(first)
+        if p is not None and p.op_type == "DequantizeLinear" and p.input:
+            return _COMPUTE.get(self.size(p.input[0])[1], "fp32")
+        t = node.output[0] if node.output else first
+        return _COMPUTE.get(self.size(t)[1], "fp32")
+
+    # -- the pass --------------------------------------------------------------------------------------
+    def run(self) -> ModelCost:
+        ops: list[OpCost] = []
+        unknown: list[str] = []
+        notes: list[str] = []
+        fused_from: dict[str, bool] = {}  # tensor -> produced by a matrix op or its fused epilogue chain
+        for idx, n in enumerate(self.nodes):
+            name = n.name or f"{n.op_type}_{idx}"
+            cls = _opcost.op_class(n.op_type)
+            if n.domain not in ("", "ai.onnx", "com.microsoft", "ai.onnx.ml"):
+                cls = "other"
+            ins = [self.shape.get(i) if i else None for i in n.input]
+            outs = [self.shape.get(o) if o else None for o in n.output]
+            if cls == "control":
+                notes.append(f"{name}: {n.op_type} body is not counted (control flow)")
+            if n.output and all(o in self.constants for o in n.output if o) and cls != "quant":
+                cls = "shape"  # folded at build time
+            fl = _opcost.flops(n.op_type, ins, outs, _attrs(n)) if cls not in ("shape",) else 0.0
+            known = fl is not None and all(s is not None for s, o in zip(outs, n.output) if o)
+            if not known and cls not in ("shape", "quant", "view"):
+                unknown.append(f"{name} ({n.op_type})")
+            act_in, w_in, read_b, w_b = 0, 0, 0.0, 0.0
+            for i in n.input:
+                if not i:
+                    continue
+                src, elems, b = self.stored(i)
+                if i in self.constants or src in self.constants:
+                    w_in += elems
+                    w_b += b
+                else:
+                    act_in += elems
+                    read_b += b
+            out_e = sum(_opcost.numel(self.shape.get(o)) for o in n.output if o and self.shape.get(o) is not None)
+            write_b = sum(self.out_bytes(o, _opcost.numel(self.shape.get(o))) for o in n.output
+                          if o and self.shape.get(o) is not None)
+            fused = cls in ("view", "shape", "quant")
+            if cls in _opcost.MATRIX_CLASSES:
+                for o in n.output:
+                    fused_from[o] = True
+            elif cls in ("elementwise", "normalization") and n.op_type not in _UNFUSABLE:
+                head = [i for i in n.input if i and fused_from.get(i) and len(self.consumers.get(i, [])) == 1
+                        and i not in self.graph_outputs][:1]
+                if head:
+                    fused = True
+                    # the epilogue reads only its other activation inputs (a residual); writes nothing extra
+                    read_b = sum(self.stored(i)[2] for i in n.input if i and i not in head and i not in self.constants)
+                    write_b = 0.0
+                    for o in n.output:
+                        fused_from[o] = True
+            if fused and cls in ("view", "shape", "quant"):
+                read_b = w_b = write_b = 0.0
+                if cls == "view":
+                    for o in n.output:
+                        fused_from[o] = fused_from.get(n.input[0], False) if n.input else False
+            if cls == "quant" and n.op_type == "QuantizeLinear" and n.input and fused_from.get(n.input[0]):
+                for o in n.output:
+                    fused_from[o] = False
+            ops.append(OpCost(name=name, op_type=n.op_type, op_class=cls, flops=float(fl or 0.0), read_bytes=read_b,
+                              weight_bytes=w_b, write_bytes=write_b, precision=self.precision(n), in_elements=act_in,
+                              weight_elements=w_in, out_elements=out_e, fused=fused, known=known))
+        self._fix_chain_writes(ops)
+        return self._totals(ops, unknown, notes)
+
+    def _fix_chain_writes(self, ops: list[OpCost]) -> None:
+        """A matrix op whose epilogue chain ends in a QuantizeLinear writes at the quantized size."""
+        index = {id(n): k for k, n in enumerate(self.nodes)}
+        for k, n in enumerate(self.nodes):
+            if ops[k].op_class not in _opcost.MATRIX_CLASSES or not n.output:
+                continue
+            t = n.output[0]
+            while True:
+                readers = self.consumers.get(t, [])
+                if len(readers) != 1 or not ops[index[id(readers[0])]].fused or readers[0].op_type == "QuantizeLinear":
+                    break
+                t = readers[0].output[0]
+            elems = _opcost.numel(self.shape.get(t)) if self.shape.get(t) is not None else 0
+            if elems:
+                ops[k] = dataclasses.replace(ops[k], write_bytes=self.out_bytes(t, elems))
+
+    def _totals(self, ops: list[OpCost], unknown: list[str], notes: list[str]) -> ModelCost:
+        param_count, param_bytes = 0, 0.0
+        for t in self.proto.graph.initializer:
+            k = _init_numel(t)
+            param_count += k
+            param_bytes += k * _TYPES.get(t.data_type, (4, ""))[0]
+        for n in self.proto.graph.node:
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value" and a.t.data_type not in (6, 7):  # not int32/int64 shape constants
+                        k = _init_numel(a.t)
+                        param_count += k
+                        param_bytes += k * _TYPES.get(a.t.data_type, (4, ""))[0]
+        in_b = sum(_opcost.numel(s) * self.size(n)[0] for n, s in self.input_shapes.items())
+        out_shapes = {o.name: self.shape[o.name] for o in self.g.output if self.shape.get(o.name) is not None}
+        out_b = sum(_opcost.numel(s) * self.size(n)[0] for n, s in out_shapes.items())
+        matrix = [o for o in ops if o.op_class in _opcost.MATRIX_CLASSES]
+        weight = {}
+        for o in matrix:
+            weight[o.precision] = weight.get(o.precision, 0.0) + o.flops
+        precision = max(weight, key=weight.get) if weight else self._float_type()
+        if unknown:
+            notes.append(f"{len(unknown)} node(s) could not be sized by shape inference; their cost is missing: "
+                         + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+        batch = next(iter(self.input_shapes.values()))[0] if self.batched and self.input_shapes else 1
+        return ModelCost(batch_size=batch, batched=self.batched, input_shapes=dict(self.input_shapes),
+                         output_shapes=out_shapes, flops=sum(o.flops for o in ops), param_bytes=param_bytes,
+                         param_count=param_count, activation_bytes=self._peak_live(), io_bytes=in_b + out_b,
+                         input_bytes=in_b, output_bytes=out_b, precision=precision, ops=tuple(ops),
+                         unknown=tuple(unknown), notes=tuple(notes))
+
+    def _float_type(self) -> str:
+        for i in self.input_shapes:
+            p = _COMPUTE.get(self.size(i)[1])
+            if p:
+                return p
+        return "fp32"
+
+    def _peak_live(self) -> float:
+        """Peak of live non-constant tensor bytes walking nodes in order (views alias their input)."""
+        root: dict[str, str] = {}
+        for n in self.nodes:
+            if _opcost.op_class(n.op_type) == "view" and n.input and n.input[0]:
+                for o in n.output:
+                    if o:
+                        root[o] = root.get(n.input[0], n.input[0])
+        last: dict[str, int] = {}
+        end = len(self.nodes)
+        for k, n in enumerate(self.nodes):
+            for i in n.input:
+                if i and i not in self.constants:
+                    r = root.get(i, i)
+                    last[r] = max(last.get(r, -1), k)
+        for o in self.graph_outputs:
+            last[root.get(o, o)] = end
+
+        def nbytes(t: str) -> float:
+            s = self.shape.get(t)
+            return 0.0 if s is None else _opcost.numel(s) * self.size(t)[0]
+
+        live = sum(nbytes(i) for i in self.input_shapes)
+        peak = live
+        for i in self.input_shapes:
+            if i not in last:
+                live -= nbytes(i)
+        for k, n in enumerate(self.nodes):
+            new = [o for o in n.output if o and o not in root and o not in self.constants]
+            live += sum(nbytes(o) for o in new)
+            peak = max(peak, live)
+            dead = {root.get(i, i) for i in n.input if i and i not in self.constants and last.get(root.get(i, i)) == k}
+            dead |= {o for o in new if o not in last}
+            live -= sum(nbytes(t) for t in dead)
+        return peak
+
+
+# Normalizations that need a whole row/channel reduced before they can write: engines do not fuse these
+# into a GEMM epilogue (BatchNormalization is folded into the conv weights instead, hence fusable).
+_UNFUSABLE = frozenset({"Softmax", "LogSoftmax", "LayerNormalization", "SkipLayerNormalization", "GroupNormalization",
+                        "InstanceNormalization", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
+                        "RMSNormalization", "LpNormalization", "MeanVarianceNormalization", "Hardmax", "Where",
+                        "Cast"})
