@@ -88,7 +88,7 @@ class DeviceBuffer:
         self.nbytes = 0
 
     def ensure(self, nbytes: int) -> int:
-        size = grow_bytes(nbytes, self.nbytes)
+        size = grow_bytes(max(int(nbytes), 1), self.nbytes)
         if size != self.nbytes or not self.ptr:
             self.free()
             self.ptr = int(check(self.cudart.cudaMalloc(size), f"cudaMalloc({size})"))
@@ -111,7 +111,7 @@ class PinnedBuffer:
         self.view = np.empty(0, dtype=np.uint8)
 
     def ensure(self, nbytes: int) -> np.ndarray:
-        size = grow_bytes(nbytes, self.nbytes)
+        size = grow_bytes(max(int(nbytes), 1), self.nbytes)
         if size != self.nbytes or not self.ptr:
             self.free()
             self.ptr = int(check(self.cudart.cudaMallocHost(size), f"cudaMallocHost({size})"))

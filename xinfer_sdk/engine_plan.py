@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -326,6 +327,15 @@ def trt_supports_gpu(compute_capability: str, trt_version: str) -> str | None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Runtime helpers
+def user_engine_dir(model_sha256: str, env: Mapping[str, str] | None = None) -> str:
+    """Where engines go when the bundle is read-only: $XINFER_CACHE_DIR, else $XDG_CACHE_HOME/xinfer-sdk,
+    else ~/.cache/xinfer-sdk; then engines/<first 16 hex digits of the model's sha256>."""
+    env = os.environ if env is None else env
+    base = env.get("XINFER_CACHE_DIR") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "xinfer-sdk")
+    return os.path.join(base, "engines", (model_sha256 or "unknown")[:16])
+
+
 def parse_device(device: str) -> int:
     """'cuda' / 'cuda:1' / 'gpu:0' -> CUDA device index; anything else is a UserError."""
     m = re.fullmatch(r"\s*(?:cuda|gpu)(?::(\d+))?\s*", str(device).lower())
