@@ -17,6 +17,7 @@ not an ``XinferError`` is a bug: the CLI exits 1, the server answers 500 and log
     │   └── MissingDependency        an optional package is not installed (names the pip extra)
     │       └── BackendUnavailable   an engine cannot run here (no GPU, no TensorRT, ...)
     ├── AccuracyGateError            exit 3: the converted model fell below the accuracy thresholds
+    ├── InferenceError               HTTP 500: the engine failed while running a batch
     ├── QueueFull                    HTTP 429: the batching queue is at max_queue_size
     ├── DeadlineExceeded             HTTP 504: the request's timeout passed before it ran
     ├── Cancelled                    HTTP 499-style: the caller cancelled the request
@@ -30,7 +31,7 @@ from typing import Any
 __all__ = [
     "XinferError", "UserError", "ProfileError", "ConversionError", "CalibrationError", "MemoryBudgetError",
     "BundleError", "InvalidInput", "ModelNotFound", "Unauthorized", "MissingDependency", "BackendUnavailable",
-    "AccuracyGateError", "QueueFull", "DeadlineExceeded", "Cancelled", "ServerClosing",
+    "AccuracyGateError", "InferenceError", "QueueFull", "DeadlineExceeded", "Cancelled", "ServerClosing",
 ]
 
 # Exit codes of the CLI (documented in README and docs/profiles.md).
@@ -130,6 +131,10 @@ class AccuracyGateError(XinferError):
 
     exit_code = EXIT_ACCURACY
     http_status = 500
+
+
+class InferenceError(XinferError):
+    """The backend raised while running a batch; every request of that batch gets this error."""
 
 
 class QueueFull(XinferError):

@@ -1,0 +1,106 @@
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, chosen from the profile and device."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from ...errors import BackendUnavailable
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _working_providers() -> tuple[str, ...]:
+    """Providers a real session can use here (listed != usable: a GPU build lists CUDA without a GPU)."""
+    from ...doctor import ort_providers
+
+    return tuple(ort_providers().get("working", ()))
+
+
+def device_index(device: str) -> int:
+    _, _, idx = device.partition(":")
+    return int(idx) if idx.isdigit() else 0
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    extra = "cpu"
+
+    @classmethod
+    def unavailable_reason(cls, bundle, profile, device):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return f"onnxruntime is not importable ({exc}); install 'xinfer-sdk[cpu]' (or [gpu] for CUDA)"
+        if device.startswith("cuda"):
+            working = _working_providers()
+            if "CUDAExecutionProvider" not in working and "TensorrtExecutionProvider" not in working:
+                return ("no working CUDA/TensorRT execution provider (onnxruntime-gpu not installed, or no GPU); "
+                        "install 'xinfer-sdk[gpu]' on a GPU machine")
+        return None
+
+    def providers(self) -> list[Any]:
+        if not self.device.startswith("cuda"):
+            return ["CPUExecutionProvider"]
+        working = _working_providers()
+        idx = device_index(self.device)
+        chain: list[Any] = []
+        plan = self.bundle.manifest.engine_plan
+        if "TensorrtExecutionProvider" in working and "tensorrt" in self.profile.backends and plan:
+            try:
+                from ._trt_plan import ort_trt_provider_options
+            except ImportError:  # pragma: no cover - the plan helpers ship with the package
+                ort_trt_provider_options = None
+            if ort_trt_provider_options is not None:
+                cache = self.options.get("cache_dir") or str(self.bundle.engines_dir / "ort-trt")
+                opts = dict(ort_trt_provider_options(plan, cache))
+                opts["device_id"] = idx
+                chain.append(("TensorrtExecutionProvider", opts))
+        if "CUDAExecutionProvider" in working:
+            chain.append(("CUDAExecutionProvider", {"device_id": idx}))
+        chain.append("CPUExecutionProvider")
+        return chain
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        spinning = self.options.get("spinning")
+        if spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        path = str(self.bundle.model_file)
+        try:
+            self.session = ort.InferenceSession(path, so, providers=self.providers())
+        except Exception as exc:
+            raise BackendUnavailable("onnxruntime", f"cannot create a session for {os.path.basename(path)}: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._run = self.session.run
+        log.info("%-28s | session ready: providers=%s threads=%s", f"onnxruntime[{self.bundle.name}]",
+                 self.session.get_providers(), self.threads)
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+        self._run = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        sess = getattr(self, "session", None)
+        if sess is not None:
+            d["providers"] = sess.get_providers()
+        return d

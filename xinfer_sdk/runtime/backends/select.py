@@ -1,0 +1,61 @@
+"""Pick the backend: an explicit ``backend=``, else the profile's order intersected with what works here."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from ...bundle import Bundle
+from ...errors import BackendUnavailable, UserError
+from ...profiles import Profile
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+# name -> "module:class"; imported only when considered, so a missing engine never breaks the others.
+REGISTRY = {
+    "onnxruntime": ("xinfer_sdk.runtime.backends.onnxruntime:OnnxRuntimeBackend", "cpu"),
+    "tensorrt": ("xinfer_sdk.runtime.backends.tensorrt:TensorRTBackend", "tensorrt"),
+    "torch": ("xinfer_sdk.runtime.backends.torch:TorchBackend", "torch"),
+}
+ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+
+
+def backend_class(name: str) -> type[Backend]:
+    target, extra = REGISTRY[name]
+    module, cls = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise BackendUnavailable(name, f"its module cannot be imported ({exc})", extra=extra) from exc
+
+
+def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto") -> tuple[type[Backend], str, dict]:
+    """Returns (backend class, why it was chosen, {skipped backend: why})."""
+    requested = ALIASES.get(requested, requested or "auto")
+    if requested != "auto":
+        if requested not in REGISTRY:
+            raise UserError(f"unknown backend {requested!r}; expected auto or one of {', '.join(REGISTRY)}")
+        cls = backend_class(requested)
+        reason = cls.unavailable_reason(bundle, profile, device)
+        if reason:
+            raise BackendUnavailable(requested, reason, extra=REGISTRY[requested][1])
+        return cls, f"backend={requested!r} was requested", {}
+    skipped: dict[str, str] = {}
+    order = list(profile.backends) + [b for b in REGISTRY if b not in profile.backends]
+    for name in order:
+        try:
+            cls = backend_class(name)
+        except BackendUnavailable as exc:
+            skipped[name] = exc.message
+            continue
+        reason = cls.unavailable_reason(bundle, profile, device)
+        if reason is None:
+            pos = "first" if not skipped else "next"
+            why = f"{pos} usable backend in profile '{profile.name}' order {list(profile.backends)}"
+            if skipped:
+                why += "; skipped " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+            return cls, why, skipped
+        skipped[name] = reason
+    detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    raise BackendUnavailable("auto", f"no backend can run bundle '{bundle.name}' on {device}: {detail}", extra="cpu")

@@ -1,0 +1,370 @@
+"""The one batching core: a bounded queue, Triton's dynamic-batcher dispatch rules, N workers.
+
+Used by the embedded API (``Model.infer/submit/infer_async``) and by the server alike.
+
+Dispatch (per free worker, FIFO): a batch goes out at once when the queued samples reach
+``max_batch_size`` or one of ``preferred_batch_sizes`` (the largest reachable one is taken); otherwise when
+the oldest request has waited ``max_batch_delay``, with everything queued up to ``max_batch_size``. Only
+requests whose non-batch shapes are equal are merged; the oldest request decides the shape. A request
+larger than ``max_batch_size`` is split into chunks that are queued like any other and reassembled.
+
+Each of the ``device_concurrency`` workers is a thread that owns one backend instance (its own session /
+execution context); the engines release the GIL while they run. Requests carry an optional deadline (not
+started by then -> ``DeadlineExceeded``) and can be cancelled while queued. ``close()`` stops intake and
+drains. Nothing busy-waits: workers sleep on one condition variable, and are only woken when there is a
+decision to make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InferenceError, QueueFull, ServerClosing, XinferError
+from ..policy import BatchPolicy
+from .backends.base import Backend
+from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request  # noqa: F401
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+# how far past the head a worker looks for requests of the same shape
+SCAN_LIMIT = 4096
+_perf = time.perf_counter
+
+
+class Batcher(Delivery):
+    """Queue + workers for one model. ``factory(i)`` makes worker i's backend (activated in its thread)."""
+
+    def __init__(self, factory: Callable[[int], Backend], *, policy: BatchPolicy, input_names: Sequence[str],
+                 batched: bool = True, stats: Stats | None = None, warmup: Callable[[Backend], None] | None = None,
+                 name: str = "model"):
+        self.policy = policy
+        self.batched = batched
+        self.max_batch = policy.max_batch_size if batched else 1
+        self.delay = policy.max_batch_delay if batched else 0.0
+        self.preferred = tuple(p for p in policy.preferred_batch_sizes if p <= self.max_batch) if batched else ()
+        self.min_preferred = min(self.preferred) if self.preferred else None
+        self.max_queue = policy.max_queue_size
+        self.default_timeout = policy.timeout
+        self.names = list(input_names)
+        self.stats = stats or Stats()
+        self.name = name
+        self._q: deque[Request] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._queued_samples = 0
+        self._idle = 0  # workers waiting for any request
+        self._timed = 0  # workers waiting for the oldest request's delay to pass
+        self._closing = False
+        self._accepting = True
+        self._in_flight = 0
+        self._drained = threading.Event()
+        self._drained.set()
+        self.backends: list[Backend | None] = [None] * policy.device_concurrency
+        self._errors: list[BaseException] = []
+        self._started = threading.Barrier(policy.device_concurrency + 1)
+        self._threads = [threading.Thread(target=self._worker, args=(i, factory, warmup), daemon=True,
+                                          name=f"xinfer-{name}-worker{i}") for i in range(policy.device_concurrency)]
+        for t in self._threads:
+            t.start()
+        self._started.wait()
+        if self._errors:
+            self.close(drain=False, timeout=5)
+            raise self._errors[0]
+
+    # ------------------------------------------------------------------------------------------------
+    # intake
+    def enqueue(self, feeds: dict[str, np.ndarray], n: int, sig: tuple, kind: int, sink: Any, loop: Any = None,
+                timeout: float | None = None) -> Request:
+        now = _perf()
+        if timeout is None:
+            timeout = self.default_timeout
+        deadline = now + timeout if timeout is not None else None
+        req = Request(feeds, n, sig, kind, sink, loop, deadline, now)
+        if n <= self.max_batch:
+            items = (req,)
+        else:
+            items = self._split(req)
+        cond = self._cond
+        with cond:
+            if not self._accepting:
+                self.stats.record_rejected("closing")
+                raise ServerClosing(f"model '{self.name}' is shutting down and accepts no new requests")
+            q = self._q
+            if self.max_queue and len(q) + len(items) > self.max_queue:
+                self.stats.record_rejected("queue_full")
+                raise QueueFull(f"model '{self.name}': the queue is full ({self.max_queue} requests waiting)",
+                                hint="retry later, or raise batch.max_queue_size / add workers")
+            was_empty = not q
+            q.extend(items)
+            self._queued_samples += n
+            self._in_flight += 1
+            self._drained.clear()
+            st = self.stats
+            st.queue_depth = len(q)
+            st.in_flight = self._in_flight
+            if self._idle and (was_empty or not self._timed) or self._timed and self._ready_now():
+                cond.notify()
+        return req
+
+    def _split(self, req: Request) -> tuple[Request, ...]:
+        """A request above max_batch_size becomes chunks; the parent completes when all of them have."""
+        chunks = []
+        step = self.max_batch
+        for i, start in enumerate(range(0, req.n, step)):
+            stop = min(start + step, req.n)
+            child = Request({k: v[start:stop] for k, v in req.feeds.items()}, stop - start, req.sig, CHILD, None,
+                            None, req.deadline, req.t_enq)
+            child.parent = req
+            child.index = i
+            chunks.append(child)
+        req.parts = [None] * len(chunks)
+        req.remaining = len(chunks)
+        req.lock = threading.Lock()
+        return tuple(chunks)
+
+    def cancel(self, req: Request) -> bool:
+        """Withdraw a request that has not started; True if it was withdrawn."""
+        with self._cond:
+            if req.state != QUEUED:
+                return False
+            req.state = CANCELLED
+            return True
+
+    # ------------------------------------------------------------------------------------------------
+    # dispatch decisions (called with the lock held)
+    def _ready_now(self) -> bool:
+        queued = self._queued_samples
+        return queued >= self.max_batch or (self.min_preferred is not None and queued >= self.min_preferred)
+
+    def _wait_time(self, now: float) -> float:
+        """0 when a batch should go out now, else how long the oldest request may still wait."""
+        if self._closing or self._ready_now():
+            return 0.0
+        return self.delay - (now - self._q[0].t_enq)
+
+    def _target(self, now: float) -> int:
+        queued = self._queued_samples
+        if queued >= self.max_batch or self._closing:
+            return self.max_batch
+        if now - self._q[0].t_enq >= self.delay:
+            return self.max_batch
+        best = self.max_batch
+        for p in self.preferred:
+            if p <= queued:
+                best = p
+        return best
+
+    def _take(self, now: float) -> tuple[list[Request], list[Request]]:
+        """Pop one batch (same shape signature, FIFO) and the requests whose deadline passed."""
+        q = self._q
+        target = self._target(now)
+        batch: list[Request] = []
+        expired: list[Request] = []
+        skipped: list[Request] = []
+        total = 0
+        sig = None
+        scanned = 0
+        while q and scanned < SCAN_LIMIT:
+            r = q.popleft()
+            scanned += 1
+            if r.state == CANCELLED:
+                self._queued_samples -= r.n
+                self._finish_cancelled(r)
+                continue
+            if r.deadline is not None and r.deadline <= now:
+                self._queued_samples -= r.n
+                expired.append(r)
+                continue
+            if sig is None:
+                sig = r.sig
+            elif r.sig != sig:
+                skipped.append(r)
+                continue
+            if total + r.n > target:
+                skipped.append(r)
+                break
+            batch.append(r)
+            total += r.n
+            self._queued_samples -= r.n
+            r.state = RUNNING
+            if total >= target:
+                break
+        if skipped:
+            q.extendleft(reversed(skipped))
+        self.stats.queue_depth = len(q)
+        return batch, expired
+
+    def _finish_cancelled(self, r: Request) -> None:
+        # a withdrawn request no longer counts as in flight (lock held)
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+
+    # ------------------------------------------------------------------------------------------------
+    # workers
+    def _worker(self, index: int, factory: Callable[[int], Backend], warmup: Callable[[Backend], None] | None):
+        backend = None
+        try:
+            backend = factory(index)
+            backend.activate()
+            if warmup is not None:
+                warmup(backend)
+            self.backends[index] = backend
+        except BaseException as exc:  # reported to load() by the constructor
+            self._errors.append(exc)
+            if backend is not None:
+                try:
+                    backend.deactivate()
+                except Exception:
+                    pass
+            self._started.wait()
+            return
+        self._started.wait()
+        cond = self._cond
+        q = self._q
+        try:
+            while True:
+                with cond:
+                    while True:
+                        if q:
+                            now = _perf()
+                            wait = self._wait_time(now)
+                            if wait <= 0:
+                                batch, expired = self._take(now)
+                                if batch or expired:
+                                    break
+                                continue
+                            self._timed += 1
+                            cond.wait(wait)
+                            self._timed -= 1
+                        elif self._closing:
+                            return
+                        else:
+                            self._idle += 1
+                            cond.wait()
+                            self._idle -= 1
+                    # more work queued and another worker asleep: let it look too
+                    if q and self._idle:
+                        cond.notify()
+                if expired:
+                    self._fail(expired, None)
+                if batch:
+                    self._run(backend, batch)
+        finally:
+            try:
+                backend.deactivate()
+            except Exception:  # pragma: no cover - engine teardown errors are only logged
+                log.exception("%s: error while releasing the backend of worker %d", self.name, index)
+
+    def _run(self, backend: Backend, batch: list[Request]) -> None:
+        live = []
+        for r in batch:
+            k = r.kind
+            if k == FUTURE:
+                if not r.sink.set_running_or_notify_cancel():
+                    self._done_without_result(r)
+                    continue
+            elif k == ASYNC and r.sink.cancelled():
+                self._done_without_result(r)
+                continue
+            elif k == CHILD and r.parent.state == CANCELLED:
+                self._complete_child(r, None, ServerClosing("cancelled"))
+                continue
+            live.append(r)
+        if not live:
+            return
+        t0 = _perf()
+        try:
+            if len(live) == 1:
+                feeds = live[0].feeds
+            else:
+                feeds = {name: np.concatenate([r.feeds[name] for r in live]) for name in self.names}
+            outputs = backend.infer(feeds)
+        except XinferError as exc:
+            self._deliver_error(live, exc, t0)
+            return
+        except Exception as exc:
+            log.exception("%s: backend %s failed on a batch of %d", self.name, backend.name, len(live))
+            self._deliver_error(live, InferenceError(f"inference failed in backend '{backend.name}': "
+                                                     f"{type(exc).__name__}: {exc}"), t0)
+            return
+        t1 = _perf()
+        total = 0
+        if len(live) == 1:
+            results = [outputs]
+            total = live[0].n
+        else:
+            results = []
+            items = list(outputs.items())
+            for r in live:
+                stop = total + r.n
+                results.append({k: v[total:stop] for k, v in items})
+                total = stop
+        self.stats.record_batch(total, t1 - t0, [t0 - r.t_enq for r in live])
+        self._deliver(live, results)
+
+    # ------------------------------------------------------------------------------------------------
+    # shutdown
+    def stop_intake(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop intake; with drain, every accepted request is answered first. True if all threads ended."""
+        with self._cond:
+            self._accepting = False
+            self._closing = True
+            leftovers: list[Request] = []
+            if not drain:
+                leftovers = self._drop_queue()
+                self._queued_samples = 0
+                self.stats.queue_depth = 0
+            self._cond.notify_all()
+        if leftovers:
+            self._fail(leftovers, ServerClosing(f"model '{self.name}' was closed before the request ran"))
+        deadline = None if timeout is None else _perf() + timeout
+        ok = True
+        for t in self._threads:
+            if t is threading.current_thread():
+                continue
+            t.join(None if deadline is None else max(0.0, deadline - _perf()))
+            ok = ok and not t.is_alive()
+        if not ok:
+            with self._cond:
+                stuck = self._drop_queue()
+            if stuck:
+                self._fail(stuck, ServerClosing(f"model '{self.name}': drain timeout passed before the request ran"))
+        return ok
+
+    def _drop_queue(self) -> list[Request]:
+        """Empty the queue (lock held); returns the requests still waiting for an answer."""
+        waiting = []
+        for r in self._q:
+            if r.state == QUEUED:
+                waiting.append(r)
+            elif r.state == CANCELLED:
+                self._finish_cancelled(r)
+        self._q.clear()
+        self._queued_samples = 0
+        self.stats.queue_depth = 0
+        return waiting
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        return self._drained.wait(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+
+def make_async_sink() -> tuple[asyncio.Future, asyncio.AbstractEventLoop]:
+    loop = asyncio.get_running_loop()
+    return loop.create_future(), loop

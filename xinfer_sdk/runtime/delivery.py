@@ -1,0 +1,157 @@
+"""Requests in the batching core and how their results reach the callers.
+
+A request carries its validated feeds, its batch size and shape signature, and a *sink*: a
+``concurrent.futures.Future`` (``submit``), an asyncio future plus its loop (``infer_async``; all results of
+one batch reach a loop in ONE ``call_soon_threadsafe``), a plain lock (``infer``), or a parent request (a
+chunk of a request split above ``max_batch_size``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeadlineExceeded
+
+_perf = time.perf_counter
+
+# how a request's result reaches its caller
+FUTURE, ASYNC, WAITER, CHILD = 0, 1, 2, 3
+# request states
+QUEUED, RUNNING, CANCELLED = 0, 1, 2
+
+
+class Request:
+    __slots__ = ("feeds", "n", "sig", "t_enq", "deadline", "kind", "sink", "loop", "state", "result", "error",
+                 "parent", "index", "parts", "remaining", "lock")
+
+    def __init__(self, feeds: dict[str, np.ndarray], n: int, sig: tuple, kind: int, sink: Any, loop: Any,
+                 deadline: float | None, t_enq: float):
+        self.feeds = feeds
+        self.n = n
+        self.sig = sig
+        self.kind = kind
+        self.sink = sink
+        self.loop = loop
+        self.deadline = deadline
+        self.t_enq = t_enq
+        self.state = QUEUED
+        self.result: dict[str, np.ndarray] | None = None
+        self.error: BaseException | None = None
+        self.parent: Request | None = None
+
+
+def _resolve_async(items: list) -> None:
+    """Runs on the caller's event loop: complete every asyncio future of one batch in one go."""
+    for fut, value, exc in items:
+        if not fut.done():
+            if exc is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(exc)
+
+
+class Delivery:
+    """Completion paths of the Batcher (mixed in; expects ``stats``, ``name`` and ``_settle``)."""
+
+    def _deliver(self, reqs: Sequence[Request], results: Sequence[dict[str, np.ndarray]]) -> None:
+        by_loop: dict[Any, list] = {}
+        now = _perf()
+        latencies = []
+        for r, res in zip(reqs, results):
+            k = r.kind
+            if k == CHILD:
+                self._complete_child(r, res, None)
+                continue
+            latencies.append(now - r.t_enq)
+            if k == FUTURE:
+                r.sink.set_result(res)
+            elif k == ASYNC:
+                by_loop.setdefault(r.loop, []).append((r.sink, res, None))
+            else:
+                r.result = res
+                r.sink.release()
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_async, items)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                pass
+        if latencies:
+            self.stats.record_done(latencies)
+            self._settle(len(latencies))
+
+    def _deliver_error(self, reqs: Sequence[Request], exc: BaseException, t0: float | None = None) -> None:
+        self._fail(reqs, exc)
+
+    def _fail(self, reqs: Sequence[Request], exc: BaseException | None) -> None:
+        """Complete requests with an error (exc None = their deadline passed before they could start)."""
+        by_loop: dict[Any, list] = {}
+        n = 0
+        reasons: dict[str, int] = {}
+        for r in reqs:
+            e = exc if exc is not None else DeadlineExceeded(
+                f"model '{self.name}': the request's deadline passed while it was queued")
+            if r.kind == CHILD:
+                self._complete_child(r, None, e)
+                continue
+            n += 1
+            reason = type(e).__name__
+            reasons[reason] = reasons.get(reason, 0) + 1
+            self._set_error(r, e, by_loop)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_async, items)
+            except RuntimeError:
+                pass
+        for reason, count in reasons.items():
+            self.stats.record_failure(reason, count)
+        if n:
+            self._settle(n)
+
+    @staticmethod
+    def _set_error(r: Request, e: BaseException, by_loop: dict[Any, list]) -> None:
+        if r.kind == FUTURE:
+            if r.sink.set_running_or_notify_cancel() if r.state == QUEUED else True:
+                try:
+                    r.sink.set_exception(e)
+                except concurrent.futures.InvalidStateError:
+                    pass
+        elif r.kind == ASYNC:
+            by_loop.setdefault(r.loop, []).append((r.sink, None, e))
+        else:
+            r.error = e
+            r.sink.release()
+
+    def _complete_child(self, child: Request, result: dict[str, np.ndarray] | None,
+                        error: BaseException | None) -> None:
+        parent = child.parent
+        with parent.lock:
+            parent.parts[child.index] = error if error is not None else result
+            parent.remaining -= 1
+            if parent.remaining:
+                return
+        errors = [p for p in parent.parts if isinstance(p, BaseException)]
+        if errors:
+            self._fail([parent], errors[0])
+            return
+        merged = {k: np.concatenate([p[k] for p in parent.parts]) for k in parent.parts[0]}
+        parent.state = RUNNING
+        self._deliver([parent], [merged])
+
+    def _done_without_result(self, r: Request) -> None:
+        """A caller cancelled its future before the batch ran."""
+        self.stats.record_failure("Cancelled")
+        self._settle(1)
+
+    def _settle(self, n: int) -> None:
+        with self._cond:
+            self._in_flight -= n
+            self.stats.in_flight = self._in_flight
+            if self._in_flight <= 0:
+                self._in_flight = 0
+                self._drained.set()
+

@@ -1,0 +1,184 @@
+"""``xs.load()``: open a bundle (or a raw model file), pick profile, device, backend and batch policy."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..bundle import Artifact, Bundle, Manifest, TensorSpec, is_bundle, open_bundle, sha256_file
+from ..errors import BackendUnavailable, BundleError, UserError
+from ..policy import BatchPolicy
+from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
+from .backends.select import choose
+from .model import Model
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+    "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+    "tensor(string)": "bytes",
+}
+
+
+def resolve_profile(profile: str | Profile | None, *, profiles_dirs: Sequence[str] = (),
+                    overrides: Sequence[str] = ()) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if profile in (None, "", "auto"):
+        name = detect(ProfileRegistry(profiles_dirs)).profile
+        return load_profile(name, profiles_dirs=profiles_dirs, overrides=overrides)
+    return load_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config.yaml with batch-policy keys (the seed's batch_size / max_batch_delay / device_concurrency /
+    max_workers, or ours), at the top level or under ``batch:``."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise UserError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, Mapping):
+        raise UserError(f"{p}: expected a mapping of batch-policy keys")
+    section = data.get("batch", data.get("batching", data))
+    if not isinstance(section, Mapping):
+        raise UserError(f"{p}: 'batch' must be a mapping")
+    from ..policy import SEED_ALIASES
+
+    known = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
+    return {k: v for k, v in section.items() if k in known}
+
+
+def resolve_policy(bundle: Bundle, profile: Profile, batching: Any, config: str | os.PathLike[str] | None
+                   ) -> BatchPolicy:
+    """Bundle's policy (from the profile it was built for) <- config.yaml <- ``batching=``."""
+    base = profile.batch
+    if bundle.manifest.batch:
+        base = BatchPolicy.from_dict(bundle.manifest.batch, base=base, source="bundle batch")
+    if config is not None:
+        base = BatchPolicy.from_dict(read_config(config), base=base, source=str(config))
+    if batching is None:
+        return base
+    if isinstance(batching, BatchPolicy):
+        return batching
+    if isinstance(batching, (str, os.PathLike)):
+        return BatchPolicy.from_dict(read_config(batching), base=base, source=str(batching))
+    if isinstance(batching, Mapping):
+        return BatchPolicy.from_dict(batching, base=base, source="batching")
+    raise UserError(f"batching= expects a BatchPolicy, a dict or a config.yaml path, got {type(batching).__name__}")
+
+
+def bundle_from_onnx(path: Path) -> Bundle:
+    """Wrap a raw ONNX file as an (unsaved) bundle: IO spec read from an ONNX Runtime session."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable("onnxruntime", "needed to read a raw .onnx file", extra="cpu") from exc
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BundleError(f"{path}: not a loadable ONNX model ({str(exc).strip().splitlines()[0]})") from None
+
+    def spec(node) -> TensorSpec:
+        dims = [d if isinstance(d, int) and d > 0 else -1 for d in node.shape]
+        names = tuple(d if isinstance(d, str) else None for d in node.shape)
+        if node.type not in _ORT_TYPES:
+            raise BundleError(f"{path}: input/output {node.name!r} has unsupported type {node.type}")
+        return TensorSpec(node.name, _ORT_TYPES[node.type], tuple(dims), names)
+
+    inputs = [spec(i) for i in sess.get_inputs()]
+    outputs = [spec(o) for o in sess.get_outputs()]
+    batched = bool(inputs) and all(len(t.shape) > 0 and t.shape[0] == -1 for t in inputs)
+    digest = sha256_file(path)
+    art = Artifact(path=path.name, sha256=digest, bytes=path.stat().st_size, role="model")
+    manifest = Manifest(name=path.stem, inputs=inputs, outputs=outputs, precision="as-is",
+                        max_batch_size=1 if batched else 0, profile={}, batch={}, artifacts={art.path: art},
+                        source={"path": str(path), "format": "onnx", "sha256": digest})
+    return Bundle(root=path.parent, manifest=manifest)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XINFER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xinfer-sdk")
+    return Path(base)
+
+
+def bundle_from_model(path: Path, profile: Profile, **build_kw: Any) -> Bundle:
+    """Build a bundle on the fly from a TorchScript / ExportedProgram file (cached by content and profile)."""
+    digest = hashlib.sha256(f"{sha256_file(path)}:{profile.name}".encode()).hexdigest()[:16]
+    out = _cache_dir() / "bundles" / f"{path.stem}-{digest}.xinfer"
+    if is_bundle(out):
+        return open_bundle(out)
+    from ..builder import build
+
+    return build(str(path), profile=profile, output=str(out), **build_kw)
+
+
+def _open(path: Any, profile: Profile) -> Bundle:
+    if isinstance(path, Bundle):
+        return path
+    p = Path(path)
+    if is_bundle(p):
+        return open_bundle(p)
+    if p.is_file() and p.suffix.lower() == ".onnx":
+        return bundle_from_onnx(p)
+    if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".ts", ".pt2"):
+        return bundle_from_model(p, profile)
+    return open_bundle(p)  # raises the right BundleError (missing / not a bundle)
+
+
+def default_threads(device: str, concurrency: int) -> int | None:
+    if device.startswith("cuda"):
+        return None
+    cpus = read_host().usable_cpus
+    return max(1, math.floor(cpus / concurrency))
+
+
+def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "auto",
+         batching: BatchPolicy | Mapping[str, Any] | str | None = None, device: str | None = None,
+         threads: int | None = None, config: str | os.PathLike[str] | None = None, name: str | None = None,
+         profiles_dirs: Sequence[str] = (), overrides: Sequence[str] = (), warmup: bool = True,
+         options: Mapping[str, Any] | None = None) -> Model:
+    """Load a bundle (or a raw .onnx / TorchScript file) and start its batching core.
+
+    profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
+    backend: "auto" (the profile's order, intersected with what works here), "onnxruntime", "tensorrt", "torch".
+    batching: a BatchPolicy, a dict of policy keys, or a config.yaml path; defaults to the bundle's policy.
+    device: "cpu", "cuda", "cuda:1"; defaults to the profile's kind. A GPU profile on a machine where no GPU
+        backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
+    """
+    prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
+    bundle = _open(path, prof)
+    policy = resolve_policy(bundle, prof, batching, config)
+    notes: list[str] = []
+    explicit_device = device is not None
+    dev = device or ("cuda:0" if prof.kind in ("gpu", "jetson") else "cpu")
+    try:
+        cls, why, skipped = choose(bundle, prof, dev, backend)
+    except BackendUnavailable:
+        if explicit_device or dev == "cpu":
+            raise
+        note = f"profile '{prof.name}' targets a GPU but no GPU backend works here; running on the CPU"
+        log.warning("%s", note)
+        notes.append(note)
+        dev = "cpu"
+        cls, why, skipped = choose(bundle, prof, dev, backend)
+    if threads is None:
+        threads = default_threads(dev, policy.device_concurrency)
+    log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)
+    return Model(bundle, profile=prof, backend_cls=cls, backend_reason=why, skipped=skipped, device=dev,
+                 threads=threads, policy=policy, options=options, name=name, warmup=warmup, notes=notes)

@@ -1,0 +1,83 @@
+"""Check a request's inputs against the bundle's IO spec before it enters the queue.
+
+Names, dtypes and shapes are checked; ``InvalidInput`` says which input and what was expected. Python lists
+are converted to the declared dtype; numpy arrays must already have it (as Triton requires), so no silent
+float64 -> float32 narrowing happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..bundle import TensorSpec
+from ..errors import InvalidInput
+
+
+class InputValidator:
+    """Precomputed checks for one model; ``__call__`` returns (feeds, batch size, shape signature)."""
+
+    def __init__(self, specs: Sequence[TensorSpec], *, batched: bool):
+        self.specs = list(specs)
+        self.names = [s.name for s in self.specs]
+        self.batched = batched
+        self._checks = [(s.name, np.dtype(s.dtype) if s.dtype != "bytes" else np.dtype(object), s.shape)
+                        for s in self.specs]
+        self._expect = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.specs)
+
+    def __call__(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, tuple]:
+        if not isinstance(inputs, Mapping):
+            raise InvalidInput(f"inputs must be a dict of name -> array, got {type(inputs).__name__}; "
+                               f"expected {self._expect}")
+        if len(inputs) != len(self._checks) or any(n not in inputs for n in self.names):
+            missing = [n for n in self.names if n not in inputs]
+            unknown = [n for n in inputs if n not in self.names]
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+            if unknown:
+                parts.append(f"unknown input(s) {', '.join(map(repr, map(str, unknown)))}")
+            raise InvalidInput("; ".join(parts) + f"; the model takes {self._expect}")
+        feeds: dict[str, np.ndarray] = {}
+        batch = -1
+        sig = []
+        for name, dtype, shape in self._checks:
+            arr = inputs[name]
+            if not isinstance(arr, np.ndarray):
+                try:
+                    arr = np.asarray(arr, dtype=dtype)
+                except (TypeError, ValueError) as exc:
+                    raise InvalidInput(f"input {name!r}: cannot convert to {dtype} ({exc})") from None
+            elif arr.dtype != dtype:
+                raise InvalidInput(f"input {name!r}: expected dtype {dtype}, got {arr.dtype}",
+                                   hint=f"convert it, e.g. x.astype(np.{dtype})")
+            if arr.ndim != len(shape):
+                raise InvalidInput(f"input {name!r}: expected {len(shape)} dimensions {list(shape)}, got shape "
+                                   f"{list(arr.shape)}")
+            for axis, (want, got) in enumerate(zip(shape, arr.shape)):
+                if want >= 0 and want != got:
+                    raise InvalidInput(f"input {name!r}: dimension {axis} must be {want} (shape {list(shape)}), "
+                                       f"got shape {list(arr.shape)}")
+                if got == 0:
+                    raise InvalidInput(f"input {name!r}: dimension {axis} is 0 (empty tensor), shape "
+                                       f"{list(arr.shape)}")
+            if self.batched:
+                if batch < 0:
+                    batch = arr.shape[0]
+                elif arr.shape[0] != batch:
+                    raise InvalidInput(f"input {name!r}: batch size {arr.shape[0]} differs from the other inputs' "
+                                       f"{batch}; every input's dimension 0 is the batch")
+                sig.append(arr.shape[1:])
+            else:
+                sig.append(arr.shape)
+            feeds[name] = arr
+        return feeds, (batch if self.batched else 1), tuple(sig)
+
+
+def check_finite(feeds: Mapping[str, np.ndarray]) -> None:
+    """Refuse NaN/Inf in floating inputs (the server does this; embedded callers may opt in)."""
+    for name, arr in feeds.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidInput(f"input {name!r} contains NaN or Inf values")
