@@ -42,7 +42,7 @@ INSTALL_HINT = ("pip install 'xinfer-sdk[tensorrt]' (x86-64/SBSA: the tensorrt w
 HEARTBEAT_S = 15.0  # a "still building" line at least this often, so a long build is never silent
 _LEVELS = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
            "INFO": logging.DEBUG, "VERBOSE": logging.DEBUG}
-_trt_loggers: dict[int, Any] = {}
+_trt_loggers: dict[int, tuple[ModuleType, Any]] = {}
 _lock = threading.Lock()
 
 
@@ -86,8 +86,8 @@ def trt_logger(trt: ModuleType) -> Any:
     """One ILogger per TensorRT module that forwards to Python logging (TensorRT INFO goes to DEBUG)."""
     with _lock:
         existing = _trt_loggers.get(id(trt))
-        if existing is not None:
-            return existing
+        if existing is not None and existing[0] is trt:
+            return existing[1]
 
         class _Logger(trt.ILogger):
             def __init__(self) -> None:
@@ -97,7 +97,8 @@ def trt_logger(trt: ModuleType) -> Any:
                 name = getattr(severity, "name", str(severity)).rsplit(".", 1)[-1]
                 _log.log(_LEVELS.get(name, logging.DEBUG), "TensorRT: %s", msg)
 
-        logger = _trt_loggers[id(trt)] = _Logger()
+        logger = _Logger()
+        _trt_loggers[id(trt)] = (trt, logger)  # holding the module keeps its id from being reused
         init = getattr(trt, "init_libnvinfer_plugins", None)
         if init is not None:
             init(logger, "")
