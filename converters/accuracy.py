@@ -1,0 +1,199 @@
+"""Step 5, the accuracy gate: the converted graph against the FP32 reference, on held-out samples.
+
+Both graphs run on ONNX Runtime's CPU provider on the same inputs (``--eval``; else the part of ``--calib``
+held out of calibration; else, for FP16/FP32, ``--calib`` itself; else synthetic inputs, which the report
+says). Per output: max absolute error, max error relative to the reference's largest magnitude, mean
+absolute error, cosine similarity (all samples, and the worst sample), top-1 agreement (argmax over the
+last axis); with labels, the true accuracy of both and the drop. Thresholds come from the profile
+(``accuracy.<precision>``) with the caller's overrides. Below them: ``AccuracyGateError`` (exit 3), with
+the report in the manifest. An FP32 build compares the cleaned graph with the graph as given/exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xinfer_sdk._lazy import require
+from xinfer_sdk.errors import AccuracyGateError, ConversionError
+
+from . import calibration
+from .context import SYNTHETIC_SAMPLES
+from .int8 import EVAL_LIMIT
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 32
+
+
+def gate_step(ctx) -> tuple[str, dict[str, Any]]:
+    opts = ctx.options
+    if ctx.model_onnx is None or opts.precision == "fp32":
+        reference, candidate, what = ctx.raw_onnx, ctx.fp32_onnx, "cleaned FP32 graph vs the graph as given"
+    else:
+        reference, candidate, what = ctx.fp32_onnx, ctx.model_onnx, f"{opts.precision} graph vs FP32 reference"
+    data = eval_data(ctx)
+    batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
+    ref = run_graph(reference, data, batch)
+    got = run_graph(candidate, data, batch)
+    report = compare(ref, got, [o.name for o in ctx.outputs], labels=data.label_array(),
+                     thresholds=dataclasses.asdict(opts.thresholds), labels_output=opts.labels_output)
+    report.update(compared=what, precision=opts.precision, samples=data.count, data=data.source.get("what"),
+                  data_kind=data.source.get("kind"))
+    ctx.accuracy = report
+    summary = summarize(report)
+    if not report["passed"]:
+        raise AccuracyGateError(f"accuracy gate failed for {opts.precision} on profile {ctx.profile.name}: "
+                                f"{'; '.join(report['failures'])} ({data.count} samples from {report['data']})",
+                                details={"accuracy": report})
+    return summary, {"samples": data.count}
+
+
+def eval_data(ctx) -> calibration.Dataset:
+    if ctx.eval_data is not None:
+        return ctx.eval_data
+    opts = ctx.options
+    for spec, what in ((opts.eval, "--eval"), (opts.calib, "--calib")):
+        if spec is not None:
+            ctx.eval_data = calibration.load(spec, ctx.inputs, batched=ctx.batched, what=what, limit=EVAL_LIMIT)
+            return ctx.eval_data
+    ctx.eval_data = calibration.synthetic(ctx.inputs, count=SYNTHETIC_SAMPLES, shapes=opts.shapes, batched=ctx.batched)
+    ctx.warnings.append("the accuracy gate ran on synthetic random inputs (no --eval / --calib given): it checks the "
+                        "conversion, not accuracy on your data")
+    return ctx.eval_data
+
+
+def run_graph(path, data: calibration.Dataset, batch: int) -> list[list[np.ndarray]]:
+    """Outputs per feed (ONNX Runtime, CPU), in graph output order."""
+    ort = require("onnxruntime", purpose="the accuracy gate")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ConversionError(f"ONNX Runtime cannot load {path.name} for the accuracy gate: "
+                              f"{str(exc).splitlines()[0]}") from None
+    results = []
+    for feeds in data.batches(batch):
+        try:
+            results.append(sess.run(None, feeds))
+        except Exception as exc:
+            shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+            raise ConversionError(f"{path.name} fails on the evaluation data ({shapes}): {str(exc).splitlines()[0]}",
+                                  hint="check that --eval / --calib match the model's inputs") from None
+    return results
+
+
+def _stack(parts: list[list[np.ndarray]], i: int, batched: bool = True) -> np.ndarray:
+    arrays = [np.asarray(p[i]) for p in parts]
+    try:
+        return np.concatenate(arrays, axis=0) if arrays[0].ndim else np.stack(arrays)
+    except ValueError:  # different sequence lengths per batch: compare flattened
+        return np.concatenate([a.reshape(-1) for a in arrays])
+
+
+def compare(ref_parts, got_parts, names: Sequence[str], *, labels: np.ndarray | None, thresholds: dict[str, Any],
+            labels_output: str | None = None) -> dict[str, Any]:
+    outputs: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    primary = labels_output or _primary(ref_parts, names)
+    for i, name in enumerate(names):
+        ref, got = _stack(ref_parts, i), _stack(got_parts, i)
+        m = _metrics(ref, got)
+        outputs[name] = m
+        if m.get("nonfinite"):
+            failures.append(f"{name}: {m['nonfinite']} non-finite values where the reference is finite")
+        if "cosine" in m and m["cosine"] < thresholds["min_cosine"]:
+            failures.append(f"{name}: cosine {m['cosine']:.5f} < {thresholds['min_cosine']}")
+        limit = thresholds.get("max_abs_error")
+        if limit is not None and m.get("max_abs_error", 0.0) > limit:
+            failures.append(f"{name}: max abs error {m['max_abs_error']:.4g} > {limit}")
+        agree = m.get("top1_agreement", m.get("exact_match"))
+        if name == primary and agree is not None and agree < thresholds["min_top1_agreement"]:
+            failures.append(f"{name}: top-1 agreement {agree:.4f} < {thresholds['min_top1_agreement']}")
+    acc = None
+    if labels is not None and primary is not None:
+        i = list(names).index(primary)
+        acc = _true_accuracy(_stack(ref_parts, i), _stack(got_parts, i), labels)
+        if acc is not None:
+            acc["output"] = primary
+            if acc["drop"] > thresholds["max_accuracy_drop"]:
+                failures.append(f"accuracy {acc['converted']:.4f} vs FP32 {acc['reference']:.4f}: drop "
+                                f"{acc['drop']:.4f} > {thresholds['max_accuracy_drop']}")
+    return {"passed": not failures, "failures": failures, "thresholds": thresholds, "primary_output": primary,
+            "outputs": outputs, "labels": labels is not None, "true_accuracy": acc}
+
+
+def _primary(parts, names: Sequence[str]) -> str | None:
+    """The output top-1 agreement is gated on: the first one with classes on its last axis."""
+    for i, name in enumerate(names):
+        a = np.asarray(parts[0][i])
+        if a.ndim >= 2 and a.shape[-1] >= 2:
+            return name
+    return names[0] if names else None
+
+
+def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    if ref.shape != got.shape:
+        return {"shape_mismatch": [list(ref.shape), list(got.shape)], "cosine": 0.0}
+    if ref.dtype.kind not in "fc":
+        return {"exact_match": float(np.mean(ref == got)) if ref.size else 1.0}
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    finite = np.isfinite(r)
+    bad = int(np.sum(finite & ~np.isfinite(g)))
+    r, g = np.where(finite, r, 0.0), np.where(np.isfinite(g), g, 0.0)
+    diff = np.abs(r - g)
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    out: dict[str, Any] = {
+        "max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
+        "max_rel_error": float(diff.max() / scale) if scale > 0 else 0.0,
+        "cosine": _cosine(r.reshape(-1), g.reshape(-1)),
+    }
+    if r.ndim >= 1 and r.shape[0] > 1:
+        flat_r, flat_g = r.reshape(r.shape[0], -1), g.reshape(g.shape[0], -1)
+        out["min_sample_cosine"] = float(min(_cosine(a, b) for a, b in zip(flat_r, flat_g)))
+    if r.ndim >= 2 and r.shape[-1] >= 2:
+        out["top1_agreement"] = float(np.mean(r.argmax(-1) == g.argmax(-1)))
+    if bad:
+        out["nonfinite"] = bad
+    return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _true_accuracy(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
+    labels = np.asarray(labels)
+    if ref.ndim < 2 or ref.shape[:-1] != labels.shape:
+        log.warning("accuracy                            | labels of shape %s do not match output %s; true "
+                    "accuracy not computed", labels.shape, ref.shape)
+        return None
+    a_ref = float(np.mean(ref.argmax(-1) == labels))
+    a_got = float(np.mean(got.argmax(-1) == labels))
+    return {"reference": a_ref, "converted": a_got, "drop": a_ref - a_got}
+
+
+def summarize(report: dict[str, Any]) -> str:
+    parts = []
+    for name, m in report["outputs"].items():
+        bits = [f"cos {m['cosine']:.5f}"] if "cosine" in m else []
+        if "top1_agreement" in m:
+            bits.append(f"top-1 {m['top1_agreement']:.3f}")
+        if "max_abs_error" in m:
+            bits.append(f"max abs {m['max_abs_error']:.3g}")
+        if "exact_match" in m:
+            bits.append(f"match {m['exact_match']:.3f}")
+        parts.append(f"{name}: {', '.join(bits)}")
+    acc = report.get("true_accuracy")
+    if acc:
+        parts.append(f"accuracy {acc['converted']:.4f} vs FP32 {acc['reference']:.4f}")
+    return "; ".join(parts)

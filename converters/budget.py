@@ -1,0 +1,99 @@
+"""Step 6, the memory budget: will the model fit the target before anything is compiled for it?
+
+weights + peak activations at ``max_batch_size`` (the largest ``--shapes`` for other axes) + the TensorRT
+workspace, at the build's precision, against the profile's usable memory ((total - reserve) x usable
+fraction; on Jetson that memory is shared with the CPU; for the ``cpu`` profile it is this host's RAM).
+Sizes come from ``xinfer_sdk.graphcost`` on the cleaned FP32 graph, scaled to the target precision. A
+build that cannot fit is refused with the numbers and what would fit (a smaller max batch, INT8).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from xinfer_sdk.errors import MemoryBudgetError, UserError
+
+from .pipeline import Skip
+
+log = logging.getLogger(__name__)
+
+GB = 1e9
+# bytes per FP32 byte once converted: INT8 weights are 1 byte; INT8 graphs keep some activations in FP16/FP32
+WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
+ACTIVATION_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.5}
+
+
+def usable_gb(profile) -> tuple[float | None, str]:
+    """Usable memory of the target and where the figure comes from."""
+    usable = profile.usable_memory_gb()
+    if usable is not None:
+        where = "unified memory shared with the CPU" if profile.unified_memory and profile.kind == "jetson" else \
+            "GPU memory"
+        return usable, f"({profile.memory_gb:g} GB - {profile.memory.reserve_gb:g} GB reserve) x " \
+                       f"{profile.memory.usable_fraction:g}, {where}"
+    from xinfer_sdk.profiles import read_host
+
+    host = read_host().memory_gb
+    if host is None:
+        return None, "host memory unknown"
+    usable = max(0.0, (host - profile.memory.reserve_gb) * profile.memory.usable_fraction)
+    return usable, f"(this host's {host:.1f} GB - {profile.memory.reserve_gb:g} GB reserve) x " \
+                   f"{profile.memory.usable_fraction:g}"
+
+
+def estimate(ctx) -> dict[str, Any]:
+    from xinfer_sdk import graphcost
+
+    opts = ctx.options
+    batch = opts.max_batch_size if ctx.batched else None
+    try:
+        cost = graphcost.analyze(ctx.fp32_onnx, batch_size=batch, shapes=opts.shapes, which="max")
+    except UserError as exc:
+        raise Skip(f"cannot size the graph: {exc}") from None
+    prec = opts.precision
+    weights = cost.param_bytes * WEIGHT_SCALE[prec] / GB
+    acts = cost.activation_bytes * ACTIVATION_SCALE[prec] / GB
+    workspace = ctx.profile.memory.workspace_gb if ctx.profile.kind != "cpu" else 0.0
+    usable, basis = usable_gb(ctx.profile)
+    total = weights + acts + workspace
+    return {"precision": prec, "batch": cost.batch_size, "weights_gb": round(weights, 4),
+            "activations_gb": round(acts, 4), "workspace_gb": workspace, "total_gb": round(total, 4),
+            "usable_gb": None if usable is None else round(usable, 3), "usable_basis": basis,
+            "fits": usable is None or total <= usable, "unknown_nodes": len(cost.unknown)}
+
+
+def budget_step(ctx) -> tuple[str, dict[str, Any]]:
+    est = estimate(ctx)
+    ctx.budget = est
+    line = (f"{est['total_gb']:.3g} GB (weights {est['weights_gb']:.3g} + activations {est['activations_gb']:.3g} at "
+            f"batch {est['batch']} + workspace {est['workspace_gb']:g}) of {_fmt(est['usable_gb'])} usable")
+    if est["fits"]:
+        return line, est
+    raise MemoryBudgetError(f"the model does not fit profile {ctx.profile.name} at {est['precision']}: {line}",
+                            hint=suggest(ctx, est), details={"memory_budget": est})
+
+
+def suggest(ctx, est: dict[str, Any]) -> str:
+    room = est["usable_gb"] - est["weights_gb"] - est["workspace_gb"]
+    ideas = []
+    per_sample = est["activations_gb"] / max(1, est["batch"])
+    if room > 0 and per_sample > 0 and ctx.batched:
+        fits = math.floor(room / per_sample)
+        if fits >= 1:
+            ideas.append(f"--max-batch-size {fits}")
+    prec = est["precision"]
+    if prec != "int8" and "int8" in ctx.profile.precisions:
+        ideas.append("--precision int8 (about a quarter of the FP32 weights)")
+    elif prec == "fp32" and "fp16" in ctx.profile.precisions:
+        ideas.append("--precision fp16")
+    if ctx.profile.kind != "cpu" and est["workspace_gb"] > 0:
+        ideas.append(f"a smaller workspace (--set memory.workspace_gb={est['workspace_gb'] / 2:g})")
+    if not ideas:
+        return "the weights alone exceed the usable memory: choose a profile with more memory"
+    return "try " + ", or ".join(ideas)
+
+
+def _fmt(v: float | None) -> str:
+    return "unknown" if v is None else f"{v:.3g} GB"

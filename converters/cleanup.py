@@ -1,0 +1,145 @@
+"""Step 3, clean-up: check, simplify (constant folding, dead nodes, Conv+BN, MatMul+Add), infer shapes.
+
+``onnx.checker`` first (a corrupt or invalid graph stops here with one line), then onnxslim (standard ONNX
+ops only, so the result stays parseable by TensorRT), shape inference, and the checker again. The IO spec
+of the manifest is read from the result; ``--shapes`` names and ranks are checked against it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from xinfer_sdk._lazy import require
+from xinfer_sdk.errors import ConversionError, UserError
+from xinfer_sdk.shapes import check_names
+
+from . import graph
+
+log = logging.getLogger(__name__)
+
+
+def cleanup_step(ctx) -> tuple[str, dict[str, Any]]:
+    onnx = graph.onnx()
+    model = graph.load(ctx.raw_onnx, what="ONNX model")
+    nodes_before = len(model.graph.node)
+    _check(onnx, model, "the input graph")
+    opset = graph.opset(model)
+    _check_opset(ctx, opset)
+    simplified = _slim(model)
+    _check(onnx, simplified, "the simplified graph")
+    _restore_io_dims(model, simplified)
+    _name_output_dims(simplified)
+    ctx.fp32_onnx = ctx.scratch / "fp32.onnx"
+    graph.save(simplified, ctx.fp32_onnx)
+    ctx.inputs, ctx.outputs, ctx.batched = graph.io_specs(simplified)
+    check_input_shapes(ctx)
+    if not ctx.batched:
+        ctx.warnings.append("the graph has a fixed batch dimension: requests will not be batched (max_batch_size 0); "
+                            "export with a dynamic batch axis to let the runtime batch")
+    nodes_after = len(simplified.graph.node)
+    return (f"{nodes_before} -> {nodes_after} nodes, opset {opset}",
+            {"nodes_before": nodes_before, "nodes_after": nodes_after, "opset": opset, "batched": ctx.batched})
+
+
+def _check(onnx, model, what: str) -> None:
+    try:
+        if model.ByteSize() < graph.EXTERNAL_DATA_BYTES:
+            onnx.checker.check_model(model)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"{what} is not a valid ONNX model: {first}",
+                              hint="re-export it; `python -m onnx.checker` gives the details") from None
+
+
+def _check_opset(ctx, opset: int) -> None:
+    versions = ctx.profile.tensorrt.versions
+    if ctx.profile.kind == "cpu" or not versions:
+        return
+    limit = min(graph.TRT_MAX_OPSET.get(v, graph.EXPORT_OPSET) for v in versions)
+    if opset > limit:
+        ctx.warnings.append(f"opset {opset} is newer than TensorRT {min(versions)} parses (<= {limit}); the engine "
+                            f"build on the target may fail: re-export with --opset {graph.EXPORT_OPSET}")
+
+
+def _slim(model):
+    """onnxslim's folding and fusions; on any failure keep the checked input graph (logged, not fatal)."""
+    onnxslim = require("onnxslim", purpose="simplifying ONNX graphs")
+    try:
+        out = onnxslim.slim(model)
+    except Exception as exc:  # onnxslim is best-effort: an unsupported pattern must not stop the build
+        log.warning("cleanup                             | onnxslim failed (%s); keeping the graph as is", exc)
+        return _infer_shapes(model)
+    return out if out is not None else _infer_shapes(model)
+
+
+def _infer_shapes(model):
+    onnx = graph.onnx()
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        log.warning("cleanup                             | shape inference failed (%s)", exc)
+        return model
+
+
+def _restore_io_dims(before, after) -> None:
+    """Keep the exporter's dim names on inputs and outputs (simplifiers sometimes rename or drop them)."""
+    by_name = {v.name: v for v in [*before.graph.input, *before.graph.output]}
+    for v in [*after.graph.input, *after.graph.output]:
+        old = by_name.get(v.name)
+        if old is None:
+            continue
+        new_dims = v.type.tensor_type.shape.dim
+        old_dims = old.type.tensor_type.shape.dim
+        if len(new_dims) != len(old_dims):
+            continue
+        for nd, od in zip(new_dims, old_dims):
+            if od.HasField("dim_param") and od.dim_param and not nd.HasField("dim_value"):
+                nd.dim_param = od.dim_param
+
+
+def _name_output_dims(model) -> None:
+    """Output axes the exporter left with generated names (``LayerNormalizationhidden_dim_1``) get the input
+    axis name they follow (``seq``), found by ONNX Runtime's symbolic shape inference."""
+    known = {d.dim_param for v in graph.graph_inputs(model) for d in v.type.tensor_type.shape.dim if d.dim_param}
+    stale = [(o, i) for o in model.graph.output for i, d in enumerate(o.type.tensor_type.shape.dim)
+             if d.HasField("dim_param") and d.dim_param not in known]
+    if not stale:
+        return
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        onnx = graph.onnx()
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        for o in probe.graph.output:
+            for d in o.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param not in known:
+                    d.Clear()
+        inferred = SymbolicShapeInference.infer_shapes(probe, auto_merge=True)
+    except Exception as exc:  # best effort: names are cosmetic, shapes stay symbolic either way
+        log.debug("symbolic shape inference failed: %s", exc)
+        return
+    found = {o.name: o for o in inferred.graph.output}
+    for out, axis in stale:
+        new = found.get(out.name)
+        dims = new.type.tensor_type.shape.dim if new is not None else []
+        if axis < len(dims) and dims[axis].dim_param in known:
+            out.type.tensor_type.shape.dim[axis].dim_param = dims[axis].dim_param
+
+
+def check_input_shapes(ctx) -> None:
+    """--shapes must name real inputs, with their rank, and leave fixed dims alone."""
+    shapes = ctx.options.shapes
+    check_names(shapes, [t.name for t in ctx.inputs])
+    for spec in ctx.inputs:
+        r = shapes.get(spec.name)
+        if r is None:
+            continue
+        if len(r.min) != len(spec.shape):
+            raise UserError(f"--shapes {spec.name}: the input has rank {len(spec.shape)} "
+                            f"({'x'.join('?' if d < 0 else str(d) for d in spec.shape)}), not {len(r.min)}")
+        for axis, d in enumerate(spec.shape):
+            if d > 0 and not (r.min[axis] == r.opt[axis] == r.max[axis] == d):
+                raise UserError(f"--shapes {spec.name}: axis {axis} is fixed to {d} in the model, not "
+                                f"{r.min[axis]}..{r.max[axis]}")

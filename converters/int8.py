@@ -1,0 +1,166 @@
+"""Step 4b, INT8: explicit quantization (QuantizeLinear / DequantizeLinear pairs) by calibration.
+
+ONNX Runtime's ``quantize_static`` writes a QDQ graph; the scheme comes from the profile's
+``quantization`` section:
+
+- GPU and Jetson profiles: **symmetric** INT8 activations and weights, every zero point 0, bias left in
+  FP32: what TensorRT's explicit quantization accepts (TensorRT 11 takes INT8 only this way);
+- the ``cpu`` profile: UINT8 activations (asymmetric) with INT8 weights, the u8s8 VNNI/AMX fast path of
+  ONNX Runtime's CPU kernels.
+
+Calibration reads ``--calib`` (see calibration.py): ``calib_samples`` samples, methods minmax / entropy /
+percentile, per-channel weights; when no ``--eval`` is given a fraction of ``--calib`` is held out for the
+accuracy gate and never used to calibrate. What was used is recorded as provenance in the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from xinfer_sdk._lazy import require
+from xinfer_sdk.errors import CalibrationError, ConversionError
+
+from . import calibration, graph
+from .pipeline import Skip
+
+log = logging.getLogger(__name__)
+
+CALIB_BATCH = 16
+EVAL_LIMIT = 2048
+CALIB_HINT = ("pass --calib DATA: an .npz of arrays by input name, a folder of .npy files, or module:function "
+              "yielding dicts of arrays")
+
+
+def scheme(profile) -> dict[str, Any]:
+    """The quantization scheme of a profile, as recorded in the manifest."""
+    q = profile.quantization
+    symmetric = q.scheme == "symmetric" or profile.kind in ("gpu", "jetson")
+    act = "int8" if symmetric else q.activation_type
+    return {"scheme": "symmetric" if symmetric else "asymmetric", "activation_type": act,
+            "weight_type": "int8" if symmetric else q.weight_type, "reduce_range": bool(q.reduce_range),
+            "quantize_bias": not symmetric, "format": "QDQ"}
+
+
+def prepare_data(ctx) -> None:
+    """Load --calib (and --eval); hold out part of --calib for the gate when there is no --eval."""
+    opts = ctx.options
+    if opts.calib is None:
+        raise CalibrationError(f"INT8 needs calibration data and none was given; {CALIB_HINT}")
+    held_out = opts.eval is None
+    limit = math.ceil(opts.calib_samples / (1 - opts.eval_fraction)) if held_out else opts.calib_samples
+    data = calibration.load(opts.calib, ctx.inputs, batched=ctx.batched, what="--calib", limit=limit)
+    if held_out:
+        n = data.count
+        if n < 2:
+            raise CalibrationError(f"--calib has {n} sample; give at least 2 (one is held out for the accuracy "
+                                   "gate) or pass --eval DATA")
+        k = max(1, round(n * opts.eval_fraction))
+        data, ctx.eval_data = data.split(k)
+        ctx.eval_data.source = {**ctx.eval_data.source, "held_out_of": "--calib", "samples": k}
+    else:
+        ctx.eval_data = calibration.load(opts.eval, ctx.inputs, batched=ctx.batched, what="--eval", limit=EVAL_LIMIT)
+    ctx.calib_data = data.take(opts.calib_samples)
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a Dataset, with progress and ranges (strides)."""
+
+    def __init__(self, data: calibration.Dataset, batch: int, progress):
+        self.feeds = list(data.batches(batch))
+        self.total = data.count
+        self.progress = progress
+        self.start, self.stop = 0, len(self.feeds)
+        self.pos = 0
+        self.done = 0
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.stop, self.pos = start_index, min(end_index, len(self.feeds)), start_index
+
+    def get_next(self):
+        if self.pos >= self.stop:
+            return None
+        feed = self.feeds[self.pos]
+        self.pos += 1
+        self.done += int(next(iter(feed.values())).shape[0]) if feed else 0
+        self.progress(min(self.done, self.total), self.total, "calibrating")
+        return feed
+
+    def rewind(self) -> None:
+        self.pos = self.start
+
+
+def _stride(batches: int) -> int:
+    """Largest divisor of the batch count up to 8: histograms are merged every `stride` batches, so entropy
+    and percentile calibration hold a bounded number of activations in memory."""
+    return max(d for d in range(1, min(8, batches) + 1) if batches % d == 0)
+
+
+def int8_step(ctx) -> tuple[str, dict[str, Any]]:
+    if ctx.precision != "int8":
+        raise Skip(f"precision is {ctx.precision}")
+    q = require("onnxruntime.quantization", extra="build", purpose="INT8 quantization")
+    prepare_data(ctx)
+    sch = scheme(ctx.profile)
+    opts = ctx.options
+    pre = ctx.scratch / "int8-pre.onnx"
+    try:
+        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=False, auto_merge=True)
+    except Exception as exc:  # pre-processing only helps; quantize the cleaned graph without it
+        log.warning("int8                                | pre-processing failed (%s); quantizing without it", exc)
+        pre = ctx.fp32_onnx
+    types = {"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    symmetric = sch["scheme"] == "symmetric"
+    batch = CALIB_BATCH if ctx.batched else 1
+    reader = _Reader(ctx.calib_data, batch, ctx.progress)
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": sch["quantize_bias"],
+             "CalibStridedMinMax": _stride(len(reader)), "CalibTensorRangeSymmetric": symmetric}
+    out = ctx.scratch / "int8.onnx"
+    try:
+        q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ, per_channel=opts.per_channel,
+                          reduce_range=sch["reduce_range"], activation_type=types[sch["activation_type"]],
+                          weight_type=types[sch["weight_type"]], calibrate_method=methods[opts.calib_method],
+                          extra_options=extra)
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    model = graph.load(out)
+    zps = zero_points(model)
+    if symmetric and any(int(np.abs(z).max(initial=0)) for z in zps.values()):
+        raise ConversionError("INT8 quantization produced non-zero zero points for a symmetric scheme "
+                              "(TensorRT would reject the graph)")
+    ctx.model_onnx = out
+    qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    ctx.calibration = {
+        **sch, "method": opts.calib_method, "per_channel": opts.per_channel, "samples": ctx.calib_data.count,
+        "batch": batch, "source": ctx.calib_data.source, "data_sha256": ctx.calib_data.fingerprint(),
+        "held_out_for_gate": ctx.eval_data.count if opts.eval is None else 0, "qdq_nodes": qdq,
+        "zero_points": "all 0" if symmetric else "asymmetric activations",
+        "tool": "onnxruntime.quantization.quantize_static",
+    }
+    ctx.progress(ctx.calib_data.count, ctx.calib_data.count, "calibrated")
+    return (f"{sch['scheme']} {sch['activation_type']}/{sch['weight_type']}, {opts.calib_method}, "
+            f"{ctx.calib_data.count} samples, {qdq} Q/DQ nodes",
+            {"samples": ctx.calib_data.count, "qdq_nodes": qdq})
+
+
+def zero_points(model) -> dict[str, np.ndarray]:
+    """Zero-point initializers of every QuantizeLinear / DequantizeLinear node, by tensor name."""
+    numpy_helper = graph.onnx().numpy_helper
+    inits = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+            t = inits.get(node.input[2])
+            if t is not None:
+                out[t.name] = numpy_helper.to_array(t)
+    return out
