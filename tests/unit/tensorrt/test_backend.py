@@ -1,0 +1,223 @@
+"""TensorRTBackend against test doubles of tensorrt and cuda-python: engine lookup, build-on-first-use,
+stale plans, sharing, buffers and the data path. The real engine runs only in tests/gpu/."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+import yaml
+
+from xinfer_sdk.bundle import open_bundle
+from xinfer_sdk.errors import InvalidInput
+from xinfer_sdk.profiles import load_profile
+from xinfer_sdk.runtime.backends import tensorrt as backend_mod
+from xinfer_sdk.runtime.backends.tensorrt import TensorRTBackend
+
+A10 = load_profile("a10")
+
+
+def run(bundle, x, **kw):
+    with TensorRTBackend(bundle, profile=A10, device="cuda:0", **kw) as be:
+        return be.infer({"x": x}), be.describe()
+
+
+def test_unavailable_reason(trt, gpu, bundle, monkeypatch):
+    import sys
+
+    b = bundle()
+    assert "not 'cpu'" in TensorRTBackend.unavailable_reason(b, A10, "cpu")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert "TensorRT is not installed" in TensorRTBackend.unavailable_reason(b, A10, "cuda")
+    trt()
+    assert TensorRTBackend.unavailable_reason(b, A10, "cuda") is None
+    b.manifest.engine_plan = None  # an old bundle: the plan is made from the profile when it can be
+    assert TensorRTBackend.unavailable_reason(b, A10, "cuda:0") is None
+
+
+def test_first_activate_builds_caches_and_registers_then_infers(trt, gpu, bundle, caplog):
+    mod = trt()
+    b = bundle()
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with caplog.at_level(logging.INFO):
+        out, info = run(b, x)
+    np.testing.assert_array_equal(out["y"], 2 * x)
+    assert out["y"].dtype == np.float32 and out["y"].shape == (3, 4)
+    assert mod.builds == 1 and info["engine_source"] == "built" and info["build_seconds"] is not None
+    assert "no TensorRT engine for sm_86 / TensorRT 10.3.0" in caplog.text and "built TensorRT engine" in caplog.text
+    # the engine and timing cache live in the bundle and the manifest lists them with checksums
+    reopened = open_bundle(b.root)
+    engines = reopened.manifest.artifacts_by_role("engine")
+    assert [a.path for a in engines] == [f"engines/{info['key']}.plan"]
+    assert engines[0].meta["tensorrt_version"] == "10.3.0"
+    assert reopened.manifest.artifacts_by_role("timing_cache")[0].path == "engines/timing_sm86_trt10.3.0.cache"
+
+
+def test_second_activation_loads_the_cached_plan(trt, gpu, bundle):
+    mod = trt()
+    b = bundle()
+    run(b, np.ones((1, 4), np.float32))
+    TensorRTBackend._engines.clear()
+    out, info = run(open_bundle(b.root), np.ones((2, 4), np.float32))
+    assert mod.builds == 1 and info["engine_source"] == "bundle"
+    np.testing.assert_array_equal(out["y"], np.full((2, 4), 2, np.float32))
+
+
+def test_a_new_tensorrt_version_builds_its_own_plan(trt, gpu, bundle):
+    trt("10.3.0")
+    b = bundle()
+    run(b, np.ones((1, 4), np.float32))
+    TensorRTBackend._engines.clear()
+    mod = trt("10.4.0")  # the old plan's key names 10.3.0: not even tried
+    _, info = run(open_bundle(b.root), np.ones((1, 4), np.float32))
+    assert mod.builds == 1 and info["key"].startswith("sm86_trt10.4.0_")
+    assert len(open_bundle(b.root).manifest.artifacts_by_role("engine")) == 2
+
+
+def test_stale_or_foreign_plan_is_skipped_and_rebuilt(trt, gpu, bundle, caplog):
+    trt()
+    b = bundle()
+    _, info = run(b, np.ones((1, 4), np.float32))
+    TensorRTBackend._engines.clear()
+    # a plan with the right name and checksum that this TensorRT refuses (built by another build of 10.3.0)
+    plan_file = b.root / "engines" / f"{info['key']}.plan"
+    plan_file.write_bytes(b"\x00not a plan from this TensorRT")
+    b2 = open_bundle(b.root, verify=False)
+    b2.add_artifact(plan_file, role="engine")
+    mod = trt()
+    with caplog.at_level(logging.WARNING):
+        out, info2 = run(open_bundle(b.root), np.ones((1, 4), np.float32))
+    assert "stale or foreign" in caplog.text
+    assert mod.builds == 1 and info2["engine_source"] == "built"
+    np.testing.assert_array_equal(out["y"], np.full((1, 4), 2, np.float32))
+    TensorRTBackend._engines.clear()
+    mod = trt(deserialize_raises=True)  # a TensorRT that raises instead of returning None is handled too
+    with pytest.raises(Exception, match="cannot load it back"):
+        run(open_bundle(b.root), np.ones((1, 4), np.float32))
+    assert mod.builds == 1
+
+
+def test_corrupted_plan_fails_its_checksum_and_is_rebuilt(trt, gpu, bundle, caplog):
+    trt()
+    b = bundle()
+    _, info = run(b, np.ones((1, 4), np.float32))
+    TensorRTBackend._engines.clear()
+    plan_file = b.root / "engines" / f"{info['key']}.plan"
+    data = bytearray(plan_file.read_bytes())
+    data[-3] ^= 0xFF
+    plan_file.write_bytes(bytes(data))
+    mod = trt()
+    with caplog.at_level(logging.WARNING):
+        out, info2 = run(open_bundle(b.root, verify=False), np.ones((1, 4), np.float32))
+    assert "checksum mismatch" in caplog.text and mod.builds == 1
+    np.testing.assert_array_equal(out["y"], np.full((1, 4), 2, np.float32))
+    open_bundle(b.root)  # the rebuilt plan re-registered: the bundle verifies again
+
+
+def test_read_only_bundle_caches_in_the_user_dir(trt, gpu, bundle, monkeypatch, tmp_path):
+    mod = trt()
+    b = bundle()
+    monkeypatch.setattr(backend_mod, "_writable", lambda d: False)
+    _, info = run(b, np.ones((1, 4), np.float32))
+    sha = b.manifest.artifacts_by_role("model")[0].sha256
+    cached = tmp_path / "user-cache" / "engines" / sha[:16] / f"{info['key']}.plan"
+    assert cached.is_file()
+    assert not b.manifest.artifacts_by_role("engine")
+    TensorRTBackend._engines.clear()
+    _, info = run(b, np.ones((1, 4), np.float32))
+    assert info["engine_source"] == "user-cache" and mod.builds == 1
+
+
+def test_workers_share_one_engine_with_one_context_each(trt, gpu, bundle):
+    mod = trt()
+    b = bundle()
+    backends = [TensorRTBackend(b, profile=A10, device="cuda:0") for _ in range(3)]
+    errors, results = [], {}
+
+    def work(i, be):
+        try:
+            be.activate()
+            x = np.full((i + 1, 4), i, np.float32)
+            results[i] = be.infer({"x": x})["y"]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, be)) for i, be in enumerate(backends)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and mod.builds == 1
+    shared = backends[0]._shared
+    assert all(be._shared is shared for be in backends) and shared.engine.contexts == 3
+    assert len({be._stream.handle for be in backends}) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(results[i], np.full((i + 1, 4), 2 * i, np.float32))
+    for be in backends:
+        be.deactivate()
+    assert not TensorRTBackend._engines  # the last worker out frees the engine
+    assert not gpu.device_mem and not gpu.host_mem and not gpu.streams
+
+
+def test_buffers_grow_for_a_larger_batch_and_are_reused(trt, gpu, bundle):
+    trt()
+    b = bundle(max_batch_size=64)
+    with TensorRTBackend(b, profile=A10, device="cuda") as be:
+        be.infer({"x": np.ones((1, 4), np.float32)})
+        allocs = len([c for c in gpu.calls if c[0] == "alloc"])
+        be.infer({"x": np.ones((1, 4), np.float32)})
+        assert len([c for c in gpu.calls if c[0] == "alloc"]) == allocs  # reused
+        x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+        np.testing.assert_array_equal(be.infer({"x": x})["y"], 2 * x)
+        assert len([c for c in gpu.calls if c[0] == "alloc"]) > allocs  # grown
+        copies = [c for c in gpu.calls if c[0] == "memcpy"][-2:]
+        assert copies == [("memcpy", "cudaMemcpyHostToDevice", 64 * 16), ("memcpy", "cudaMemcpyDeviceToHost", 64 * 16)]
+    assert not gpu.device_mem and not gpu.host_mem
+
+
+def test_batch_outside_the_engine_profile_is_invalid_input(trt, gpu, bundle):
+    trt()
+    b = bundle(max_batch_size=8)
+    with TensorRTBackend(b, profile=A10, device="cuda:0") as be, pytest.raises(InvalidInput, match="1x4 .. 8x4"):
+        be.infer({"x": np.ones((9, 4), np.float32)})
+
+
+def test_inputs_are_cast_to_the_engine_dtype_and_outputs_shaped_by_the_context(trt, gpu, bundle):
+    trt()
+    b = bundle(op="sum")
+    x = np.arange(8, dtype=np.float64).reshape(2, 4)
+    out, _ = run(b, x)
+    np.testing.assert_array_equal(out["y"], np.array([[6.0], [22.0]], np.float32))
+
+
+def test_parse_failure_on_the_target_is_a_clear_error(trt, gpu, bundle):
+    trt()
+    b = bundle(onnx=b"not onnx at all")
+    with pytest.raises(Exception, match="cannot parse model.onnx"):
+        run(b, np.ones((1, 4), np.float32))
+    assert not TensorRTBackend._engines
+
+
+def test_device_index_is_used(trt, gpu, bundle):
+    trt()
+    gpu.devices.append(("NVIDIA L4", 8, 9))
+    b = bundle()
+    _, info = run_on(b, "cuda:1")
+    assert info["compute_capability"] == "8.9" and info["key"].startswith("sm89_")
+    assert "does not exist" in TensorRTBackend.unavailable_reason(b, A10, "cuda:2")
+
+
+def run_on(bundle, device):
+    with TensorRTBackend(bundle, profile=A10, device=device) as be:
+        return be.infer({"x": np.ones((1, 4), np.float32)}), be.describe()
+
+
+def test_manifest_records_engine_meta_as_plain_yaml(trt, gpu, bundle):
+    trt()
+    b = bundle()
+    run(b, np.ones((1, 4), np.float32))
+    doc = yaml.safe_load((b.root / "xinfer.yaml").read_text())
+    eng = [a for a in doc["artifacts"] if a["role"] == "engine"][0]
+    assert eng["meta"]["precision"] == "fp16" and eng["meta"]["compute_capability"] == "8.6"
