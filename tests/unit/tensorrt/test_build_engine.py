@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from trt_doubles import MAGIC, write_fake_onnx
+from xinfer_sdk.converters import tensorrt_engine as te
 
 from xinfer_sdk.bundle import TensorSpec
-from xinfer_sdk.converters import tensorrt_engine as te
 from xinfer_sdk.engine_plan import make_build_plan, plan_hash
 from xinfer_sdk.errors import ConversionError
 from xinfer_sdk.profiles import load_profile
@@ -75,7 +76,7 @@ def test_build_tensorrt_10_fp16_call_sequence(trt, gpu, onnx, tmp_path):
     assert res["key"] == f"sm86_trt10.3.0_fp16_{plan_hash(p)[:8]}"
     assert res["path"].endswith(res["key"] + ".plan")
     assert res["tensorrt_version"] == "10.3.0" and res["compute_capability"] == "8.6"
-    body = json.loads(open(res["path"], "rb").read()[len(MAGIC):])
+    body = json.loads(Path(res["path"]).read_bytes()[len(MAGIC):])
     assert "FP16" in body["flags"] and body["profiles"] == [{"x": [[1, 4], [8, 4], [8, 4]]}]
     assert res["timing_cache"].endswith("timing_sm86_trt10.3.0.cache")
     # progress: a start line, TensorRT's phases, and the time at the end
@@ -142,7 +143,7 @@ def test_dla_with_gpu_fallback_when_the_builder_has_dla(trt, gpu, onnx, tmp_path
     mod = trt("10.3.0", dla_cores=2)
     res = te.build_engine(onnx, p, tmp_path / "a", log=lambda m: None)
     assert "GPU_FALLBACK" in names(mod, "set_flag") and res["dla"] is True
-    assert json.loads(open(res["path"], "rb").read()[len(MAGIC):])["dla"] is True
+    assert json.loads(Path(res["path"]).read_bytes()[len(MAGIC):])["dla"] is True
     lines = []
     mod = trt("10.8.0", dla_cores=0)  # no DLA in this TensorRT: build for the GPU alone, and say so
     res = te.build_engine(onnx, p, tmp_path / "b", log=lines.append)
@@ -166,7 +167,7 @@ def test_timing_cache_is_reused_and_a_bad_one_is_replaced(trt, gpu, onnx, tmp_pa
     out = tmp_path / "engines"
     mod = trt("10.3.0")
     first = te.build_engine(onnx, plan(), out, log=lambda m: None)
-    saved = open(first["timing_cache"], "rb").read()
+    saved = Path(first["timing_cache"]).read_bytes()
     mod = trt("10.3.0")
     te.build_engine(onnx, plan(precision="fp32"), out, log=lambda m: None)
     assert names(mod, "create_timing_cache")[0] == saved  # loaded from beside the engine
@@ -177,7 +178,7 @@ def test_timing_cache_is_reused_and_a_bad_one_is_replaced(trt, gpu, onnx, tmp_pa
         res = te.build_engine(onnx, plan(precision="int8"), out, log=lambda m: None)
     assert "not usable" in caplog.text
     assert names(mod, "create_timing_cache")[-1] == b""  # started over with an empty cache
-    assert open(res["timing_cache"], "rb").read() == b"+"
+    assert Path(res["timing_cache"]).read_bytes() == b"+"
 
 
 def test_heartbeat_and_logger(monkeypatch, trt, gpu, onnx, tmp_path, caplog):

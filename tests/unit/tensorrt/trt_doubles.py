@@ -14,6 +14,7 @@ import ctypes
 import enum
 import json
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,7 +210,7 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
 
         def parse_from_file(self, path):
             rec(("parse_from_file", str(path)))
-            data = open(path, "rb").read()
+            data = Path(path).read_bytes()
             if not data.startswith(ONNX_MAGIC):
                 self.errors = [ParserError("In node -1 (parseGraph): INVALID_GRAPH: Failed to parse ONNX model"),
                                ParserError("second error")]
