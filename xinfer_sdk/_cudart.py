@@ -79,6 +79,14 @@ def host_view(ptr: int, nbytes: int) -> np.ndarray:
     return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), shape=(nbytes,))
 
 
+def handle(obj: Any) -> int:
+    """The address behind a cuda-python handle (cudaStream_t...) as the int TensorRT's Python API takes."""
+    try:
+        return int(obj)
+    except TypeError:
+        return int(obj.getPtr())
+
+
 class DeviceBuffer:
     """Device memory that grows (cudaMalloc) when a larger batch comes, and is reused otherwise."""
 
@@ -132,7 +140,7 @@ class Stream:
     def __init__(self, cudart: ModuleType):
         self.cudart = cudart
         self.stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self.handle = int(self.stream)  # what TensorRT's execute_async_v3(stream_handle) takes
+        self.handle = handle(self.stream)  # what TensorRT's execute_async_v3(stream_handle) takes
 
     def htod(self, dst: int, src: int, nbytes: int) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice

@@ -221,3 +221,42 @@ def test_manifest_records_engine_meta_as_plain_yaml(trt, gpu, bundle):
     doc = yaml.safe_load((b.root / "xinfer.yaml").read_text())
     eng = [a for a in doc["artifacts"] if a["role"] == "engine"][0]
     assert eng["meta"]["precision"] == "fp16" and eng["meta"]["compute_capability"] == "8.6"
+
+
+def test_cuda_errors_name_the_call(trt, gpu, bundle):
+    from xinfer_sdk import _cudart
+
+    trt()
+    b = bundle()
+    E = gpu.cudaError_t
+    gpu.cudaMalloc = lambda n: (E.cudaErrorMemoryAllocation, 0)
+    with TensorRTBackend(b, profile=A10, device="cuda:0") as be, \
+            pytest.raises(_cudart.CudaError, match=r"cudaMalloc\(256\) failed: cudaErrorMemoryAllocation"):
+        be.infer({"x": np.ones((1, 4), np.float32)})
+    assert not gpu.streams  # deactivated cleanly after the error
+
+
+def test_stream_handle_from_int_or_getptr():
+    from xinfer_sdk import _cudart
+
+    class Legacy:
+        def getPtr(self):
+            return 1234
+
+    assert _cudart.handle(5678) == 5678 and _cudart.handle(Legacy()) == 1234
+
+
+def test_engine_io_without_a_numpy_type_is_refused(trt, gpu, bundle):
+    b = bundle()
+    mod = trt()
+    real = mod.Runtime.deserialize_cuda_engine
+
+    def bf16_outputs(self, data):
+        engine = real(self, data)
+        if engine is not None:
+            engine.get_tensor_dtype = lambda name: mod.DataType.BF16
+        return engine
+
+    mod.Runtime.deserialize_cuda_engine = bf16_outputs
+    with pytest.raises(Exception, match="no numpy equivalent"):
+        run(b, np.ones((1, 4), np.float32))

@@ -85,7 +85,7 @@ def _io(trt: Any, engine: Any) -> tuple[list[tuple[str, np.dtype]], list[tuple[s
         dt = engine.get_tensor_dtype(name)
         try:
             dtype = np.dtype(trt.nptype(dt))
-        except TypeError:
+        except (TypeError, KeyError):
             raise BackendUnavailable("tensorrt", f"engine tensor {name!r} has type {dt} with no numpy equivalent; "
                                      "use the onnxruntime backend", extra="tensorrt") from None
         (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append((name, dtype))
