@@ -61,7 +61,8 @@ def eval_data(ctx) -> calibration.Dataset:
         if spec is not None:
             ctx.eval_data = calibration.load(spec, ctx.inputs, batched=ctx.batched, what=what, limit=EVAL_LIMIT)
             return ctx.eval_data
-    ctx.eval_data = calibration.synthetic(ctx.inputs, count=SYNTHETIC_SAMPLES, shapes=opts.shapes, batched=ctx.batched)
+    ctx.eval_data = calibration.synthetic(ctx.inputs, count=SYNTHETIC_SAMPLES, shapes=opts.shapes, batched=ctx.batched,
+                                          example=ctx.example)
     ctx.warnings.append("the accuracy gate ran on synthetic random inputs (no --eval / --calib given): it checks the "
                         "conversion, not accuracy on your data")
     return ctx.eval_data

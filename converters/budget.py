@@ -13,7 +13,10 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from xinfer_sdk.errors import MemoryBudgetError, UserError
+from xinfer_sdk.shapes import ShapeRange
 
 from .pipeline import Skip
 
@@ -48,37 +51,48 @@ def estimate(ctx) -> dict[str, Any]:
 
     opts = ctx.options
     batch = opts.max_batch_size if ctx.batched else None
+    shapes, guessed = dict(opts.shapes), []
+    for spec in ctx.inputs:  # a PyTorch export knows one real size for each dynamic axis: its example's
+        if spec.name not in shapes and ctx.example and spec.name in ctx.example:
+            shape = tuple(int(d) for d in np.shape(ctx.example[spec.name]))
+            if len(shape) == len(spec.shape) and any(d < 0 for d in spec.shape[1 if ctx.batched else 0:]):
+                shapes[spec.name] = ShapeRange.fixed(shape)
+                guessed.append(spec.name)
     try:
-        cost = graphcost.analyze(ctx.fp32_onnx, batch_size=batch, shapes=opts.shapes, which="max")
+        cost = graphcost.analyze(ctx.fp32_onnx, batch_size=batch, shapes=shapes, which="max")
     except UserError as exc:
         raise Skip(f"cannot size the graph: {exc}") from None
     prec = opts.precision
-    weights = cost.param_bytes * WEIGHT_SCALE[prec] / GB
-    acts = cost.activation_bytes * ACTIVATION_SCALE[prec] / GB
-    workspace = ctx.profile.memory.workspace_gb if ctx.profile.kind != "cpu" else 0.0
+    weights = cost.param_bytes * WEIGHT_SCALE[prec]
+    acts = cost.activation_bytes * ACTIVATION_SCALE[prec]
+    workspace = ctx.profile.memory.workspace_gb * GB if ctx.profile.kind != "cpu" else 0.0
     usable, basis = usable_gb(ctx.profile)
     total = weights + acts + workspace
-    return {"precision": prec, "batch": cost.batch_size, "weights_gb": round(weights, 4),
-            "activations_gb": round(acts, 4), "workspace_gb": workspace, "total_gb": round(total, 4),
-            "usable_gb": None if usable is None else round(usable, 3), "usable_basis": basis,
-            "fits": usable is None or total <= usable, "unknown_nodes": len(cost.unknown)}
+    return {"precision": prec, "batch": cost.batch_size, "weights_bytes": int(weights),
+            "activations_bytes": int(acts), "workspace_bytes": int(workspace), "total_bytes": int(total),
+            "usable_bytes": None if usable is None else int(usable * GB), "usable_basis": basis,
+            "fits": usable is None or total <= usable * GB, "unknown_nodes": len(cost.unknown),
+            "sized_at_example_shape": guessed}
 
 
 def budget_step(ctx) -> tuple[str, dict[str, Any]]:
     est = estimate(ctx)
     ctx.budget = est
-    line = (f"{est['total_gb']:.3g} GB (weights {est['weights_gb']:.3g} + activations {est['activations_gb']:.3g} at "
-            f"batch {est['batch']} + workspace {est['workspace_gb']:g}) of {_fmt(est['usable_gb'])} usable")
+    note = (f"; {', '.join(est['sized_at_example_shape'])} sized at the export example's shape (give --shapes for the "
+            "real maximum)") if est["sized_at_example_shape"] else ""
+    line = (f"{size(est['total_bytes'])} (weights {size(est['weights_bytes'])} + activations "
+            f"{size(est['activations_bytes'])} at batch {est['batch']} + workspace {size(est['workspace_bytes'])}) "
+            f"of {size(est['usable_bytes'])} usable{note}")
     if est["fits"]:
-        return line, est
+        return line, {}
     raise MemoryBudgetError(f"the model does not fit profile {ctx.profile.name} at {est['precision']}: {line}",
                             hint=suggest(ctx, est), details={"memory_budget": est})
 
 
 def suggest(ctx, est: dict[str, Any]) -> str:
-    room = est["usable_gb"] - est["weights_gb"] - est["workspace_gb"]
+    room = est["usable_bytes"] - est["weights_bytes"] - est["workspace_bytes"]
     ideas = []
-    per_sample = est["activations_gb"] / max(1, est["batch"])
+    per_sample = est["activations_bytes"] / max(1, est["batch"])
     if room > 0 and per_sample > 0 and ctx.batched:
         fits = math.floor(room / per_sample)
         if fits >= 1:
@@ -88,12 +102,17 @@ def suggest(ctx, est: dict[str, Any]) -> str:
         ideas.append("--precision int8 (about a quarter of the FP32 weights)")
     elif prec == "fp32" and "fp16" in ctx.profile.precisions:
         ideas.append("--precision fp16")
-    if ctx.profile.kind != "cpu" and est["workspace_gb"] > 0:
-        ideas.append(f"a smaller workspace (--set memory.workspace_gb={est['workspace_gb'] / 2:g})")
+    if ctx.profile.kind != "cpu" and est["workspace_bytes"] > 0:
+        ideas.append(f"a smaller workspace (--set memory.workspace_gb={est['workspace_bytes'] / GB / 2:g})")
     if not ideas:
         return "the weights alone exceed the usable memory: choose a profile with more memory"
     return "try " + ", or ".join(ideas)
 
 
-def _fmt(v: float | None) -> str:
-    return "unknown" if v is None else f"{v:.3g} GB"
+def size(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"

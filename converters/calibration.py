@@ -300,8 +300,9 @@ def _shape_text(spec: TensorSpec) -> str:
 
 
 def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, Any], batched: bool,
-              seed: int = 0) -> Dataset:
-    """Random inputs at the opt shapes (floats ~ N(0, 1); integers 0/1, valid as ids and masks)."""
+              example: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> Dataset:
+    """Random inputs at the opt shapes, else the export example's (floats ~ N(0, 1); integers 0/1, valid as
+    ids and masks)."""
     rng = np.random.RandomState(seed)
     chunk: dict[str, np.ndarray] = {}
     params: dict[str, int] = {}
@@ -315,6 +316,8 @@ def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, 
                 dims.append(d)
             elif given is not None:
                 dims.append(given.opt[axis])
+            elif example and spec.name in example and axis < np.ndim(example[spec.name]):
+                dims.append(int(np.shape(example[spec.name])[axis]))
             else:
                 label = spec.dim_names[axis] if axis < len(spec.dim_names) else None
                 if label and label in params:

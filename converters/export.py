@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +58,7 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
         _export_module(ctx.torch_model, example, path, names, out_names, axes, opset, torch)
     model = graph.load(path, what="exported model")
     _name_dims(model, axes)
+    opset = graph.opset(model)
     graph.save(model, path)
     checks = verify(ctx.torch_model, path, example, axes, opts.shapes, torch)
     ctx.raw_onnx = path
@@ -177,6 +179,9 @@ def _export_module(module, example, path, names, out_names, axes, opset, torch) 
 def _export_program(program, path, names, out_names, opset) -> None:
     torch = require("torch")
     require("onnxscript", extra="build", purpose="exporting torch.export (.pt2) programs")
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -186,6 +191,8 @@ def _export_program(program, path, names, out_names, opset) -> None:
     except Exception as exc:
         raise ConversionError(f"exporting the torch.export program failed: {type(exc).__name__}: "
                               f"{_first_line(exc)}") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def _name_dims(model, axes: Mapping[str, Mapping[int, str]]) -> None:
@@ -202,6 +209,10 @@ def _name_dims(model, axes: Mapping[str, Mapping[int, str]]) -> None:
                 if dims[axis].dim_param and dims[axis].dim_param != label:
                     rename.setdefault(dims[axis].dim_param, label)
                 dims[axis].dim_param = label
+    for v in graph.graph_inputs(model):  # torch.export's own symbols (s0, s53): name them after input and axis
+        for axis, d in enumerate(v.type.tensor_type.shape.dim):
+            if d.dim_param and re.fullmatch(r"s\d+", d.dim_param) and d.dim_param not in rename:
+                rename[d.dim_param] = f"{v.name}_{axis}"
     if rename:
         graph.rename_dims(model, rename)
 

@@ -96,6 +96,30 @@ class _Reader:
         self.pos = self.start
 
 
+class _MuteRootWarnings(logging.Filter):
+    """onnxruntime.quantization warns through the root logger (per-channel fallbacks, pre-processing advice);
+    keep those out of the user's terminal, count them, and log the first one at INFO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.first = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and record.levelno <= logging.WARNING:
+            self.count += 1
+            self.first = self.first or record.getMessage()
+            return False
+        return True
+
+    def __enter__(self):
+        logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeFilter(self)
+
+
 def _stride(batches: int) -> int:
     """Largest divisor of the batch count up to 8: histograms are merged every `stride` batches, so entropy
     and percentile calibration hold a bounded number of activations in memory."""
@@ -124,15 +148,18 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": sch["quantize_bias"],
              "CalibStridedMinMax": _stride(len(reader)), "CalibTensorRangeSymmetric": symmetric}
     out = ctx.scratch / "int8.onnx"
+    muted = _MuteRootWarnings()
     try:
-        q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ, per_channel=opts.per_channel,
-                          reduce_range=sch["reduce_range"], activation_type=types[sch["activation_type"]],
-                          weight_type=types[sch["weight_type"]], calibrate_method=methods[opts.calib_method],
-                          extra_options=extra)
-    except CalibrationError:
-        raise
+        with muted:
+            q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
+                              per_channel=opts.per_channel, reduce_range=sch["reduce_range"],
+                              activation_type=types[sch["activation_type"]], weight_type=types[sch["weight_type"]],
+                              calibrate_method=methods[opts.calib_method], extra_options=extra)
     except Exception as exc:
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    if muted.count:
+        log.info("int8                                | onnxruntime.quantization warned %d time(s), e.g.: %s",
+                 muted.count, muted.first)
     model = graph.load(out)
     zps = zero_points(model)
     if symmetric and any(int(np.abs(z).max(initial=0)) for z in zps.values()):
