@@ -31,6 +31,8 @@ from .errors import BundleError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "xinfer.yaml"
 BUNDLE_SUFFIX = ".xinfer"
+# artifacts the runtime can rebuild on the target: a bad one is rebuilt, not a reason to refuse the bundle
+REBUILDABLE_ROLES = ("engine", "timing_cache")
 
 # numpy dtype name <-> KServe v2 / Triton datatype
 KSERVE_DTYPES = {
@@ -226,9 +228,9 @@ class Bundle:
         save_manifest(self.root, self.manifest)
         return art
 
-    def verify(self, *, roles: Sequence[str] | None = None) -> None:
+    def verify(self, *, roles: Sequence[str] | None = None, skip_roles: Sequence[str] = ()) -> None:
         for art in self.manifest.artifacts.values():
-            if roles is not None and art.role not in roles:
+            if (roles is not None and art.role not in roles) or art.role in skip_roles:
                 continue
             full = self.path(art.path)
             if not full.is_file():
@@ -283,7 +285,8 @@ def open_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         raise BundleError(f"{mf}: expected a mapping at the top level")
     bundle = Bundle(root=root, manifest=Manifest.from_dict(data, where=str(mf)))
     if verify:
-        bundle.verify()
+        # engine plans are caches the TensorRT backend checks itself and rebuilds when stale or corrupt
+        bundle.verify(skip_roles=REBUILDABLE_ROLES)
     else:
         bundle.path(bundle.manifest.model_path)
     return bundle

@@ -65,8 +65,7 @@ class Batcher(Delivery):
         self._closing = False
         self._accepting = True
         self._in_flight = 0
-        self._drained = threading.Event()
-        self._drained.set()
+        self._drain_waiters = 0  # threads in wait_drained(); woken when in_flight reaches 0
         self.backends: list[Backend | None] = [None] * policy.device_concurrency
         self._errors: list[BaseException] = []
         self._started = threading.Barrier(policy.device_concurrency + 1)
@@ -106,7 +105,6 @@ class Batcher(Delivery):
             q.extend(items)
             self._queued_samples += n
             self._in_flight += 1
-            self._drained.clear()
             st = self.stats
             st.queue_depth = len(q)
             st.in_flight = self._in_flight
@@ -205,8 +203,8 @@ class Batcher(Delivery):
     def _finish_cancelled(self, r: Request) -> None:
         # a withdrawn request no longer counts as in flight (lock held)
         self._in_flight -= 1
-        if self._in_flight == 0:
-            self._drained.set()
+        if self._in_flight == 0 and self._drain_waiters:
+            self._cond.notify_all()
 
     # ------------------------------------------------------------------------------------------------
     # workers
@@ -358,7 +356,19 @@ class Batcher(Delivery):
         return waiting
 
     def wait_drained(self, timeout: float | None = None) -> bool:
-        return self._drained.wait(timeout)
+        """Block until every accepted request has been answered; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else _perf() + timeout
+        with self._cond:
+            self._drain_waiters += 1
+            try:
+                while self._in_flight > 0:
+                    left = None if deadline is None else deadline - _perf()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                return True
+            finally:
+                self._drain_waiters -= 1
 
     @property
     def in_flight(self) -> int:

@@ -59,19 +59,22 @@ class Delivery:
     """Completion paths of the Batcher (mixed in; expects ``stats``, ``name`` and ``_settle``)."""
 
     def _deliver(self, reqs: Sequence[Request], results: Sequence[dict[str, np.ndarray]]) -> None:
-        by_loop: dict[Any, list] = {}
+        # Stats and in-flight are settled BEFORE callers wake, so a caller that reads model.stats() right
+        # after its result sees its own request counted.
         now = _perf()
-        latencies = []
+        latencies = [now - r.t_enq for r in reqs if r.kind != CHILD]
+        if latencies:
+            self.stats.record_done(latencies)
+            self._settle(len(latencies))
+        by_loop: dict[Any, list] = {}
         for r, res in zip(reqs, results):
             k = r.kind
-            if k == CHILD:
-                self._complete_child(r, res, None)
-                continue
-            latencies.append(now - r.t_enq)
             if k == FUTURE:
                 r.sink.set_result(res)
             elif k == ASYNC:
                 by_loop.setdefault(r.loop, []).append((r.sink, res, None))
+            elif k == CHILD:
+                self._complete_child(r, res, None)
             else:
                 r.result = res
                 r.sink.release()
@@ -80,37 +83,29 @@ class Delivery:
                 loop.call_soon_threadsafe(_resolve_async, items)
             except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
                 pass
-        if latencies:
-            self.stats.record_done(latencies)
-            self._settle(len(latencies))
 
     def _deliver_error(self, reqs: Sequence[Request], exc: BaseException, t0: float | None = None) -> None:
         self._fail(reqs, exc)
 
     def _fail(self, reqs: Sequence[Request], exc: BaseException | None) -> None:
         """Complete requests with an error (exc None = their deadline passed before they could start)."""
+        own = [r for r in reqs if r.kind != CHILD]
+        if own:
+            self.stats.record_failure(type(exc).__name__ if exc is not None else "DeadlineExceeded", len(own))
+            self._settle(len(own))
         by_loop: dict[Any, list] = {}
-        n = 0
-        reasons: dict[str, int] = {}
         for r in reqs:
             e = exc if exc is not None else DeadlineExceeded(
                 f"model '{self.name}': the request's deadline passed while it was queued")
             if r.kind == CHILD:
                 self._complete_child(r, None, e)
-                continue
-            n += 1
-            reason = type(e).__name__
-            reasons[reason] = reasons.get(reason, 0) + 1
-            self._set_error(r, e, by_loop)
+            else:
+                self._set_error(r, e, by_loop)
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_async, items)
             except RuntimeError:
                 pass
-        for reason, count in reasons.items():
-            self.stats.record_failure(reason, count)
-        if n:
-            self._settle(n)
 
     @staticmethod
     def _set_error(r: Request, e: BaseException, by_loop: dict[Any, list]) -> None:
@@ -153,5 +148,6 @@ class Delivery:
             self.stats.in_flight = self._in_flight
             if self._in_flight <= 0:
                 self._in_flight = 0
-                self._drained.set()
+                if self._drain_waiters:
+                    self._cond.notify_all()
 

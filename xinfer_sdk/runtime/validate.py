@@ -26,8 +26,32 @@ class InputValidator:
         self._checks = [(s.name, np.dtype(s.dtype) if s.dtype != "bytes" else np.dtype(object), s.shape)
                         for s in self.specs]
         self._expect = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.specs)
+        # fast path: every non-batch dim fixed -> one tuple comparison per input
+        self._fast = None
+        if batched and all(len(s.shape) >= 1 and all(d >= 0 for d in s.shape[1:]) for s in self.specs):
+            self._fast = [(name, dtype, tuple(shape[1:])) for name, dtype, shape in self._checks]
 
     def __call__(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, tuple]:
+        fast = self._fast
+        if fast is not None and type(inputs) is dict and len(inputs) == len(fast):
+            feeds = {}
+            sig = []
+            batch = -1
+            for name, dtype, tail in fast:
+                arr = inputs.get(name)
+                if type(arr) is not np.ndarray or arr.dtype != dtype:
+                    break
+                shape = arr.shape
+                if shape[1:] != tail or not shape or shape[0] < 1 or (batch >= 0 and shape[0] != batch):
+                    break
+                batch = shape[0]
+                feeds[name] = arr
+                sig.append(tail)
+            else:
+                return feeds, batch, tuple(sig)
+        return self._check(inputs)
+
+    def _check(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, tuple]:
         if not isinstance(inputs, Mapping):
             raise InvalidInput(f"inputs must be a dict of name -> array, got {type(inputs).__name__}; "
                                f"expected {self._expect}")
