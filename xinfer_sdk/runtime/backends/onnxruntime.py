@@ -53,15 +53,10 @@ class OnnxRuntimeBackend(Backend):
         chain: list[Any] = []
         plan = self.bundle.manifest.engine_plan
         if "TensorrtExecutionProvider" in working and "tensorrt" in self.profile.backends and plan:
-            try:
-                from ._trt_plan import ort_trt_provider_options
-            except ImportError:  # pragma: no cover - the plan helpers ship with the package
-                ort_trt_provider_options = None
-            if ort_trt_provider_options is not None:
-                cache = self.options.get("cache_dir") or str(self.bundle.engines_dir / "ort-trt")
-                opts = dict(ort_trt_provider_options(plan, cache))
-                opts["device_id"] = idx
-                chain.append(("TensorrtExecutionProvider", opts))
+            from ...engine_plan import ort_trt_provider_options
+
+            cache = self.options.get("cache_dir") or str(self.bundle.engines_dir / "ort-trt")
+            chain.append(("TensorrtExecutionProvider", ort_trt_provider_options(plan, cache, device_id=idx)))
         if "CUDAExecutionProvider" in working:
             chain.append(("CUDAExecutionProvider", {"device_id": idx}))
         chain.append("CPUExecutionProvider")
