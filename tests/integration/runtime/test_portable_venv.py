@@ -39,8 +39,12 @@ def test_runtime_in_a_minimal_venv(tmp_path, mlp_onnx):
     vpy = str(venv / "bin" / "python")
     pip = [vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "numpy", "pyyaml", "onnxruntime"], check=True, timeout=600)
-    # a regular (non-editable) install from the source tree, like a wheel: only what the package ships
-    subprocess.run([*pip, "--no-deps", ROOT], check=True, timeout=600, cwd=tmp_path)
+    # a regular (non-editable) install, like a wheel: only what the package ships. From a copy of the sources,
+    # so the build leaves nothing in the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "tests",
+                                                              "bench", "__pycache__", ".*cache*", "*.xinfer"))
+    subprocess.run([*pip, "--no-deps", str(src)], check=True, timeout=600, cwd=tmp_path)
     script = textwrap.dedent(f"""
         import sys, json
         import numpy as np
