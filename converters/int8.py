@@ -120,12 +120,6 @@ class _MuteRootWarnings(logging.Filter):
         logging.getLogger().removeFilter(self)
 
 
-def _stride(batches: int) -> int:
-    """Largest divisor of the batch count up to 8: histograms are merged every `stride` batches, so entropy
-    and percentile calibration hold a bounded number of activations in memory."""
-    return max(d for d in range(1, min(8, batches) + 1) if batches % d == 0)
-
-
 def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     if ctx.precision != "int8":
         raise Skip(f"precision is {ctx.precision}")
@@ -146,7 +140,10 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     batch = CALIB_BATCH if ctx.batched else 1
     reader = _Reader(ctx.calib_data, batch, ctx.progress)
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": sch["quantize_bias"],
-             "CalibStridedMinMax": _stride(len(reader)), "CalibTensorRangeSymmetric": symmetric}
+             "CalibTensorRangeSymmetric": symmetric,
+             # one batch per collect call: ranges / histograms are merged batch by batch, so memory stays bounded
+             # and batches may differ in size or sequence length (histograms need equal shapes within a call)
+             "CalibStridedMinMax": 1}
     out = ctx.scratch / "int8.onnx"
     muted = _MuteRootWarnings()
     try:
