@@ -1,0 +1,343 @@
+"""KServe v2 tensors <-> numpy: JSON ``data``, Triton's binary tensor extension, and gRPC contents.
+
+Every malformed request raises ``InvalidInput`` naming the input and the problem; nothing here trusts a
+size or a shape from the client before comparing it with the bytes that actually arrived (a shape claiming
+10^12 elements is refused before anything is allocated).
+
+Binary tensor extension (HTTP): the body is ``<JSON header><tensor bytes...>``; the header length is in
+``Inference-Header-Content-Length``; each input with ``parameters.binary_data_size`` takes that many bytes,
+in input order. Outputs come back binary when asked for (``parameters.binary_data`` per output, or
+``parameters.binary_data_output`` for all). BYTES tensors are length-prefixed (4-byte little-endian).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput
+
+# KServe datatype -> little-endian numpy dtype (None = BYTES)
+DTYPES: dict[str, np.dtype | None] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": None,
+}
+# numpy dtype -> KServe datatype (for outputs)
+_KSERVE = {np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16",
+           np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64", np.dtype(np.int8): "INT8",
+           np.dtype(np.int16): "INT16", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+           np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
+           np.dtype(object): "BYTES"}
+MAX_DIMS = 32
+_LEN = struct.Struct("<I")
+# which numpy kinds of JSON-decoded values each datatype accepts
+_JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
+def kserve_datatype(dtype: np.dtype) -> str:
+    try:
+        return _KSERVE[dtype]
+    except KeyError:
+        if dtype.kind in "SU":
+            return "BYTES"
+        raise InvalidInput(f"the model produced dtype {dtype}, which KServe v2 cannot carry") from None
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """A client-sent shape: a list of non-negative ints (refused otherwise), returned as a tuple."""
+    if not isinstance(shape, (list, tuple)):
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of integers, got {type(shape).__name__}")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions (at most {MAX_DIMS})")
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"input {name!r}: shape {list(shape)!r} must hold non-negative integers")
+    return tuple(shape)
+
+
+def dtype_of(name: str, datatype: Any) -> np.dtype | None:
+    try:
+        return DTYPES[datatype]
+    except (KeyError, TypeError):
+        known = ", ".join(DTYPES)
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r} (KServe v2 datatypes: {known})") from None
+
+
+def decode_binary(name: str, datatype: str, shape: tuple[int, ...], buf: bytes | memoryview) -> np.ndarray:
+    """Raw little-endian tensor bytes (or length-prefixed BYTES elements) -> array of ``shape``."""
+    dtype = dtype_of(name, datatype)
+    count = math.prod(shape)
+    if dtype is None:
+        return _decode_bytes_elements(name, shape, count, buf)
+    need = count * dtype.itemsize
+    if need != len(buf):
+        raise InvalidInput(f"input {name!r}: {len(buf)} bytes of binary data, but shape {list(shape)} of "
+                           f"{datatype} needs {need}")
+    arr = np.frombuffer(buf, dtype=dtype)
+    if dtype.kind == "b" and count and arr.view(np.uint8).max() > 1:
+        raise InvalidInput(f"input {name!r}: BOOL binary data must hold only bytes 0 and 1")
+    return arr.reshape(shape)
+
+
+def _decode_bytes_elements(name: str, shape: tuple[int, ...], count: int, buf: bytes | memoryview) -> np.ndarray:
+    mv = memoryview(buf)
+    total = len(mv)
+    if count > total // 4 + 1:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} claims {count} BYTES elements but only {total} "
+                           "bytes arrived")
+    items: list[bytes] = []
+    pos = 0
+    while pos < total:
+        if pos + 4 > total:
+            raise InvalidInput(f"input {name!r}: BYTES data ends inside an element's 4-byte length prefix")
+        (n,) = _LEN.unpack_from(mv, pos)
+        pos += 4
+        if pos + n > total:
+            raise InvalidInput(f"input {name!r}: a BYTES element claims {n} bytes but only {total - pos} remain")
+        items.append(bytes(mv[pos:pos + n]))
+        pos += n
+    if len(items) != count:
+        raise InvalidInput(f"input {name!r}: {len(items)} BYTES elements, but shape {list(shape)} needs {count}")
+    arr = np.empty(count, dtype=object)
+    arr[:] = items
+    return arr.reshape(shape)
+
+
+def decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+    """JSON ``data`` (flat or nested row-major list) -> array of ``shape``; types checked, no silent casts."""
+    dtype = dtype_of(name, datatype)
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        data = [data]
+    if dtype is None:
+        flat = _flatten(name, data)
+        if len(flat) != count:
+            raise InvalidInput(f"input {name!r}: {len(flat)} values in 'data', but shape {list(shape)} needs {count}")
+        arr = np.empty(count, dtype=object)
+        arr[:] = [v.encode("utf-8") if isinstance(v, str) else _bytes_item(name, v) for v in flat]
+        return arr.reshape(shape)
+    try:
+        raw = np.array(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"input {name!r}: 'data' is a ragged or mixed nested list") from None
+    if raw.size != count:
+        raise InvalidInput(f"input {name!r}: {raw.size} values in 'data', but shape {list(shape)} needs {count}")
+    if raw.size and raw.dtype.kind not in _JSON_KINDS[dtype.kind]:
+        what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
+        raise InvalidInput(f"input {name!r}: {datatype} 'data' must hold {what}, got {_kind_name(raw.dtype)}")
+    if dtype.kind in "iu" and raw.size:
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInput(f"input {name!r}: a value in 'data' is outside the {datatype} range "
+                               f"[{info.min}, {info.max}]")
+    with np.errstate(over="ignore"):
+        return raw.astype(dtype, copy=False).reshape(shape)
+
+
+def _kind_name(dtype: np.dtype) -> str:
+    return {"U": "strings", "O": "mixed values", "b": "booleans", "f": "floats", "i": "integers",
+            "u": "integers"}.get(dtype.kind, str(dtype))
+
+
+def _bytes_item(name: str, v: Any) -> bytes:
+    raise InvalidInput(f"input {name!r}: BYTES 'data' must hold strings, got {type(v).__name__}")
+
+
+def _flatten(name: str, data: list, depth: int = 0) -> list:
+    if depth > MAX_DIMS:
+        raise InvalidInput(f"input {name!r}: 'data' is nested deeper than {MAX_DIMS} levels")
+    out: list = []
+    for v in data:
+        if isinstance(v, list):
+            out.extend(_flatten(name, v, depth + 1))
+        else:
+            out.append(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# requests
+class OutputRequest:
+    """Which outputs a client wants and in which form (binary or JSON)."""
+
+    __slots__ = ("names", "binary")
+
+    def __init__(self, names: list[str], binary: list[bool]):
+        self.names = names
+        self.binary = binary
+
+
+def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    p = obj.get("parameters")
+    if p is None:
+        return {}
+    if not isinstance(p, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be a JSON object")
+    return p
+
+
+def _bool_param(params: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    v = params.get(key, default)
+    if not isinstance(v, bool):
+        raise InvalidInput(f"{where}: parameter {key!r} must be true or false, got {v!r}")
+    return v
+
+
+def output_request(specs: Sequence[Any], requested: Any, default_binary: bool, *, where: str = "request"
+                   ) -> OutputRequest:
+    """Check the ``outputs`` list of a request against the model's outputs (before anything runs)."""
+    known = [s.name for s in specs]
+    if requested is None:
+        return OutputRequest(known, [default_binary] * len(known))
+    if not isinstance(requested, list):
+        raise InvalidInput(f"{where}: 'outputs' must be a list of objects with a 'name'")
+    names, binary = [], []
+    for o in requested:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise InvalidInput(f"{where}: each entry of 'outputs' must be an object with a string 'name'")
+        name = o["name"]
+        if name not in known:
+            raise InvalidInput(f"unknown output {name!r}; the model's outputs are {', '.join(map(repr, known))}")
+        p = _params(o, f"output {name!r}")
+        if "classification" in p:
+            raise InvalidInput(f"output {name!r}: the classification extension is not supported")
+        names.append(name)
+        binary.append(_bool_param(p, "binary_data", f"output {name!r}", default_binary))
+    return OutputRequest(names, binary)
+
+
+def timeout_param(params: Mapping[str, Any], where: str = "request") -> float | None:
+    """Triton's per-request ``timeout`` parameter (microseconds) -> seconds."""
+    t = params.get("timeout")
+    if t is None:
+        return None
+    if type(t) is not int or t < 0:
+        raise InvalidInput(f"{where}: parameter 'timeout' must be a non-negative integer (microseconds), got {t!r}")
+    return t / 1e6 if t else None
+
+
+class InferRequest:
+    __slots__ = ("id", "inputs", "outputs", "timeout")
+
+    def __init__(self, req_id: str | None, inputs: dict[str, np.ndarray], outputs: OutputRequest,
+                 timeout: float | None):
+        self.id = req_id
+        self.inputs = inputs
+        self.outputs = outputs
+        self.timeout = timeout
+
+
+def decode_http_request(body: bytes, header_length: int | None, output_specs: Sequence[Any]) -> InferRequest:
+    """Parse a KServe v2 HTTP infer body (JSON, or JSON + binary tensors)."""
+    if header_length is None:
+        head, binary = body, b""
+    else:
+        if header_length > len(body):
+            raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has only "
+                               f"{len(body)} bytes")
+        head, binary = body[:header_length], memoryview(body)[header_length:]
+    if not head:
+        raise InvalidInput("empty request body; expected a KServe v2 JSON inference request")
+    try:
+        doc = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("the request body must be a JSON object with 'inputs'")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
+    req_id = doc.get("id")
+    if req_id is not None and not isinstance(req_id, str):
+        raise InvalidInput("'id' must be a string")
+    params = _params(doc, "request")
+    default_binary = _bool_param(params, "binary_data_output", "request", False)
+    timeout = timeout_param(params)
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    nbin = len(binary)
+    for i, t in enumerate(inputs):
+        if not isinstance(t, dict):
+            raise InvalidInput(f"inputs[{i}] must be a JSON object with name, datatype, shape")
+        name = t.get("name")
+        if not isinstance(name, str):
+            raise InvalidInput(f"inputs[{i}]: 'name' must be a string")
+        if name in arrays:
+            raise InvalidInput(f"input {name!r} is given twice")
+        datatype = t.get("datatype")
+        shape = check_shape(name, t.get("shape"))
+        p = t.get("parameters")
+        size = p.get("binary_data_size") if type(p) is dict else None
+        if p is not None and type(p) is not dict:
+            raise InvalidInput(f"input {name!r}: 'parameters' must be a JSON object")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
+            if offset + size > nbin:
+                raise InvalidInput(f"input {name!r}: binary_data_size {size} goes past the end of the binary data "
+                                   f"({nbin - offset} bytes left)")
+            arrays[name] = decode_binary(name, datatype, shape, binary[offset:offset + size])
+            offset += size
+        else:
+            if "data" not in t:
+                raise InvalidInput(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+            arrays[name] = decode_json_data(name, datatype, shape, t["data"])
+    if offset != nbin:
+        raise InvalidInput(f"{nbin - offset} bytes of binary data after the JSON header are not claimed by any "
+                           "input's binary_data_size")
+    outputs = output_request(output_specs, doc.get("outputs"), default_binary)
+    return InferRequest(req_id, arrays, outputs, timeout)
+
+
+# ----------------------------------------------------------------------------------------------------
+# responses
+def encode_bytes_elements(arr: np.ndarray) -> bytes:
+    parts = []
+    for v in arr.reshape(-1):
+        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def _json_value_list(arr: np.ndarray) -> list:
+    if arr.dtype == object or arr.dtype.kind in "SU":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    return arr.reshape(-1).tolist()
+
+
+def encode_http_response(model_name: str, version: str, req_id: str | None, outputs: Mapping[str, np.ndarray],
+                         want: OutputRequest) -> tuple[bytes, int | None]:
+    """Response body and the JSON header length (None when no output is binary: plain JSON)."""
+    parts = []
+    blobs = []
+    for name, binary in zip(want.names, want.binary):
+        arr = outputs[name]
+        dt = kserve_datatype(arr.dtype)
+        shape = ",".join(map(str, arr.shape))
+        if binary:
+            raw = encode_bytes_elements(arr) if dt == "BYTES" else (
+                arr.tobytes() if arr.dtype.byteorder != ">" else arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+            blobs.append(raw)
+            parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
+                         f'"parameters":{{"binary_data_size":{len(raw)}}}}}')
+        else:
+            parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
+                         f'"data":{json.dumps(_json_value_list(arr))}}}')
+    rid = f'"id":{json.dumps(req_id)},' if req_id else ""
+    head = (f'{{{rid}"model_name":{json.dumps(model_name)},"model_version":"{version}",'
+            f'"outputs":[{",".join(parts)}]}}').encode()
+    if not blobs:
+        return head, None
+    return b"".join((head, *blobs)), len(head)
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()

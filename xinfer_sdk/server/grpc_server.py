@@ -1,0 +1,350 @@
+"""KServe v2 / Triton ``inference.GRPCInferenceService`` over grpc.aio, on the same event loop as HTTP.
+
+Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (tensors in
+``raw_input_contents`` or typed ``contents``; outputs in ``raw_output_contents``), ModelStreamInfer,
+ModelConfig, ModelStatistics, RepositoryIndex. The shared-memory, repository load/unload, trace and log
+RPCs answer UNIMPLEMENTED. Errors map to gRPC codes: InvalidInput -> INVALID_ARGUMENT, unknown model ->
+NOT_FOUND, API key -> UNAUTHENTICATED, full queue -> RESOURCE_EXHAUSTED, draining -> UNAVAILABLE, deadline ->
+DEADLINE_EXCEEDED, engine failure -> INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from .._lazy import require
+from ..errors import InvalidInput, XinferError
+from .codec import check_shape, decode_binary, dtype_of, encode_bytes_elements, kserve_datatype, output_request
+from .service import Served, Service
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+# typed contents field per datatype (FP16/BF16 travel only as raw bytes, as in Triton)
+_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+             "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+_UNIMPLEMENTED = ("RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryStatus",
+                  "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus",
+                  "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister", "TraceSetting", "LogSettings")
+
+
+def _codes() -> dict[int, Any]:
+    grpc = require("grpc", purpose="the gRPC endpoint")
+    c = grpc.StatusCode
+    return {400: c.INVALID_ARGUMENT, 401: c.UNAUTHENTICATED, 404: c.NOT_FOUND, 405: c.UNIMPLEMENTED,
+            429: c.RESOURCE_EXHAUSTED, 499: c.CANCELLED, 503: c.UNAVAILABLE, 504: c.DEADLINE_EXCEEDED,
+            500: c.INTERNAL}
+
+
+def decode_inputs(request: Any) -> dict[str, np.ndarray]:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries but the request has {len(request.inputs)} "
+                           "inputs; give one per input, in order")
+    if not request.inputs:
+        raise InvalidInput("the request has no inputs")
+    arrays: dict[str, np.ndarray] = {}
+    for i, t in enumerate(request.inputs):
+        name = t.name
+        if name in arrays:
+            raise InvalidInput(f"input {name!r} is given twice")
+        shape = check_shape(name, list(t.shape))
+        if raw:
+            arrays[name] = decode_binary(name, t.datatype, shape, raw[i])
+            continue
+        dtype = dtype_of(name, t.datatype)
+        field = _CONTENTS.get(t.datatype)
+        if field is None:
+            raise InvalidInput(f"input {name!r}: {t.datatype} tensors must be sent in raw_input_contents")
+        values = getattr(t.contents, field)
+        count = math.prod(shape)
+        if len(values) != count:
+            raise InvalidInput(f"input {name!r}: {len(values)} values in contents.{field}, but shape {list(shape)} "
+                               f"needs {count}")
+        if dtype is None:
+            arr = np.empty(count, dtype=object)
+            arr[:] = list(values)
+        else:
+            arr = np.array(values, dtype=np.float64 if dtype.kind == "f" else None)
+            if dtype.kind in "iu" and arr.size:
+                info = np.iinfo(dtype)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise InvalidInput(f"input {name!r}: a value is outside the {t.datatype} range")
+            arr = arr.astype(dtype) if arr.size else np.zeros(0, dtype)
+        arrays[name] = arr.reshape(shape)
+    return arrays
+
+
+def _timeout(request: Any) -> float | None:
+    p = request.parameters.get("timeout") if "timeout" in request.parameters else None
+    if p is None:
+        return None
+    us = p.int64_param
+    if us < 0:
+        raise InvalidInput("parameter 'timeout' must be a non-negative integer (microseconds)")
+    return us / 1e6 if us else None
+
+
+def _requested(served: Served, request: Any) -> list[str]:
+    if not request.outputs:
+        return [s.name for s in served.output_specs]
+    for o in request.outputs:
+        if "classification" in o.parameters:
+            raise InvalidInput(f"output {o.name!r}: the classification extension is not supported")
+    want = [{"name": o.name} for o in request.outputs]
+    return output_request(served.output_specs, want, True).names
+
+
+class InferenceServicer:
+    """The RPC implementations (asyncio coroutines on the server's loop)."""
+
+    def __init__(self, service: Service):
+        self.svc = service
+        self.pb = require("xinfer_sdk.server._proto.grpc_service_pb2", purpose="the gRPC endpoint", extra="serve")
+        self.mc = require("xinfer_sdk.server._proto.model_config_pb2", purpose="the gRPC endpoint", extra="serve")
+        self.json_format = require("google.protobuf.json_format", purpose="the gRPC endpoint")
+        self.codes = _codes()
+        self._configs: dict[str, Any] = {}
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _fail(self, context: Any, exc: BaseException, empty: Any) -> Any:
+        if isinstance(exc, XinferError):
+            context.set_code(self.codes.get(exc.http_status, self.codes[500]))
+            context.set_details(str(exc))
+        else:
+            log.error("gRPC: unexpected error: %r", exc, exc_info=exc)
+            context.set_code(self.codes[500])
+            context.set_details("internal server error (see the server log)")
+        return empty
+
+    def _auth(self, context: Any) -> None:
+        if self.svc.auth_required:
+            value = None
+            for k, v in context.invocation_metadata() or ():
+                if k == "authorization":
+                    value = v
+            self.svc.check_auth(value)
+
+    # -- health and metadata ------------------------------------------------------------------------------
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return self.pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return self.pb.ServerReadyResponse(ready=self.svc.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            return self.pb.ModelReadyResponse(ready=self.svc.model_ready(request.name, request.version))
+        except Exception as exc:
+            return self._fail(context, exc, self.pb.ModelReadyResponse())
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            return self.pb.ServerMetadataResponse(**self.svc.server_metadata())
+        except Exception as exc:
+            return self._fail(context, exc, self.pb.ServerMetadataResponse())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        pb = self.pb
+        try:
+            self._auth(context)
+            md = self.svc.get(request.name, request.version).metadata
+            T = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(name=md["name"], versions=md["versions"], platform=md["platform"],
+                                            inputs=[T(**t) for t in md["inputs"]],
+                                            outputs=[T(**t) for t in md["outputs"]])
+        except Exception as exc:
+            return self._fail(context, exc, pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            served = self.svc.get(request.name, request.version)
+            cfg = self._configs.get(served.name)
+            if cfg is None:
+                cfg = self.json_format.ParseDict(served.config, self.mc.ModelConfig(), ignore_unknown_fields=True)
+                self._configs[served.name] = cfg
+            return self.pb.ModelConfigResponse(config=cfg)
+        except Exception as exc:
+            return self._fail(context, exc, self.pb.ModelConfigResponse())
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            doc = self.svc.statistics(request.name or None, request.version or None)
+            return self.json_format.ParseDict(doc, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
+        except Exception as exc:
+            return self._fail(context, exc, self.pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        pb = self.pb
+        try:
+            self._auth(context)
+            M = pb.RepositoryIndexResponse.ModelIndex
+            return pb.RepositoryIndexResponse(models=[M(**m) for m in self.svc.repository_index()])
+        except Exception as exc:
+            return self._fail(context, exc, pb.RepositoryIndexResponse())
+
+    # -- inference ----------------------------------------------------------------------------------------
+    def _submit(self, request: Any) -> tuple[Served, asyncio.Future, Any, list[str]]:
+        served = self.svc.get(request.model_name, request.model_version)
+        try:
+            inputs = decode_inputs(request)
+            names = _requested(served, request)
+            timeout = _timeout(request)
+        except InvalidInput:
+            served.reject("InvalidInput")
+            raise
+        fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop())
+        return served, fut, handle, names
+
+    def _response(self, served: Served, request: Any, outputs: dict[str, np.ndarray], names: list[str]) -> Any:
+        pb = self.pb
+        Out = pb.ModelInferResponse.InferOutputTensor
+        tensors, raws = [], []
+        for n in names:
+            arr = outputs[n]
+            dt = kserve_datatype(arr.dtype)
+            tensors.append(Out(name=n, datatype=dt, shape=arr.shape))
+            raws.append(encode_bytes_elements(arr) if dt == "BYTES" else arr.tobytes())
+        return pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id,
+                                     outputs=tensors, raw_output_contents=raws)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            served, fut, handle, names = self._submit(request)
+            try:
+                outputs = await fut
+            except asyncio.CancelledError:
+                served.batcher.cancel(handle)
+                raise
+            return self._response(served, request, outputs, names)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._fail(context, exc, self.pb.ModelInferResponse())
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        """Requests are pipelined (each enters the batching core as it arrives); answers keep their order."""
+        pb = self.pb
+        try:
+            self._auth(context)
+        except XinferError as exc:
+            yield pb.ModelStreamInferResponse(error_message=str(exc))
+            return
+        pending: asyncio.Queue = asyncio.Queue()
+
+        async def reader() -> None:
+            try:
+                async for request in request_iterator:
+                    try:
+                        pending.put_nowait((request, self._submit(request), None))
+                    except Exception as exc:
+                        pending.put_nowait((request, None, exc))
+            finally:
+                pending.put_nowait(None)
+
+        task = asyncio.ensure_future(reader())
+        try:
+            while True:
+                item = await pending.get()
+                if item is None:
+                    break
+                request, submitted, exc = item
+                if submitted is not None:
+                    served, fut, _handle, names = submitted
+                    try:
+                        outputs = await fut
+                        yield pb.ModelStreamInferResponse(infer_response=self._response(served, request, outputs,
+                                                                                         names))
+                        continue
+                    except Exception as e:
+                        exc = e
+                msg = str(exc) if isinstance(exc, XinferError) else "internal server error (see the server log)"
+                if not isinstance(exc, XinferError):
+                    log.error("gRPC stream: unexpected error: %r", exc, exc_info=exc)
+                yield pb.ModelStreamInferResponse(error_message=msg,
+                                                  infer_response=pb.ModelInferResponse(id=request.id))
+        finally:
+            task.cancel()
+
+
+def _unimplemented(name: str):
+    async def handler(request: Any, context: Any) -> Any:
+        grpc = require("grpc")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by xinfer-sdk")
+
+    return handler
+
+
+def add_to_server(server: Any, servicer: InferenceServicer) -> None:
+    """Register every RPC of the service with explicit (de)serializers (no generated *_pb2_grpc module)."""
+    grpc = require("grpc", purpose="the gRPC endpoint")
+    pb = servicer.pb
+    uu = grpc.unary_unary_rpc_method_handler
+    rpcs = {
+        "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
+        "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
+        "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
+        "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
+        "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
+        "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+        "ModelConfig": ("ModelConfigRequest", "ModelConfigResponse"),
+        "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse"),
+        "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
+        "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
+        "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
+        "SystemSharedMemoryStatus": ("SystemSharedMemoryStatusRequest", "SystemSharedMemoryStatusResponse"),
+        "SystemSharedMemoryRegister": ("SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse"),
+        "SystemSharedMemoryUnregister": ("SystemSharedMemoryUnregisterRequest",
+                                         "SystemSharedMemoryUnregisterResponse"),
+        "CudaSharedMemoryStatus": ("CudaSharedMemoryStatusRequest", "CudaSharedMemoryStatusResponse"),
+        "CudaSharedMemoryRegister": ("CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse"),
+        "CudaSharedMemoryUnregister": ("CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse"),
+        "TraceSetting": ("TraceSettingRequest", "TraceSettingResponse"),
+        "LogSettings": ("LogSettingsRequest", "LogSettingsResponse"),
+    }
+    handlers = {}
+    for name, (req, resp) in rpcs.items():
+        fn = _unimplemented(name) if name in _UNIMPLEMENTED else getattr(servicer, name)
+        handlers[name] = uu(fn, request_deserializer=getattr(pb, req).FromString,
+                            response_serializer=getattr(pb, resp).SerializeToString)
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer, request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+class GrpcServer:
+    def __init__(self, service: Service, *, max_message: int):
+        self.service = service
+        self.max_message = int(max_message)
+        self._server: Any = None
+
+    async def start(self, host: str, port: int) -> int:
+        grpc = require("grpc", purpose="the gRPC endpoint")
+        opts = [("grpc.max_receive_message_length", self.max_message),
+                ("grpc.max_send_message_length", max(self.max_message, 64 << 20)),
+                ("grpc.so_reuseport", 0)]
+        self._server = grpc.aio.server(options=opts)
+        add_to_server(self._server, InferenceServicer(self.service))
+        bound = self._server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind the gRPC port {host}:{port} (in use?)")
+        await self._server.start()
+        return bound
+
+    async def stop(self, grace: float | None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)

@@ -1,0 +1,199 @@
+"""Start, serve and drain: HTTP + gRPC + /metrics on ONE asyncio event loop (uvloop when installed).
+
+    server = Server(models, host="127.0.0.1", port=8000, grpc_port=8001)
+    exit_code = server.run()            # blocks; SIGTERM / SIGINT drain it
+
+Drain (SIGTERM, SIGINT, or ``request_stop()``): readiness goes false first, every model stops taking new
+requests (they get 503 / UNAVAILABLE), every accepted request is answered, then the listeners close and
+the models shut down. ``run()`` returns 0 after a clean drain and 1 when ``drain_timeout`` passed first
+(what was still queued then is answered 503). A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .._lazy import require
+from ..errors import UserError
+from .service import Service
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 64 << 20
+DEFAULT_DRAIN_TIMEOUT = 30.0
+_POLL = 0.01
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class Server:
+    """Serves ``Model`` objects over KServe v2 HTTP (+ gRPC when ``grpc_port`` is not None)."""
+
+    def __init__(self, models: Mapping[str, Any] | list[Any], *, host: str = "127.0.0.1", port: int = 8000,
+                 grpc_port: int | None = 8001, api_key: str | None = None,
+                 drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
+                 load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True):
+        require("httptools", purpose="the HTTP server")
+        if max_body < 1024:
+            raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
+        self.service = Service(models, api_key=api_key, load_seconds=load_seconds)
+        self.host, self.port, self.grpc_port = host, int(port), grpc_port
+        self.drain_timeout = float(drain_timeout)
+        self.max_body = int(max_body)
+        self._metrics = None
+        if metrics:
+            from .metrics import Metrics
+
+            self._metrics = Metrics(self.service, gpus=gpu_metrics)
+        self.http: Any = None
+        self.grpc: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._force = False
+        self.started = threading.Event()
+        self.drained_cleanly: bool | None = None
+
+    # -- lifecycle on the running loop ------------------------------------------------------------------
+    async def start(self) -> None:
+        from .http import HttpServer
+        from .routes import Router
+
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        router = Router(self.service, metrics=self._metrics.render if self._metrics else None)
+        self.http = HttpServer(router, max_body=self.max_body)
+        try:
+            self.port = await self.http.start(self.host, self.port)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {self.host}:{self.port} for HTTP ({exc.strerror or exc})",
+                            hint="pick another --port or stop what uses it") from None
+        if self.grpc_port is not None:
+            from .grpc_server import GrpcServer
+
+            self.grpc = GrpcServer(self.service, max_message=self.max_body)
+            try:
+                self.grpc_port = await self.grpc.start(self.host, self.grpc_port)
+            except (OSError, RuntimeError) as exc:
+                await self.http.close()
+                raise UserError(f"cannot listen on {self.host}:{self.grpc_port} for gRPC ({exc})",
+                                hint="pick another --grpc-port (0 = any free port)") from None
+        log.info("%-28s | HTTP on %s:%d, gRPC on %s, models: %s", "server", self.host, self.port,
+                 f"{self.host}:{self.grpc_port}" if self.grpc else "off", ", ".join(self.service.models))
+        self.started.set()
+
+    def request_stop(self, force: bool = False) -> None:
+        """Thread-safe: begin the drain (as SIGTERM does)."""
+        if self.loop is None or self._stop is None:
+            return
+        self.loop.call_soon_threadsafe(self._on_signal if not force else self._force_stop)
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            log.warning("second stop signal: not waiting for the drain any longer")
+            self._force = True
+        self._stop.set()
+
+    def _force_stop(self) -> None:
+        self._force = True
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def drain(self) -> bool:
+        """Readiness false, intake stopped, accepted requests answered, listeners closed. True if clean."""
+        svc = self.service
+        t0 = time.perf_counter()
+        deadline = t0 + self.drain_timeout
+        svc.begin_drain()
+        log.info("%-28s | draining: %d request(s) in flight", "server", svc.in_flight())
+        while (svc.in_flight() or self.http.pending_answers()) and time.perf_counter() < deadline and not self._force:
+            await asyncio.sleep(_POLL)
+        clean = not svc.in_flight() and not self.http.pending_answers()
+        if self.grpc is not None:
+            await self.grpc.stop(max(0.0, deadline - time.perf_counter()) if not self._force else 0)
+        await self.http.close()
+        loop = asyncio.get_running_loop()
+        left = max(0.1, deadline - time.perf_counter())
+        closed = await loop.run_in_executor(None, svc.close, left)
+        await asyncio.sleep(0)  # let the last answers (503s of a forced drain) be written
+        self.drained_cleanly = clean and closed
+        log.info("%-28s | stopped after %.2fs drain (%s)", "server", time.perf_counter() - t0,
+                 "clean" if self.drained_cleanly else "timeout: requests still running were answered 503")
+        return self.drained_cleanly
+
+    async def serve(self, install_signals: bool = True) -> int:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self._on_signal)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+                    pass
+        await self._stop.wait()
+        ok = await self.drain()
+        return 0 if ok else 1
+
+    # -- blocking entry points --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, drain, return the exit code (0 = clean drain)."""
+        loop = new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(self.serve())
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def start_background(self, timeout: float = 30.0) -> Server:
+        """Serve from a daemon thread (tests, notebooks); ``stop()`` drains it."""
+        self._thread_error: BaseException | None = None
+
+        def target() -> None:
+            loop = new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                self._exit_code = loop.run_until_complete(self.serve(install_signals=False))
+            except BaseException as exc:  # reported by start_background / stop
+                self._thread_error = exc
+                self.started.set()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=target, name="xinfer-server", daemon=True)
+        self._thread.start()
+        if not self.started.wait(timeout):
+            raise TimeoutError("the server did not start in time")
+        if self._thread_error is not None:
+            raise self._thread_error
+        return self
+
+    def stop(self, timeout: float | None = None) -> int:
+        self.request_stop()
+        self._thread.join(timeout if timeout is not None else self.drain_timeout + 10)
+        if self._thread_error is not None:
+            raise self._thread_error
+        return getattr(self, "_exit_code", 1)
+
+    def __enter__(self) -> Server:
+        return self.start_background()
+
+    def __exit__(self, *exc: Any) -> None:
+        if getattr(self, "_thread", None) is not None and self._thread.is_alive():
+            self.stop()

@@ -1,0 +1,223 @@
+"""What the HTTP and gRPC front ends share: the served models, readiness, drain state, and the KServe /
+Triton documents (server and model metadata, model configuration, statistics).
+
+Inference goes straight into each model's batching core from the event loop thread: validate, enqueue with
+an asyncio future (the core completes every future of a batch in ONE ``call_soon_threadsafe``), answer when
+the future is done. No thread per request, no executor hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InvalidInput, ModelNotFound, Unauthorized
+from ..runtime.batcher import ASYNC
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "xinfer-sdk"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "schedule_policy"]
+_PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "onnxruntime"), "tensorrt": ("tensorrt_plan", "tensorrt"),
+              "torch": ("pytorch_libtorch", "pytorch")}
+_TRITON_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
+                 "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
+                 "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
+                 "BYTES": "TYPE_STRING"}
+
+
+class Served:
+    """One model as the server sees it: the runtime ``Model`` plus the documents clients ask for."""
+
+    def __init__(self, model: Any, load_seconds: float = 0.0):
+        self.model = model
+        self.name: str = model.name
+        self.version: str = str(getattr(model, "version", "1"))
+        self.load_seconds = float(load_seconds)
+        self.batcher = model.batcher
+        self.output_specs = list(model.outputs)
+        info = model.describe()
+        self.backend = info.get("backend", "unknown")
+        self.device = info.get("device", "cpu")
+        self.precision = info.get("precision", "")
+        builds = [w.get("build_seconds") for w in info.get("workers", []) if w.get("build_seconds")]
+        self.engine_build_seconds = float(max(builds)) if builds else 0.0
+        self.platform, self.triton_backend = _PLATFORMS.get(self.backend, (self.backend, self.backend))
+        self.rejected: dict[str, int] = {}  # requests refused by the server before the batching core
+        self._last_success = (0, 0)  # (success count, ms since epoch) for the statistics extension
+        self.metadata = self._metadata()
+        self.config = self._config()
+
+    # -- documents ----------------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        def t(s):
+            return {"name": s.name, "datatype": s.kserve_dtype, "shape": list(s.shape)}
+
+        return {"name": self.name, "versions": [self.version], "platform": self.platform,
+                "inputs": [t(s) for s in self.model.inputs], "outputs": [t(s) for s in self.model.outputs]}
+
+    def _config(self) -> dict[str, Any]:
+        """Triton's model configuration (JSON form), as perf_analyzer and tritonclient read it."""
+        m = self.model
+        batched = m.max_batch_size > 0
+
+        def dims(s):
+            return list(s.shape[1:] if batched else s.shape)
+
+        pol = m.policy
+        cfg: dict[str, Any] = {
+            "name": self.name, "platform": self.platform, "backend": self.triton_backend,
+            "version_policy": {"latest": {"num_versions": 1}},
+            "max_batch_size": m.max_batch_size,
+            "input": [{"name": s.name, "data_type": _TRITON_TYPES.get(s.kserve_dtype, "TYPE_INVALID"),
+                       "format": "FORMAT_NONE", "dims": dims(s), "is_shape_tensor": False,
+                       "allow_ragged_batch": False, "optional": False} for s in m.inputs],
+            "output": [{"name": s.name, "data_type": _TRITON_TYPES.get(s.kserve_dtype, "TYPE_INVALID"),
+                        "dims": dims(s), "label_filename": "", "is_shape_tensor": False} for s in m.outputs],
+            "batch_input": [], "batch_output": [],
+            "instance_group": [{"name": f"{self.name}_0", "kind": "KIND_GPU" if self.device.startswith("cuda")
+                                else "KIND_CPU", "count": pol.device_concurrency, "gpus": [], "profile": [],
+                                "passive": False, "host_policy": ""}],
+            "default_model_filename": "", "parameters": {}, "model_warmup": [],
+        }
+        if batched:
+            cfg["dynamic_batching"] = {
+                "preferred_batch_size": list(pol.preferred_batch_sizes),
+                "max_queue_delay_microseconds": int(round(pol.max_batch_delay * 1e6)),
+                "preserve_ordering": False, "priority_levels": 0, "default_priority_level": 0,
+                "default_queue_policy": {"timeout_action": "REJECT", "allow_timeout_override": True,
+                                         "max_queue_size": pol.max_queue_size,
+                                         "default_timeout_microseconds": int(round((pol.timeout or 0) * 1e6))},
+                "priority_queue_policy": {}}
+        return cfg
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton's statistics extension from the batching core's counters (cumulative, nanoseconds).
+
+        Triton counts compute time per request; the core times batches, so compute_infer is reported as
+        (successful requests) x (mean batch compute time)."""
+        s = self.model.stats()
+        req = s["requests"]
+        success = req["success"]
+        failed = sum(req["failed"].values()) + sum(req["rejected"].values()) + sum(self.rejected.values())
+        comp = s["compute_s"]
+        mean_compute = comp["sum"] / comp["count"] if comp["count"] else 0.0
+        last_n, last_ms = self._last_success
+        if success != last_n:
+            last_ms = int(time.time() * 1000)
+            self._last_success = (success, last_ms)
+
+        def d(count, seconds):
+            return {"count": int(count), "ns": int(seconds * 1e9)}
+
+        return {"name": self.name, "version": self.version, "last_inference": last_ms,
+                "inference_count": s["samples"], "execution_count": s["batches"],
+                "inference_stats": {"success": d(success, s["request_s"]["sum"]), "fail": d(failed, 0),
+                                    "queue": d(s["queue_wait_s"]["count"], s["queue_wait_s"]["sum"]),
+                                    "compute_input": d(success, 0), "compute_infer": d(success, success * mean_compute),
+                                    "compute_output": d(success, 0), "cache_hit": d(0, 0), "cache_miss": d(0, 0)},
+                "response_stats": {}, "batch_stats": [], "memory_usage": []}
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.model.ready)
+
+
+class Service:
+    """The models a server serves, its readiness and drain state, and the shared request path."""
+
+    def __init__(self, models: Mapping[str, Any] | list[Any], *, api_key: str | None = None,
+                 load_seconds: Mapping[str, float] | None = None):
+        items = list(models.values()) if isinstance(models, Mapping) else list(models)
+        self.models: dict[str, Served] = {}
+        for m in items:
+            if m.name in self.models:
+                raise InvalidInput(f"two models are named {m.name!r}; give one another name (NAME=PATH)")
+            self.models[m.name] = Served(m, (load_seconds or {}).get(m.name, 0.0))
+        self._key = api_key.encode() if api_key else None
+        self.draining = False
+        self.started = time.time()
+
+    # -- security ------------------------------------------------------------------------------------------
+    @property
+    def auth_required(self) -> bool:
+        return self._key is not None
+
+    def check_auth(self, authorization: bytes | str | None) -> None:
+        if self._key is None:
+            return
+        if isinstance(authorization, str):
+            authorization = authorization.encode("latin-1", "replace")
+        if not authorization or not authorization.startswith(b"Bearer ") or not hmac.compare_digest(
+                authorization[7:].strip(), self._key):
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    def get(self, name: str, version: str | None = None) -> Served:
+        served = self.models.get(name)
+        if served is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"unknown model {name!r}; this server serves: {known}")
+        if version not in (None, "", served.version):
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {served.version})")
+        return served
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(s.ready for s in self.models.values())
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return not self.draining and self.get(name, version).ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        if name:
+            return {"model_stats": [self.get(name, version).statistics()]}
+        return {"model_stats": [s.statistics() for s in self.models.values()]}
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        return [{"name": s.name, "version": s.version, "state": "READY" if s.ready else "UNAVAILABLE",
+                 "reason": ""} for s in self.models.values()]
+
+    # -- inference ----------------------------------------------------------------------------------------
+    def submit(self, served: Served, inputs: Mapping[str, np.ndarray], timeout: float | None,
+               loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future, Any]:
+        """Validate and enqueue; returns (future of the outputs, the core's request handle for cancel()).
+        Raises InvalidInput / QueueFull / ServerClosing at once."""
+        try:
+            feeds, n, sig = served.model.validate(inputs, finite=True)
+        except InvalidInput:
+            served.reject("InvalidInput")
+            raise
+        fut = loop.create_future()
+        req = served.batcher.enqueue(feeds, n, sig, ASYNC, fut, loop, timeout)
+        return fut, req
+
+    def begin_drain(self) -> None:
+        """Readiness goes false first, then every model stops taking requests (accepted ones still finish)."""
+        if self.draining:
+            return
+        self.draining = True
+        for s in self.models.values():
+            s.model.stop_intake()
+
+    def in_flight(self) -> int:
+        return sum(s.batcher.in_flight for s in self.models.values())
+
+    def close(self, timeout: float | None = None) -> bool:
+        ok = True
+        for s in self.models.values():
+            ok = s.model.close(drain=True, timeout=timeout) and ok
+        return ok
