@@ -94,7 +94,8 @@ def _transformer_classes():
 
         def forward(self, x, bias):
             b, s, d = x.shape
-            q, k, v = self.qkv(self.ln1(x)).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            qkv = self.qkv(self.ln1(x)).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
             att = (q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5 + bias
             y = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, s, d)
             x = x + self.proj(y)

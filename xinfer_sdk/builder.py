@@ -177,9 +177,15 @@ def _thresholds(profile: Profile, precision: str, given: Thresholds | Mapping[st
     if given is None:
         return base
     if isinstance(given, Thresholds):
-        return given
+        given = dataclasses.asdict(given)
     known = {f.name for f in dataclasses.fields(Thresholds)}
     bad = sorted(set(given) - known)
     if bad:
         raise UserError(f"unknown threshold(s) {', '.join(bad)}; expected {', '.join(sorted(known))}")
-    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    for key, value in given.items():
+        if value is None:
+            continue
+        top = None if key == "max_abs_error" else 1.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (top and value > top):
+            raise UserError(f"threshold {key}={value!r}: expected a number " + ("in 0..1" if top else ">= 0"))
+    return dataclasses.replace(base, **{k: float(v) for k, v in given.items() if v is not None})

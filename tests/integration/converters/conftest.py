@@ -38,6 +38,11 @@ def transformer(models, tmp_path_factory):
     return models.transformer_onnx(tmp_path_factory.mktemp("transformer"))
 
 
+@pytest.fixture(scope="session")
+def conv_model(tmp_path_factory) -> Path:
+    return conv_onnx(tmp_path_factory.mktemp("conv") / "conv.onnx")
+
+
 def conv_onnx(path: Path, size: int = 2048, channels: int = 64) -> Path:
     """Conv 3 -> channels at size x size: tiny weights, huge activations (for the memory budget)."""
     import onnx
@@ -53,10 +58,15 @@ def conv_onnx(path: Path, size: int = 2048, channels: int = 64) -> Path:
     return path
 
 
-def one_error_line(err: str) -> str:
+@pytest.fixture
+def one_error_line():
     """The CLI's promise for user mistakes: exactly one 'error:' line and no traceback."""
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err, err
-    return errors[0]
+
+    def check(err: str) -> str:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        assert len(errors) == 1, err
+        assert "Traceback" not in err, err
+        return errors[0]
+
+    return check

@@ -48,6 +48,8 @@ def test_thresholds_come_from_the_profile_with_overrides():
     assert th.min_cosine == 0.5 and th.min_top1_agreement == cpu.thresholds("int8").min_top1_agreement
     with pytest.raises(UserError, match="unknown threshold"):
         _thresholds(cpu, "int8", {"min_cos": 0.5})
+    with pytest.raises(UserError, match="in 0..1"):
+        _thresholds(cpu, "int8", {"min_cosine": 1.5})
 
 
 def test_default_output_and_stem(tmp_path, monkeypatch):
