@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,11 +32,15 @@ _POLL = 0.01
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    """uvloop when installed (XINFER_EVENT_LOOP=asyncio forces the standard loop)."""
+    if os.environ.get("XINFER_EVENT_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class Server:
@@ -44,11 +49,12 @@ class Server:
     def __init__(self, models: Mapping[str, Any] | list[Any], *, host: str = "127.0.0.1", port: int = 8000,
                  grpc_port: int | None = 8001, api_key: str | None = None,
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
-                 load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True):
+                 load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
+                 allow_nonfinite: bool = False):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
-        self.service = Service(models, api_key=api_key, load_seconds=load_seconds)
+        self.service = Service(models, api_key=api_key, load_seconds=load_seconds, allow_nonfinite=allow_nonfinite)
         self.host, self.port, self.grpc_port = host, int(port), grpc_port
         self.drain_timeout = float(drain_timeout)
         self.max_body = int(max_body)
@@ -136,6 +142,10 @@ class Server:
 
     async def serve(self, install_signals: bool = True) -> int:
         await self.start()
+        return await self.serve_started(install_signals)
+
+    async def serve_started(self, install_signals: bool = True) -> int:
+        """After ``start()``: wait for SIGTERM/SIGINT (or ``request_stop``), drain, return the exit code."""
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

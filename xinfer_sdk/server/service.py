@@ -137,7 +137,7 @@ class Service:
     """The models a server serves, its readiness and drain state, and the shared request path."""
 
     def __init__(self, models: Mapping[str, Any] | list[Any], *, api_key: str | None = None,
-                 load_seconds: Mapping[str, float] | None = None):
+                 load_seconds: Mapping[str, float] | None = None, allow_nonfinite: bool = False):
         items = list(models.values()) if isinstance(models, Mapping) else list(models)
         self.models: dict[str, Served] = {}
         for m in items:
@@ -146,6 +146,7 @@ class Service:
             self.models[m.name] = Served(m, (load_seconds or {}).get(m.name, 0.0))
         self._key = api_key.encode() if api_key else None
         self.draining = False
+        self.finite = not allow_nonfinite  # refuse NaN/Inf in float inputs (400) unless told otherwise
         self.started = time.time()
 
     # -- security ------------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ class Service:
         """Validate and enqueue; returns (future of the outputs, the core's request handle for cancel()).
         Raises InvalidInput / QueueFull / ServerClosing at once."""
         try:
-            feeds, n, sig = served.model.validate(inputs, finite=True)
+            feeds, n, sig = served.model.validate(inputs, finite=self.finite)
         except InvalidInput:
             served.reject("InvalidInput")
             raise

@@ -1,0 +1,89 @@
+"""``xinfer-sdk serve``: KServe v2 over HTTP and gRPC, /metrics, graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ._common import err, obj, set_option
+
+
+@click.command()
+@click.argument("bundles", nargs=-1, metavar="[NAME=]BUNDLE...")
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 = all).")
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0 = any free port).")
+@click.option("--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 = any free port).")
+@click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="config.yaml: models, server settings and batch policy (see docs/serving.md).")
+@click.option("--api-key-env", default=None, metavar="VAR",
+              help="Require 'Authorization: Bearer <key>' on every endpoint but health and /metrics; the key is "
+                   "read from the environment variable VAR.")
+@click.option("--drain-timeout", default=None, metavar="DURATION",
+              help="On SIGTERM, how long to wait for accepted requests (default 30s).")
+@click.option("--max-body", default=None, metavar="SIZE", help="Largest request body / gRPC message (default 64MiB).")
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Accept NaN/Inf in float inputs (refused with 400 by default; perf_analyzer's random data has them).")
+@click.option("--profile", default=None, help="Hardware profile (default: the bundle's / detected).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: from the profile).")
+@click.option("--backend", default=None, help="onnxruntime, tensorrt, torch (default: auto).")
+@click.option("--threads", type=int, default=None, help="CPU threads per worker (default: usable cores / workers).")
+@set_option
+@click.pass_context
+def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
+          no_grpc: bool, config: str | None, api_key_env: str | None, drain_timeout: str | None,
+          max_body: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
+          overrides: tuple[str, ...]) -> int:
+    """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
+
+    Triton's clients (tritonclient.http / .grpc, perf_analyzer) work unmodified. Name a model with
+    NAME=PATH (default: the bundle's name). Exit code 0 after a clean drain.
+    """
+    from ..errors import UserError
+    from ..policy import parse_duration
+    from ..server.config import load_models, parse_size, read_serve_config
+    from ..server.runner import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY, Server
+
+    cfg = read_serve_config(config, bundles)
+    s = cfg.server
+    key_var = api_key_env or s.get("api_key_env")
+    api_key = None
+    if key_var:
+        api_key = os.environ.get(key_var, "")
+        if not api_key:
+            raise UserError(f"--api-key-env {key_var}: the environment variable {key_var} is not set or empty")
+    drain = parse_duration(drain_timeout, field="--drain-timeout") if drain_timeout is not None else \
+        s.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT)
+    body = parse_size(max_body, field="--max-body") if max_body is not None else s.get("max_body", DEFAULT_MAX_BODY)
+    gport = None if no_grpc else (grpc_port if grpc_port is not None else s.get("grpc_port", 8001))
+    models, seconds = load_models(cfg.models, profile=profile, device=device, backend=backend, threads=threads,
+                                  profiles_dirs=obj(ctx).get("profiles_dirs", ()), overrides=overrides)
+    server = Server(models, host=host or s.get("host", "127.0.0.1"), port=port if port is not None else
+                    s.get("port", 8000), grpc_port=gport, api_key=api_key, drain_timeout=drain, max_body=body,
+                    load_seconds=seconds, allow_nonfinite=allow_nonfinite)
+
+    import asyncio
+
+    from ..server.runner import new_event_loop
+
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        async def main() -> int:
+            await server.start()
+            for m in models:
+                err.print(f"serving {m.name!r} ({m.describe()['backend']}, {m.device}, max_batch_size "
+                          f"{m.max_batch_size}, workers {m.policy.device_concurrency})", markup=False)
+            grpc = f", gRPC {server.host}:{server.grpc_port}" if server.grpc else ""
+            err.print(f"ready: HTTP http://{server.host}:{server.port}{grpc}"
+                      f"{' (API key required)' if api_key else ''}; Ctrl-C or SIGTERM drains and stops",
+                      markup=False)
+            return await server.serve_started()
+
+        code = loop.run_until_complete(main())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    err.print("stopped (clean drain)" if code == 0 else "stopped: drain timeout passed", markup=False)
+    return code

@@ -1,0 +1,181 @@
+"""What to serve: bundles from the command line (``[NAME=]PATH``) and/or a ``config.yaml``.
+
+A config.yaml is either the seed's batch-policy file (``batch_size``, ``max_batch_delay``, ``max_workers``,
+... at the top level or under ``batch:``), applied to every model, or a server file::
+
+    server:                      # command-line options win over these
+      host: 127.0.0.1
+      port: 8000
+      grpc_port: 8001            # null = no gRPC
+      drain_timeout: 30s
+      max_body: 64MiB
+      api_key_env: XINFER_API_KEY
+    defaults:                    # for every model below (and on the command line)
+      profile: auto
+      device: cpu
+      batch: {max_batch_size: 32, max_batch_delay: 1ms}
+    models:
+      - {name: mlp, path: mlp.xinfer}
+      - {name: resnet, path: resnet.xinfer, threads: 2, batch: {max_batch_size: 16}}
+
+Paths in the file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..policy import parse_duration
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
+_MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
+_SERVER_KEYS = {"host", "port", "grpc_port", "drain_timeout", "max_body", "api_key_env"}
+
+
+def parse_size(value: Any, *, field: str = "size") -> int:
+    """'64MiB' / '10MB' / '512k' / 1048576 -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    raise UserError(f"{field}: expected a size like '64MiB', '10MB' or a number of bytes, got {value!r}")
+
+
+@dataclasses.dataclass
+class ModelEntry:
+    path: str
+    name: str | None = None
+    profile: str | None = None
+    device: str | None = None
+    backend: str | None = None
+    threads: int | None = None
+    batch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    policy_file: str | None = None  # a seed-style batch config.yaml
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    models: list[ModelEntry]
+    server: dict[str, Any]
+
+
+def parse_model_arg(arg: str) -> ModelEntry:
+    """``PATH`` or ``NAME=PATH`` from the command line."""
+    name, sep, path = arg.partition("=")
+    if sep and name and "/" not in name and not os.path.exists(arg):
+        return ModelEntry(path=path, name=name)
+    return ModelEntry(path=arg)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[str] = ()) -> ServeConfig:
+    entries = [parse_model_arg(a) for a in cli_models]
+    if path is None:
+        if not entries:
+            raise UserError("nothing to serve: give one or more BUNDLE paths or a --config file with 'models:'")
+        return ServeConfig(entries, {})
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise UserError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, Mapping):
+        raise UserError(f"{p}: expected a mapping")
+    if "models" not in data and "server" not in data and "defaults" not in data:
+        # the seed's batch-policy config.yaml: applies to every model given on the command line
+        if not entries:
+            raise UserError(f"{p}: holds only batch-policy keys; give the BUNDLE paths on the command line")
+        for e in entries:
+            e.policy_file = str(p)
+        return ServeConfig(entries, {})
+    unknown = set(data) - {"models", "server", "defaults"}
+    if unknown:
+        raise UserError(f"{p}: unknown top-level key(s) {sorted(unknown)}; expected server, defaults, models")
+    server = _mapping(data.get("server"), f"{p}: server")
+    bad = set(server) - _SERVER_KEYS
+    if bad:
+        raise UserError(f"{p}: server.{sorted(bad)[0]}: unknown key; expected one of {sorted(_SERVER_KEYS)}")
+    defaults = _mapping(data.get("defaults"), f"{p}: defaults")
+    bad = set(defaults) - (_MODEL_KEYS - {"name", "path"})
+    if bad:
+        raise UserError(f"{p}: defaults.{sorted(bad)[0]}: unknown key")
+    models = data.get("models") or []
+    if isinstance(models, Mapping):  # {name: path or {path: ...}}
+        models = [dict(v, name=k) if isinstance(v, Mapping) else {"name": k, "path": v} for k, v in models.items()]
+    if not isinstance(models, list):
+        raise UserError(f"{p}: models: expected a list of {{name, path, ...}}")
+    base = p.parent
+    for i, m in enumerate(models):
+        m = _mapping(m, f"{p}: models[{i}]")
+        bad = set(m) - _MODEL_KEYS
+        if bad:
+            raise UserError(f"{p}: models[{i}].{sorted(bad)[0]}: unknown key; expected one of {sorted(_MODEL_KEYS)}")
+        if not isinstance(m.get("path"), str):
+            raise UserError(f"{p}: models[{i}].path: required (a bundle folder or model file)")
+        mp = Path(m["path"])
+        entries.append(ModelEntry(path=str(mp if mp.is_absolute() else base / mp), name=m.get("name"),
+                                  profile=m.get("profile"), device=m.get("device"), backend=m.get("backend"),
+                                  threads=m.get("threads"), batch=_mapping(m.get("batch"), f"models[{i}].batch"),
+                                  options=_mapping(m.get("options"), f"models[{i}].options")))
+    for e in entries:
+        for k in ("profile", "device", "backend", "threads"):
+            if getattr(e, k) is None and k in defaults:
+                setattr(e, k, defaults[k])
+        e.batch = {**_mapping(defaults.get("batch"), "defaults.batch"), **e.batch}
+        e.options = {**_mapping(defaults.get("options"), "defaults.options"), **e.options}
+    if not entries:
+        raise UserError(f"{p}: no models to serve (add a 'models:' list or BUNDLE paths)")
+    if "drain_timeout" in server:
+        server["drain_timeout"] = parse_duration(server["drain_timeout"], field="server.drain_timeout")
+    if "max_body" in server:
+        server["max_body"] = parse_size(server["max_body"], field="server.max_body")
+    return ServeConfig(entries, server)
+
+
+def load_models(entries: Sequence[ModelEntry], *, profile: str | None = None, device: str | None = None,
+                backend: str | None = None, threads: int | None = None, profiles_dirs: Sequence[str] = (),
+                overrides: Sequence[str] = (), progress: Any = None) -> tuple[list[Any], dict[str, float]]:
+    """Load every entry (command-line values win over the file's); returns models and load seconds by name."""
+    import time
+
+    from ..runtime.loader import load
+
+    models, seconds = [], {}
+    try:
+        for i, e in enumerate(entries):
+            t0 = time.perf_counter()
+            m = load(e.path, profile=profile or e.profile or "auto", device=device or e.device,
+                     backend=backend or e.backend or "auto", threads=threads or e.threads,
+                     batching=e.batch or None, config=e.policy_file, name=e.name, profiles_dirs=profiles_dirs,
+                     overrides=overrides, options=e.options or None)
+            seconds[m.name] = time.perf_counter() - t0
+            models.append(m)
+            if progress is not None:
+                progress(i + 1, len(entries), f"loaded {m.name}")
+    except BaseException:
+        for m in models:
+            m.close(drain=False, timeout=5)
+        raise
+    return models, seconds
