@@ -1,0 +1,245 @@
+"""`plan --measure`: run the model through the runtime on the hardware at hand, fit the device model's
+efficiencies to the measured batch latencies, and report predicted vs measured per batch size.
+
+Measurement: ``xs.load`` with one worker and no batching delay (each ``infer`` of a batch of b is one
+batch of b through the batching core), batch sizes interleaved round by round (a shared machine drifts;
+interleaving spreads the drift over every size), the 25th percentile per size (``STATISTIC``).
+
+Fit: the roofline keeps its form (per op: max(compute, memory), the kernel floor, the per-op overhead);
+the present device's compute efficiency (matrix and vector units alike), memory efficiency (which absorbs
+caches: weights that stay in a CPU's L2/L3 stream faster than DRAM), per-batch overhead and per-op
+overhead are fitted: a grid over both efficiencies (log-spaced) with the overheads solved by least
+squares of relative errors. One model cannot separate the two overheads (its op count is fixed): the
+per-op overhead then keeps its default; several models (``fit([...])``) separate them. Only the batch sizes in ``fit_on`` are used; the others are
+held out, so the reported error on them is a prediction, not a fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..profiles import Profile, ProfileRegistry, detect, load_profile
+from ..shapes import ShapeRange
+from .cost import CostCurve, build_curve
+from .device import DeviceModel, Factor, batch_time, device_model, executed, op_times
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+DEFAULT_FIT_ON = (1, 4, 16, 32)  # fitted; the rest of DEFAULT_BATCHES is held out
+GRID = np.geomspace(0.02, 20.0, 91)
+# The latency a size is fitted to: the 25th percentile of its runs. Interference from other processes only
+# ever slows a run down, so a low percentile estimates the uncontended service time more robustly than the
+# median on a shared machine (and the median is reported beside it).
+STATISTIC = "p25"
+
+
+def _feeds(specs, b: int, shapes: Mapping[str, ShapeRange], batched: bool, rng) -> dict[str, np.ndarray]:
+    feeds = {}
+    for s in specs:
+        given = shapes.get(s.name)
+        dims = []
+        for axis, d in enumerate(s.shape):
+            if batched and axis == 0:
+                dims.append(b)
+            elif d >= 0:
+                dims.append(d)
+            elif given is not None:
+                dims.append(given.opt[axis])
+            else:
+                raise UserError(f"--measure: input {s.name!r} has a dynamic axis {axis}; give its shape with "
+                                f"--shapes {s.name}:MIN..OPT..MAX")
+        dtype = np.dtype(s.dtype)
+        if dtype.kind == "f":
+            feeds[s.name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[s.name] = np.ones(dims, dtype=dtype)
+        else:  # token ids, masks: ones are valid for both (id 1 exists in every vocabulary)
+            feeds[s.name] = np.ones(dims, dtype=dtype)
+    return feeds
+
+
+def measure(model_path: str | os.PathLike[str], *, profile: Profile, batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+            shapes: Mapping[str, ShapeRange] | None = None, rounds: int = 5, min_seconds: float = 0.3,
+            backend: str = "auto") -> dict[int, dict[str, float]]:
+    """Median latency of one batch of each size through ``xs.load`` (one worker, no delay), in seconds."""
+    from ..policy import BatchPolicy
+    from ..runtime.loader import load
+
+    sizes = sorted(set(int(b) for b in batch_sizes))
+    policy = BatchPolicy(max_batch_size=max(sizes), max_batch_delay=0.0, device_concurrency=1, max_queue_size=0)
+    rng = np.random.default_rng(0)
+    samples: dict[int, list[float]] = {b: [] for b in sizes}
+    with load(model_path, profile=profile, backend=backend, batching=policy) as model:
+        batched = model.max_batch_size > 0
+        feeds = {b: _feeds(model.inputs, b, dict(shapes or {}), batched, rng) for b in sizes}
+        for b in sizes:  # warm-up: first runs allocate and pick kernels
+            for _ in range(2):
+                model.infer(feeds[b])
+        for _ in range(rounds):
+            for b in sizes:
+                t_end = time.perf_counter() + min_seconds / rounds
+                while True:
+                    t0 = time.perf_counter()
+                    model.infer(feeds[b])
+                    t1 = time.perf_counter()
+                    samples[b].append(t1 - t0)
+                    if t1 >= t_end:
+                        break
+        backend_name = model.describe().get("backend", {})
+    out = {}
+    for b, xs_ in samples.items():
+        xs_.sort()
+        out[b] = {"median": statistics.median(xs_), "p25": xs_[len(xs_) // 4], "p10": xs_[len(xs_) // 10],
+                  "p90": xs_[(9 * len(xs_)) // 10], "runs": len(xs_)}
+    log.info("calibrate                          | measured %s on %s", {b: round(v["median"] * 1e3, 3)
+                                                                          for b, v in out.items()}, backend_name)
+    return out
+
+
+def _stack(curve: CostCurve, dev: DeviceModel, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (size, op): compute time and memory time at efficiency 1 (floors applied later), executed-op mask."""
+    unit = dev.with_factors(eff_matrix=Factor(1.0, ""), eff_vector=Factor(1.0, ""), eff_memory=Factor(1.0, ""))
+    tc, tm = [], []
+    for b in sizes:
+        _, c, m = op_times(unit, curve, b)
+        tc.append(c)
+        tm.append(m)
+    return np.array(tc), np.array(tm), executed(curve)
+
+
+def _fixed_parts(a: np.ndarray, y: np.ndarray, counts: np.ndarray, default_op: float) -> tuple[float, float]:
+    """Per-batch overhead t0 and per-op overhead t_op >= 0 minimising sum(((r + t0 + n t_op) - y) / y)^2, given
+    a = y - r. With one op count (one model) only t0 + n t_op is identified: t_op keeps its default."""
+    w = 1.0 / y ** 2
+    if len(set(counts.tolist())) > 1:
+        A = np.stack([np.ones_like(a), counts], axis=1) * np.sqrt(w)[:, None]
+        sol, *_ = np.linalg.lstsq(A, a * np.sqrt(w), rcond=None)
+        if sol.min() >= 0:
+            return float(sol[0]), float(sol[1])
+        t_op = max(0.0, float((a * counts * w).sum() / (counts ** 2 * w).sum()))
+        t0 = max(0.0, float(((a - counts * t_op) * w).sum() / w.sum()))
+        return t0, t_op
+    fixed = max(0.0, float((a * w).sum() / w.sum()))
+    n = float(counts[0]) or 1.0
+    t_op = min(default_op, fixed / n)
+    return fixed - n * t_op, t_op
+
+
+def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel, *,
+        fit_on: Sequence[int] | None = None) -> tuple[DeviceModel, dict[str, Any]]:
+    """Fit compute efficiency, memory efficiency, per-batch and per-op overhead of ``dev`` to measured batch
+    latencies (seconds) of one or more models: ``data`` = [(cost curve, {batch: seconds}), ...]."""
+    blocks = []
+    for curve, measured in data:
+        use = [b for b in sorted(measured) if fit_on is None or b in fit_on] or sorted(measured)
+        tc, tm, live = _stack(curve, dev, use)
+        blocks.append((tc, tm, live, np.array([measured[b] for b in use]), use))
+    y = np.concatenate([b[3] for b in blocks])
+    counts = np.concatenate([np.full(len(b[4]), float(b[2].sum())) for b in blocks])
+    floor, default_op = dev.kernel_floor.value, dev.op_overhead.value
+    results = []
+    for ec in GRID:  # vectorised over the memory-efficiency grid
+        parts = []
+        for tc, tm, live, _, _ in blocks:
+            t_ops = np.maximum(tc[None] / ec, tm[None] / GRID[:, None, None])
+            parts.append(np.where(live[None, None], np.maximum(t_ops, floor), t_ops).sum(axis=2))
+        r_all = np.concatenate(parts, axis=1)  # (memory grid, points)
+        for k, em in enumerate(GRID):
+            r = r_all[k]
+            t0, t_op = _fixed_parts(y - r, y, counts, default_op)
+            score = float(((((r + t0 + counts * t_op) - y) / y) ** 2).sum())
+            results.append((score, float(ec), float(em), t0, t_op))
+    # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
+    # never binds (weights that stay in cache: any memory efficiency above some value fits equally), the
+    # most conservative value consistent with the measurements is kept, not the grid's edge.
+    top = min(r[0] for r in results)
+    best = min((r for r in results if r[0] <= top * 1.01 + 1e-12), key=lambda r: (r[2], r[1]))
+    _, ec, em, t0, t_op = best
+    sizes_text = "; ".join(f"{c.name}: {', '.join(map(str, b[4]))}" for (c, _), b in zip(data, blocks))
+    how = f"fitted by `plan --measure` to batch latencies measured through the runtime ({sizes_text})"
+    fitted = dev.with_factors(
+        eff_matrix=Factor(ec, how + " (compute efficiency, matrix and vector units alike; above 1 when the cores "
+                                    "run faster than the nominal clock)"),
+        eff_vector=Factor(ec, how + " (the same compute efficiency)"),
+        eff_memory=Factor(em, how + " (memory efficiency against the bandwidth above; above 1 when weights stay in "
+                                    "the caches)"),
+        op_overhead=Factor(t_op, how + (" (per-op overhead)" if len(data) > 1 else
+                                         " (per-op overhead: kept at its default, one model cannot separate it from "
+                                         "the per-batch overhead)")),
+        batch_overhead=Factor(t0, how + " (per-batch overhead)"), calibrated=True)
+    report = {"factors": {"eff_compute": ec, "eff_memory": em, "batch_overhead_s": t0, "op_overhead_s": t_op},
+              "uncalibrated": {"eff_matrix": dev.eff_matrix.value, "eff_memory": dev.eff_memory.value,
+                               "batch_overhead_s": dev.batch_overhead.value, "op_overhead_s": dev.op_overhead.value},
+              "method": how + "; grid over compute and memory efficiency, overheads by least squares of relative "
+                              "errors", "models": {}}
+    for curve, measured in data:
+        report["models"][curve.name] = compare(fitted, curve, measured, fit_on=fit_on)
+    first = report["models"][data[0][0].name]
+    report.update({k: first[k] for k in ("batches", "fit_on", "rows", "max_abs_error", "max_abs_error_held_out")})
+    return fitted.with_factors(calibration=report), report
+
+
+def compare(dev: DeviceModel, curve: CostCurve, measured: Mapping[int, float], *,
+            fit_on: Sequence[int] | None = None) -> dict[str, Any]:
+    """Predicted vs measured per batch size for one model on a (fitted or not) device model."""
+    rows = []
+    for b in sorted(measured):
+        pred = batch_time(dev, curve, b).seconds
+        rows.append({"batch": b, "measured_s": measured[b], "predicted_s": pred,
+                     "error": (pred - measured[b]) / measured[b], "fitted": fit_on is None or b in fit_on})
+    held = [r for r in rows if not r["fitted"]]
+    return {"batches": [r["batch"] for r in rows], "fit_on": [r["batch"] for r in rows if r["fitted"]], "rows": rows,
+            "max_abs_error": max(abs(r["error"]) for r in rows),
+            "max_abs_error_held_out": max((abs(r["error"]) for r in held), default=None)}
+
+
+def calibrate_present(model: Any, *, shapes: Mapping[str, ShapeRange] | None = None, precision: str | None = None,
+                      profiles_dirs: Sequence[str] = (), batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+                      fit_on: Sequence[int] | None = DEFAULT_FIT_ON, rounds: int = 5, min_seconds: float = 0.3,
+                      profile: Profile | str | None = None) -> tuple[Profile, DeviceModel, dict[str, Any]]:
+    """Measure ``model`` on this machine's profile (detected unless given) and fit its device model."""
+    if profile is None:
+        profile = detect(ProfileRegistry(profiles_dirs)).profile
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dirs=profiles_dirs)
+    tmp = None
+    if hasattr(model, "graph"):
+        import onnx
+
+        fd, tmp = tempfile.mkstemp(suffix=".onnx")
+        os.close(fd)
+        onnx.save(model, tmp)
+        path = tmp
+    else:
+        path = os.fspath(model)
+    try:
+        curve = build_curve(path, shapes=shapes)
+        if precision not in (None, "", "auto", curve.graph_precision):
+            log.warning("calibrate                          | --measure runs the graph as stored (%s); the fitted "
+                        "efficiencies are applied to the %s roofline", curve.graph_precision, precision)
+        dev = device_model(prof, curve.graph_precision)
+        measured = measure(path, profile=prof, batch_sizes=batch_sizes, shapes=shapes, rounds=rounds,
+                           min_seconds=min_seconds)
+    finally:
+        if tmp:
+            os.unlink(tmp)
+    fitted, report = fit([(curve, {b: v[STATISTIC] for b, v in measured.items()})], dev, fit_on=fit_on)
+    for row in report["rows"]:
+        row.update({k: measured[row["batch"]][k] for k in ("median", "p10", "p90", "runs")})
+    report["profile"] = prof.name
+    if precision not in (None, "", "auto") and precision != curve.graph_precision:
+        fitted = fitted.with_factors(precision=precision)
+        base = device_model(prof, precision)
+        fitted = base.with_factors(eff_matrix=fitted.eff_matrix, eff_vector=fitted.eff_vector,
+                                   eff_memory=fitted.eff_memory, batch_overhead=fitted.batch_overhead,
+                                   calibrated=True, calibration=report)
+    return prof, fitted, report

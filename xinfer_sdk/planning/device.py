@@ -1,0 +1,259 @@
+"""Device model: how long one batch takes on a profile, from a roofline per op class and precision.
+
+For each op of the graph at batch b (``CostCurve``):
+
+    t_op = max( FLOPs / (peak[class, precision] x eff_compute[class]),  bytes / (bandwidth x eff_memory),
+                kernel_floor ) + op_overhead                  (floor and overhead: executed ops, not fused ones)
+    S(b) = batch_overhead + sum(t_op) + io_bytes(b) / (host_link x eff_link)        (io: discrete GPUs only)
+
+The kernel floor is a device-side minimum (a GPU kernel never takes less than a few microseconds); the op
+overhead is serial host work per op (ONNX Runtime's dispatch and intra-op thread-pool join on a CPU; zero
+on a GPU, where launches are asynchronous and overlap the device).
+
+The matrix classes (conv, matmul incl. attention) use the profile's dense tensor peak for the planned
+precision (``profile.peak``: published or derived); FP32 uses TF32 tensor cores where the profile has them
+(cuDNN's default math mode and TensorRT's TF32 builder flag, both on by default on Ampere and newer). The
+other ops run on the vector units (the FP32 peak). Every factor below says where it comes from; none was
+fitted to a particular model. ``plan --measure`` replaces the compute / memory efficiencies and the
+per-batch overhead of the device at hand by values fitted to measured latencies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..profiles import Profile
+from .cost import CostCurve
+
+
+@dataclasses.dataclass(frozen=True)
+class Factor:
+    value: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source}
+
+
+# ---- GPU factors (data-center and Jetson), with their sources ---------------------------------------------
+GPU_EFF_MATRIX = Factor(0.5, (
+    "between two public anchors: large cuBLAS/cuDNN tensor-core GEMMs reach ~70-80 % of the dense peak, and whole "
+    "networks reach less: MLPerf Inference v1.0 closed, NVIDIA A100-PCIe, ResNet-50 offline = 31,063 samples/s x "
+    "8.2 GOP = 255 TOPS = 41 % of 624 dense INT8 TOPS (github.com/mlcommons/inference_results_v1.0, "
+    "closed/NVIDIA/results/A100-PCIex1_TRT/resnet50/Offline); the roofline adds memory-bound layers and fixed "
+    "costs on top of this per-kernel figure"))
+GPU_EFF_VECTOR = Factor(0.5, "same assumption as the matrix units; element-wise kernels are memory-bound on every "
+                             "shipped GPU, so this figure rarely decides anything")
+GPU_EFF_MEMORY = Factor(0.85, (
+    "streaming kernels reach ~85-90 % of datasheet DRAM bandwidth: 1.80 of 2.04 TB/s (88 %) on an A100 80GB "
+    "measured with Nsight Compute (forums.developer.nvidia.com/t/trouble-to-reach-peak-bandwidth-of-a100/339083); "
+    "BabelStream results are in the same range"))
+GPU_KERNEL_FLOOR = Factor(3e-6, (
+    "a kernel never finishes in less than a few microseconds: launch + synchronise costs 4-6 us per kernel "
+    "(susun-blog.com/blog/pegainfer-3-cuda-graph; NVIDIA, 'Getting Started with CUDA Graphs', "
+    "developer.nvidia.com/blog/cuda-graphs); TensorRT enqueues asynchronously, hiding part of it: 3 us"))
+JETSON_KERNEL_FLOOR = Factor(6e-6, "Jetson's Arm host launches kernels about half as fast as an x86 host (NVIDIA "
+                                   "forum: forums.developer.nvidia.com/t/question-about-inference-using-tensorrt-api/"
+                                   "266121 shows Orin launch-bound); assumption: 2x the data-center floor")
+GPU_BATCH_OVERHEAD = Factor(100e-6, (
+    "assumption, not measured on a GPU: gather/concatenate the batch, enqueue, stream synchronise, scatter the "
+    "outputs; the CPU fit of `plan --measure` on this machine gives the host-side part of the same work"))
+PCIE_GBPS = {"3": 15.75, "4": 31.5, "5": 63.0}  # per direction, x16 (PCI-SIG: 8 / 16 / 32 GT/s x 16 lanes, 128b/130b)
+PCIE_BY_CC = {"7.5": "3", "8.0": "4", "8.6": "4", "8.9": "4", "9.0": "5", "10.0": "5"}
+PCIE_SOURCE = ("PCIe generation per GPU from the datasheets collected in shared/reference/gpu-specs.yaml "
+               "(T4 Gen3, A10/A100/L4 Gen4, H100/H200 Gen5); per-direction x16 rate from the PCI-SIG line rates")
+EFF_LINK = Factor(0.8, "pinned host-to-device copies reach ~12-13 of 15.75 GB/s on PCIe Gen3 x16 (CUDA samples "
+                       "bandwidthTest); protocol overhead ~20 %")
+
+# ---- CPU factors (uncalibrated defaults; `plan --measure` fits compute, memory and overhead) ---------------
+CPU_EFF_MATRIX = Factor(0.6, "assumption for an uncalibrated CPU: MLAS/oneDNN GEMM and convolution kernels reach "
+                             "~50-80 % of the FMA peak on large shapes; replaced by `plan --measure`")
+CPU_EFF_VECTOR = Factor(0.3, "assumption: element-wise kernels are memory-bound; replaced by the fitted compute "
+                             "efficiency with `plan --measure`")
+CPU_EFF_MEMORY = Factor(1.0, "the bandwidth figure is already a measured achievable copy rate (not a datasheet "
+                             "peak); replaced by `plan --measure`, which also captures cache-resident weights")
+GPU_OP_OVERHEAD = Factor(0.0, "launches are asynchronous: the host's per-op work overlaps the device; the kernel "
+                              "floor covers the device side")
+CPU_KERNEL_FLOOR = Factor(0.0, "a CPU has no launch latency; per-op costs are host work, counted as op overhead")
+CPU_OP_OVERHEAD = Factor(5e-6, "assumption: ONNX Runtime dispatches an op and wakes/joins its intra-op thread pool in "
+                               "a few microseconds; replaced by `plan --measure` when it measures several models")
+CPU_BATCH_OVERHEAD = Factor(40e-6, "assumption: session.run setup, input/output copies and the batching core's "
+                                   "hand-off (~tens of us); replaced by `plan --measure`")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceModel:
+    """The roofline of one profile at one precision, with every factor and where it came from."""
+
+    profile: str
+    kind: str  # gpu | jetson | cpu
+    precision: str
+    matrix_tflops: float
+    matrix_basis: str  # how the matrix peak was obtained
+    vector_tflops: float
+    vector_basis: str
+    bandwidth_gbps: float
+    bandwidth_basis: str
+    eff_matrix: Factor
+    eff_vector: Factor
+    eff_memory: Factor
+    kernel_floor: Factor
+    op_overhead: Factor
+    batch_overhead: Factor
+    link_gbps: float | None  # host<->device copies (None: memory shared with the host)
+    link_basis: str
+    eff_link: Factor | None
+    shared_device: bool  # GPU: concurrent workers share one device; CPU: workers split the cores
+    cores: float = 1.0  # CPU: cores the workers split
+    calibrated: bool = False
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def ridge(self) -> float:
+        """FLOPs per byte where the matrix roofline turns from memory- to compute-bound."""
+        return (self.matrix_tflops * 1e12 * self.eff_matrix.value) / (self.bandwidth_gbps * 1e9 * self.eff_memory.value)
+
+    def with_factors(self, **changes: Any) -> DeviceModel:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("eff_matrix", "eff_vector", "eff_memory", "kernel_floor", "op_overhead", "batch_overhead",
+                  "eff_link"):
+            d[k] = None if getattr(self, k) is None else getattr(self, k).to_dict()
+        d["ridge_flops_per_byte"] = self.ridge
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTime:
+    """Predicted time of one batch on one device (one worker alone), split by what limits it."""
+
+    batch: int
+    seconds: float
+    host_s: float  # per-batch overhead + host<->device copies (overlaps across workers)
+    device_s: float  # sum over ops (the device is busy)
+    compute_s: float  # part of device_s spent in compute-bound ops
+    memory_s: float  # part of device_s spent in memory-bound ops
+    floor_s: float  # part of device_s spent in ops shorter than the kernel floor, and in per-op overhead
+    flops: float
+    bytes: float
+
+    @property
+    def bound(self) -> str:
+        parts = {"compute": self.compute_s, "memory bandwidth": self.memory_s, "overhead": self.floor_s + self.host_s}
+        return max(parts, key=parts.get)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bound"] = self.bound
+        d["throughput"] = self.batch / self.seconds
+        return d
+
+
+def matrix_precision(profile: Profile, precision: str) -> tuple[str, str]:
+    """Which peak the matrix units run at for a planned precision (FP32 -> TF32 where present)."""
+    if precision == "fp32" and profile.kind != "cpu" and "tf32" in profile.precisions \
+            and profile.peak("tf32")[0] is not None:
+        return "tf32", "FP32 convolutions/GEMMs run on TF32 tensor cores (cuDNN default math mode, TensorRT TF32 flag)"
+    return precision, ""
+
+
+def gpu_model(profile: Profile, precision: str) -> DeviceModel:
+    prec, why = matrix_precision(profile, precision)
+    peak, basis = profile.peak(prec)
+    if peak is None:
+        raise UserError(f"profile '{profile.name}' has no {prec.upper()} peak (published or derived); the planner "
+                        "cannot price its matrix ops", hint=f"use --precision with one of {', '.join(profile.precisions)}")
+    vec, vbasis = profile.peak("fp32")
+    if vec is None:  # e.g. A10G publishes only BF16: vector ops at 1/8 of that, the Ampere tensor:FP32 ratio
+        vec, vbasis = peak / 8.0, f"no FP32 figure: {prec.upper()} peak / 8 (Ampere tensor-to-FP32 ratio)"
+    unified = profile.unified_memory or profile.kind == "jetson"
+    gen = PCIE_BY_CC.get(profile.compute_capability or "", "4")
+    return DeviceModel(
+        profile=profile.name, kind=profile.kind, precision=precision, matrix_tflops=float(peak),
+        matrix_basis=f"{prec.upper()} dense peak, {basis}" + (f"; {why}" if why else ""),
+        vector_tflops=float(vec), vector_basis=f"FP32 peak, {vbasis}", bandwidth_gbps=float(profile.memory_bandwidth_gbps),
+        bandwidth_basis="profile memory_bandwidth_gbps: " + "; ".join(profile.sources.get("memory_bandwidth_gbps", ())),
+        eff_matrix=GPU_EFF_MATRIX, eff_vector=GPU_EFF_VECTOR, eff_memory=GPU_EFF_MEMORY,
+        kernel_floor=JETSON_KERNEL_FLOOR if profile.kind == "jetson" else GPU_KERNEL_FLOOR,
+        op_overhead=GPU_OP_OVERHEAD, batch_overhead=GPU_BATCH_OVERHEAD, link_gbps=None if unified else PCIE_GBPS[gen],
+        link_basis="memory shared with the host: no copies" if unified else f"PCIe Gen{gen} x16; {PCIE_SOURCE}",
+        eff_link=None if unified else EFF_LINK, shared_device=True)
+
+
+def cpu_model(profile: Profile, precision: str, peaks) -> DeviceModel:
+    return DeviceModel(
+        profile=profile.name, kind="cpu", precision=precision, matrix_tflops=peaks.tflops[precision],
+        matrix_basis=f"estimated for this host: {peaks.derivation[precision]}; clock from {peaks.clock_source}",
+        vector_tflops=peaks.tflops["fp32"], vector_basis=f"estimated: {peaks.derivation['fp32']}",
+        bandwidth_gbps=peaks.bandwidth_gbps, bandwidth_basis=peaks.bandwidth_source, eff_matrix=CPU_EFF_MATRIX,
+        eff_vector=CPU_EFF_VECTOR, eff_memory=CPU_EFF_MEMORY, kernel_floor=CPU_KERNEL_FLOOR,
+        op_overhead=CPU_OP_OVERHEAD, batch_overhead=CPU_BATCH_OVERHEAD, link_gbps=None, link_basis="the CPU reads host memory directly",
+        eff_link=None, shared_device=False, cores=peaks.cores)
+
+
+def device_model(profile: Profile, precision: str, *, peaks=None) -> DeviceModel:
+    """The roofline for ``profile`` at ``precision`` (peaks: a HostPeaks for the cpu profile)."""
+    if profile.kind == "cpu" or profile.memory_bandwidth_gbps is None:
+        if peaks is None:
+            from .host import this_host
+
+            peaks = this_host()
+        return cpu_model(profile, precision, peaks)
+    return gpu_model(profile, precision)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def executed(curve: CostCurve) -> np.ndarray:
+    """Ops that run as their own kernel (not fused into a neighbour, not a view / shape / Q-DQ op)."""
+    free = np.isin(np.array(curve.op_classes), ("view", "shape", "quant"))
+    return ~free & ~curve.fused
+
+
+def op_times(dev: DeviceModel, curve: CostCurve, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, compute time, memory time) per op at batch b on one device (all of its cores)."""
+    flops, nbytes = curve.at(b)
+    peak = np.where(curve.matrix, dev.matrix_tflops * dev.eff_matrix.value, dev.vector_tflops * dev.eff_vector.value)
+    t_c = flops / (peak * 1e12)
+    t_m = nbytes / (dev.bandwidth_gbps * 1e9 * dev.eff_memory.value)
+    free = np.isin(np.array(curve.op_classes), ("view", "shape", "quant"))
+    run = ~free & ~curve.fused
+    t = np.maximum(t_c, t_m)
+    t = np.where(run, np.maximum(t, dev.kernel_floor.value) + dev.op_overhead.value, t)
+    t = np.where(free, 0.0, t)
+    return t, np.where(free, 0.0, t_c), np.where(free, 0.0, t_m)
+
+
+def batch_time(dev: DeviceModel, curve: CostCurve, b: int) -> BatchTime:
+    t, t_c, t_m = op_times(dev, curve, b)
+    roof = np.maximum(t_c, t_m)
+    comp_mask = t_c >= t_m
+    compute = float(roof[comp_mask].sum())
+    memory = float(roof[~comp_mask].sum())
+    floor = float((t - roof).sum())  # kernel floors and per-op overhead
+    io = 0.0
+    if dev.link_gbps:
+        io = curve.io_bytes(b) / (dev.link_gbps * 1e9 * dev.eff_link.value)
+    host = dev.batch_overhead.value + io
+    device = compute + memory + floor
+    flops, nbytes = curve.at(b)
+    return BatchTime(batch=b, seconds=host + device, host_s=host, device_s=device, compute_s=compute, memory_s=memory,
+                     floor_s=floor, flops=float(flops.sum()), bytes=float(nbytes.sum()))
+
+
+def worker_service(dev: DeviceModel, bt: BatchTime, concurrency: int) -> tuple[float, float]:
+    """(host part, device part) of one batch for one of ``concurrency`` workers.
+
+    GPU: workers share the device; the simulator divides the device part between the batches that run at
+    once (processor sharing), so the device's total throughput is never exceeded; the host part overlaps.
+    CPU: each worker owns cores / concurrency threads, so its device part is that much longer (ideal thread
+    scaling assumed); kernel floors do not shrink with more threads.
+    """
+    if dev.shared_device or concurrency <= 1:
+        return bt.host_s, bt.device_s
+    return bt.host_s, bt.floor_s + (bt.compute_s + bt.memory_s) * concurrency

@@ -1,0 +1,152 @@
+"""`plan --explain`: every figure of a profile's plan, one line each, with how it was derived."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .device import batch_time
+from .recommend import DELAY_FRACTIONS, HEADROOM, NEAR_BEST
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .planner import ProfilePlan
+
+
+def si(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.3g} us"
+
+
+def bound_text(pp: ProfilePlan, b: int) -> str:
+    """Which bound applies at batch b, and why (intensity against the ridge point)."""
+    bt = batch_time(pp.device, pp.curve, b)
+    dev = pp.device
+    intensity = bt.flops / bt.bytes if bt.bytes else float("inf")
+    parts = {"compute": bt.compute_s, "memory bandwidth": bt.memory_s, "kernel floors and per-op overhead": bt.floor_s,
+             "per-batch overhead and host copies": bt.host_s}
+    which = max(parts, key=parts.get)
+    share = parts[which] / bt.seconds if bt.seconds else 0.0
+    why = (f"{si(bt.flops, 'FLOP')} over {si(bt.bytes, 'B')} moved = {intensity:.3g} FLOP/B "
+           f"{'above' if intensity >= dev.ridge else 'below'} the ridge point {dev.ridge:.3g} FLOP/B")
+    return f"batch {b}: {which} bound ({share:.0%} of {ms(bt.seconds)}); {why}"
+
+
+def bound_summary(pp: ProfilePlan) -> dict[str, Any]:
+    out = {"batch_1": bound_text(pp, 1)}
+    if pp.choice.policy is not None and pp.choice.policy.max_batch_size > 1:
+        b = pp.choice.policy.max_batch_size
+        out[f"batch_{b}"] = bound_text(pp, b)
+    return out
+
+
+def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tuple[str, str, str]]:
+    c, dev, mem, ch = pp.curve, pp.device, pp.memory, pp.choice
+    out: list[tuple[str, str, str]] = []
+
+    def add(figure: str, value: str, how: str) -> None:
+        out.append((figure, value, how))
+
+    # model
+    f1 = c.total_flops(1)
+    per = c.total_flops(2) - f1 if c.batched else f1
+    classes = {}
+    flops1, _ = c.at(1)
+    for cls, f in zip(c.op_classes, flops1):
+        classes[cls] = classes.get(cls, 0.0) + f
+    top = ", ".join(f"{k} {v / max(f1, 1):.0%}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1])[:3])
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in c.base.input_shapes.items())
+    add("model FLOPs per sample", si(per, "FLOP"),
+        f"sum of per-op counts over {len(c.op_types)} ONNX nodes at {shapes} (OPT shapes); {top}")
+    add("parameters", f"{c.param_count:,} = {si(c.weight_bytes, 'B')} at {c.precision.upper()}",
+        f"initializers of the graph ({si(c.param_bytes, 'B')} as stored in {c.graph_precision.upper()})"
+        + ("; conv/matmul weights re-priced at the planned precision" if c.precision != c.graph_precision else ""))
+    add("activation memory per sample", si(c.activation[1], "B"),
+        "growth per sample of the peak of live tensors in a topological walk at the MAX shapes")
+    add("input + output bytes per sample", si(c.io[1], "B"), "graph inputs + outputs at the OPT shapes")
+    # device
+    add("matrix peak (conv, matmul)", f"{dev.matrix_tflops:g} T{'OPS' if dev.precision == 'int8' else 'FLOPS'}",
+        dev.matrix_basis)
+    add("vector peak (other ops)", f"{dev.vector_tflops:g} TFLOPS", dev.vector_basis)
+    add("memory bandwidth", f"{dev.bandwidth_gbps:.4g} GB/s", dev.bandwidth_basis)
+    for name, fac in (("efficiency, matrix units", dev.eff_matrix), ("efficiency, vector units", dev.eff_vector),
+                      ("efficiency, memory", dev.eff_memory)):
+        add(name, f"{fac.value:.3g}", fac.source)
+    add("kernel floor per executed op", ms(dev.kernel_floor.value), dev.kernel_floor.source)
+    add("overhead per executed op", ms(dev.op_overhead.value), dev.op_overhead.source)
+    add("per-batch overhead", ms(dev.batch_overhead.value), dev.batch_overhead.source)
+    if dev.link_gbps:
+        add("host link", f"{dev.link_gbps:g} GB/s x {dev.eff_link.value:g}", f"{dev.link_basis}; {dev.eff_link.source}")
+    else:
+        add("host link", "none", dev.link_basis)
+    add("ridge point", f"{dev.ridge:.3g} FLOP/B",
+        "matrix peak x efficiency / (bandwidth x efficiency): ops with fewer FLOPs per byte are memory-bound")
+    # latency per batch
+    for bt in pp.table:
+        io = f" + copies {ms(bt.host_s - dev.batch_overhead.value)}" if dev.link_gbps else ""
+        add(f"latency at batch {bt.batch}", ms(bt.seconds),
+            f"overhead {ms(dev.batch_overhead.value)}{io} + compute-bound ops {ms(bt.compute_s)} + memory-bound ops "
+            f"{ms(bt.memory_s)} + floors and per-op overhead {ms(bt.floor_s)}; each op max(FLOPs / (peak x eff), "
+            f"bytes / (bandwidth x eff)); {bt.batch / bt.seconds:.4g} samples/s")
+    add("bound at batch 1", bound_text(pp, 1).split(": ", 1)[1], "the largest share of the batch's time")
+    if ch.policy is not None and ch.policy.max_batch_size > 1:
+        b = ch.policy.max_batch_size
+        add(f"bound at batch {b}", bound_text(pp, b).split(": ", 1)[1], "the largest share of the batch's time")
+    # memory
+    add("usable memory", si(mem.usable_bytes, "B"), mem.usable_basis)
+    add("largest batch that fits", str(mem.max_batch),
+        f"floor((usable - weights {si(mem.weights_bytes, 'B')} - fixed activations {si(mem.activation_fixed, 'B')})"
+        f" / (activations {si(mem.activation_per_sample, 'B')} + IO {si(mem.io_per_sample, 'B')} per sample)), "
+        "one worker")
+    rule = "-" if mem.seed_rule_ok is None else ("ok" if mem.seed_rule_ok else "FAILS")
+    add("seed rule: memory >= 1.5 x parameters", f"{si(mem.seed_rule_bytes, 'B')} needed: {rule}",
+        f"1.5 x {si(mem.weights_bytes, 'B')} against {si(mem.total_bytes, 'B')} total; it ignores activations, "
+        f"which the real estimate above counts ({si(mem.need(max(1, mem.max_batch)), 'B')} at batch "
+        f"{max(1, mem.max_batch)})")
+    # queueing
+    fr = ", ".join(f"{f:.0%}" for f in DELAY_FRACTIONS)
+    add("policy search", f"p99 <= {ms(p99)}",
+        f"max_batch_size in powers of two up to {min(mem.max_batch, 256)}, max_batch_delay in {{{fr}}} of p99, "
+        f"1-2 workers, preferred sizes none or the efficient ones; discrete-event simulation of the batching core "
+        f"under Poisson arrivals; feasible when p99 meets the target, nothing is rejected and the rate is at most "
+        f"{HEADROOM:.0%} of what the policy sustains; lowest p99 wins, ties within {NEAR_BEST - 1:.0%} go to the "
+        "most capacity")
+    if ch.capacity_policy is not None:
+        add("capacity of one device", f"{ch.capacity:.4g} req/s",
+            f"highest Poisson rate meeting p99 (bisection over simulations) with {_policy(ch.capacity_policy)}")
+    if ch.policy is not None and ch.sim is not None:
+        s = ch.sim
+        add("recommended policy", _policy(ch.policy), ch.reason)
+        add("simulated at that load", f"p50 {ms(s.p50)}, p99 {ms(s.p99)}, utilisation {s.utilisation:.0%}",
+            f"{s.requests:,} simulated requests at {s.rate:.4g} req/s; mean batch {s.mean_batch:.3g}")
+    else:
+        add("recommended policy", "none", ch.reason)
+    if target_qps is not None:
+        if ch.replicas is not None:
+            add("replicas", str(ch.replicas),
+                f"fewest n with {target_qps:g} / n req/s per device feasible; starts at ceil({target_qps:g} / capacity "
+                f"{(ch.capacity or 0):.4g})")
+        if pp.cost_per_hour is not None:
+            add("cost", f"${pp.cost_per_hour:.4g}/h", f"{ch.replicas} x ${pp.profile.price_per_hour_usd:g}/h")
+    if pp.calibration:
+        cal = pp.calibration
+        add("calibration", f"max error {cal['max_abs_error']:.1%} over batch {cal['batches'][0]}-{cal['batches'][-1]}",
+            cal["method"])
+    unknown = [t for t, k in zip(c.op_types, c.op_classes) if k == "other"]
+    if unknown:
+        add("ops priced as generic", str(len(unknown)), "custom-domain ops: one FLOP per output element, bytes in + out")
+    return out
+
+
+def _policy(p) -> str:
+    pref = ",".join(map(str, p.preferred_batch_sizes)) or "none"
+    return (f"max_batch_size {p.max_batch_size}, max_batch_delay {p.max_batch_delay * 1e3:g} ms, preferred {pref}, "
+            f"device_concurrency {p.device_concurrency}")

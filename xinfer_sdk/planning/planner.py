@@ -1,0 +1,281 @@
+"""`plan()`: model + hardware profiles + SLO -> per-profile cost, latency table, memory fit, batch policy,
+replicas, and which profile meets the SLO with the fewest devices (and the cheapest when prices are known).
+
+    import xinfer_sdk as xs
+    result = xs.plan("model.onnx", profiles=["t4", "l4"], target_qps=2000, p99="50ms")
+    result.best, result.profiles[0].choice.policy, result.to_dict()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError, UserError
+from ..policy import BatchPolicy, parse_duration
+from ..profiles import Profile, load_profile, read_host
+from ..shapes import ShapeRange
+from . import explain as _explain
+from .cost import CostCurve, build_curve
+from .device import BatchTime, DeviceModel, batch_time, device_model
+from .recommend import Choice, Recommender
+
+log = logging.getLogger(__name__)
+
+SEED_RULE = 1.5  # the seed's sizing rule: GPU memory >= 1.5 x model parameters
+TABLE_MAX = 128
+
+
+@dataclasses.dataclass
+class MemoryFit:
+    usable_bytes: float | None
+    usable_basis: str
+    weights_bytes: float
+    weights_per_worker: bool  # CPU: each worker's session holds its own weights; GPU: contexts share one engine
+    activation_per_sample: float
+    activation_fixed: float
+    io_per_sample: float
+    max_batch: int  # largest batch that fits with one worker (0: not even batch 1)
+    seed_rule_bytes: float
+    seed_rule_ok: bool | None
+    total_bytes: float | None
+
+    def need(self, b: int, workers: int = 1) -> float:
+        copies = workers if self.weights_per_worker else 1
+        return self.weights_bytes * copies + workers * (self.activation_fixed + (self.activation_per_sample
+                                                                                 + self.io_per_sample) * b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ProfilePlan:
+    profile: Profile
+    precision: str
+    device: DeviceModel
+    curve: CostCurve
+    table: list[BatchTime]
+    memory: MemoryFit
+    choice: Choice
+    explain: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def devices(self) -> int | None:
+        return self.choice.replicas
+
+    @property
+    def cost_per_hour(self) -> float | None:
+        price = self.profile.price_per_hour_usd
+        if price is None or self.choice.replicas is None:
+            return None
+        return price * self.choice.replicas
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.name, "device_name": self.profile.display_name, "kind": self.profile.kind,
+            "precision": self.precision, "device_model": self.device.to_dict(), "cost": self.curve.summary(),
+            "table": [bt.to_dict() | {"memory_bytes": self.memory.need(bt.batch), "fits": bt.batch <= self.memory.max_batch}
+                      for bt in self.table],
+            "memory": self.memory.to_dict(), "bound": _explain.bound_summary(self),
+            "recommendation": self.choice.to_dict(), "price_per_hour_usd": self.profile.price_per_hour_usd,
+            "cost_per_hour_usd": self.cost_per_hour, "calibration": self.calibration,
+            "explain": [{"figure": f, "value": v, "derivation": d} for f, v, d in self.explain],
+        }
+
+
+@dataclasses.dataclass
+class Plan:
+    model: str
+    p99: float
+    target_qps: float | None
+    plans: list[ProfilePlan]
+    best: dict[str, Any]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "slo": {"p99_s": self.p99, "target_qps": self.target_qps},
+                "profiles": [p.to_dict() for p in self.plans], "best": self.best, "notes": self.notes}
+
+
+# ----------------------------------------------------------------------------------------------------------
+def resolve_model(model: Any) -> tuple[Any, BatchPolicy | None, dict[str, ShapeRange], str]:
+    """An ONNX path / ModelProto / bundle dir -> (onnx model, bundle policy, bundle shapes, display name)."""
+    if hasattr(model, "graph"):
+        return model, None, {}, model.graph.name or "model"
+    p = Path(os.fspath(model))
+    from ..bundle import is_bundle, open_bundle
+
+    if is_bundle(p):
+        bundle = open_bundle(p)
+        m = bundle.manifest
+        policy = BatchPolicy.from_dict(m.batch, source="bundle batch") if m.batch else None
+        shapes: dict[str, ShapeRange] = {}
+        for rng in ((m.engine_plan or {}).get("profiles") or [{}])[:1]:
+            for name, r in (rng or {}).items():
+                shapes[name] = ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
+        return bundle.model_file, policy, shapes, m.name
+    if not p.exists():
+        raise UserError(f"no model or bundle at {str(p)!r}", hint="pass an .onnx file or a bundle folder")
+    if p.suffix.lower() != ".onnx":
+        raise ConversionError(f"{p.name}: the planner reads ONNX graphs",
+                              hint=f"build a bundle first (xinfer-sdk build {p.name} -o model.xinfer) and plan that")
+    return p, None, {}, p.stem
+
+
+def usable_memory(profile: Profile) -> tuple[float | None, str]:
+    gb = profile.usable_memory_gb()
+    if gb is not None:
+        return gb * 1e9, (f"({profile.memory_gb:g} GB - {profile.memory.reserve_gb:g} GB reserve) x "
+                          f"{profile.memory.usable_fraction:g} usable fraction (profile memory section)")
+    host = read_host()
+    if host.memory_gb is None:
+        return None, "host memory unknown"
+    gb = max(0.0, (host.memory_gb - profile.memory.reserve_gb) * profile.memory.usable_fraction)
+    return gb * 1e9, (f"(host {host.memory_gb:g} GB - {profile.memory.reserve_gb:g} GB reserve) x "
+                      f"{profile.memory.usable_fraction:g} usable fraction")
+
+
+def memory_fit(profile: Profile, curve: CostCurve) -> MemoryFit:
+    usable, basis = usable_memory(profile)
+    w = curve.weight_bytes
+    a0, a1 = curve.activation
+    i1 = curve.io_max[1]
+    per = a1 + i1
+    if usable is None:
+        max_b = TABLE_MAX
+    elif not curve.batched:
+        max_b = 1 if w + a0 + per <= usable else 0
+    else:
+        max_b = int(max(0.0, (usable - w - a0) // per)) if per > 0 else TABLE_MAX
+    total = profile.memory_gb * 1e9 if profile.memory_gb is not None else (usable if usable else None)
+    seed = SEED_RULE * w
+    return MemoryFit(usable_bytes=usable, usable_basis=basis, weights_bytes=w, weights_per_worker=profile.kind == "cpu",
+                     activation_per_sample=a1, activation_fixed=a0, io_per_sample=i1, max_batch=max_b,
+                     seed_rule_bytes=seed, seed_rule_ok=None if total is None else seed <= total, total_bytes=total)
+
+
+def _precision_for(profile: Profile, requested: str | None, graph: str) -> str:
+    if requested in (None, "", "auto"):
+        return profile.check_precision(graph if graph != "fp32" else "auto")
+    return profile.check_precision(requested)
+
+
+def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float | None, precision: str | None,
+                 shapes: Mapping[str, ShapeRange] | None, base_policy: BatchPolicy | None, curves: dict,
+                 device: DeviceModel | None = None, sim_requests: int = 20000, screen: int = 3000,
+                 calibration: dict[str, Any] | None = None) -> ProfilePlan:
+    graph = curves.get("_graph")
+    if graph is None:
+        graph = curves["_graph"] = build_curve(model, shapes=shapes)
+    prec = _precision_for(profile, precision, graph.graph_precision)
+    if prec not in curves:
+        curves[prec] = graph if prec == graph.graph_precision else build_curve(model, precision=prec, shapes=shapes)
+    curve: CostCurve = curves[prec]
+    dev = device or device_model(profile, prec)
+    mem = memory_fit(profile, curve)
+    times = functools.lru_cache(maxsize=None)(lambda b: batch_time(dev, curve, b))
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(1, min(mem.max_batch, TABLE_MAX))]
+    if not curve.batched:
+        sizes = [1]
+    base = base_policy or profile.batch
+    if mem.max_batch < 1:
+        choice = Choice(None, None, None, None, 0.0, None, False,
+                        f"the model needs {mem.need(1) / 1e9:.3g} GB at batch 1, more than the "
+                        f"{(mem.usable_bytes or 0) / 1e9:.3g} GB usable on {profile.name}")
+    else:
+        rec = Recommender(dev, times, max_batch=mem.max_batch, batched=curve.batched, p99=p99, base=base,
+                          requests=sim_requests, screen=screen)
+        choice = rec.recommend(target_qps)
+        if choice.policy is not None and mem.need(choice.policy.max_batch_size, choice.policy.device_concurrency) \
+                > (mem.usable_bytes or math.inf):
+            choice.reason += "; note: with this many workers the memory estimate exceeds the usable memory"
+    if choice.policy is not None and choice.policy.max_batch_size not in sizes:
+        sizes = sorted(set(sizes) | {choice.policy.max_batch_size})
+    pp = ProfilePlan(profile=profile, precision=prec, device=dev, curve=curve, table=[times(b) for b in sizes],
+                     memory=mem, choice=choice, calibration=calibration)
+    pp.explain = _explain.lines(pp, p99=p99, target_qps=target_qps)
+    return pp
+
+
+def choose_best(plans: Sequence[ProfilePlan]) -> dict[str, Any]:
+    ok = [p for p in plans if p.choice.feasible]
+    if not ok:
+        return {"fewest_devices": None, "cheapest": None, "reason": "no profile meets the SLO"}
+    if all(p.devices is not None for p in ok):
+        fewest = min(ok, key=lambda p: (p.devices, p.cost_per_hour if p.cost_per_hour is not None else math.inf))
+        why = f"{fewest.devices} x {fewest.profile.name} meets the SLO with the fewest devices"
+    else:  # no target rate: the most capacity per device
+        fewest = max(ok, key=lambda p: p.choice.capacity or 0.0)
+        why = f"{fewest.profile.name} serves the most requests per device within the SLO"
+    priced = [p for p in ok if p.cost_per_hour is not None]
+    cheapest = min(priced, key=lambda p: p.cost_per_hour) if priced else None
+    return {"fewest_devices": fewest.profile.name, "devices": fewest.devices, "reason": why,
+            "cheapest": cheapest.profile.name if cheapest else None,
+            "cost_per_hour_usd": cheapest.cost_per_hour if cheapest else None}
+
+
+def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "cpu", precision: str | None = None,
+         target_qps: float | None = None, p99: str | float = "50ms", shapes: Mapping[str, ShapeRange] | None = None,
+         measure: bool = False, profiles_dirs: Sequence[str] = (), prices: Mapping[str, float] | None = None,
+         sim_requests: int = 20000, screen: int = 3000, measure_kw: Mapping[str, Any] | None = None,
+         progress: Callable[[int, int, str], None] | None = None) -> Plan:
+    """Plan ``model`` (ONNX path, ModelProto or bundle folder) on each profile for the SLO."""
+    p99_s = parse_p99(p99)
+    if target_qps is not None and (not isinstance(target_qps, (int, float)) or target_qps <= 0):
+        raise UserError(f"--target-qps must be a positive number of requests per second, got {target_qps!r}")
+    names = [s.strip() for s in profiles.split(",")] if isinstance(profiles, str) else list(profiles)
+    if not names:
+        raise UserError("give at least one profile, e.g. --profile t4,l4")
+    profs = [p if isinstance(p, Profile) else load_profile(p, profiles_dirs=profiles_dirs) for p in names]
+    for name, price in (prices or {}).items():
+        hit = [k for k, p in enumerate(profs) if p.name == name]
+        if not hit:
+            raise UserError(f"--price {name}=...: {name!r} is not among the planned profiles")
+        for k in hit:
+            profs[k] = dataclasses.replace(profs[k], price_per_hour_usd=float(price))
+    onnx_model, bundle_policy, bundle_shapes, display = resolve_model(model)
+    shapes = dict(shapes or bundle_shapes)
+    curves: dict[str, Any] = {}
+    notes: list[str] = []
+    calibrations: dict[str, tuple[DeviceModel, dict[str, Any]]] = {}
+    if measure:
+        from .calibrate import calibrate_present
+
+        present, dev, report = calibrate_present(onnx_model, shapes=shapes, precision=precision,
+                                                 profiles_dirs=profiles_dirs, **dict(measure_kw or {}))
+        calibrations[present.name] = (dev, report)
+        if present.name not in [p.name for p in profs]:
+            profs.append(present)
+            notes.append(f"--measure ran on this machine ({present.name}); it is planned too, calibrated. The other "
+                         "profiles stay uncalibrated roofline estimates.")
+    plans = []
+    for k, prof in enumerate(profs):
+        if progress:
+            progress(k, len(profs), f"planning {prof.name}")
+        dev, report = calibrations.get(prof.name, (None, None))
+        plans.append(plan_profile(prof, onnx_model, p99=p99_s, target_qps=target_qps, precision=precision,
+                                  shapes=shapes, base_policy=bundle_policy, curves=curves, device=dev,
+                                  sim_requests=sim_requests, screen=screen, calibration=report))
+    if progress:
+        progress(len(profs), len(profs), "done")
+    graph = curves.get("_graph")
+    notes.extend(graph.notes if graph is not None else ())
+    return Plan(model=display, p99=p99_s, target_qps=target_qps, plans=plans, best=choose_best(plans), notes=notes)
+
+
+def parse_p99(value: str | float) -> float:
+    try:
+        s = parse_duration(value, field="--p99")
+    except UserError:
+        raise UserError(f"--p99: expected a latency target like '50ms' or '0.2s', got {value!r}") from None
+    if not (0 < s <= 3600):
+        raise UserError(f"--p99: the latency target must be above 0 and at most 1h, got {value!r}")
+    return s
