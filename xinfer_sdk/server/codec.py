@@ -101,7 +101,7 @@ def _decode_bytes_elements(name: str, shape: tuple[int, ...], count: int, buf: b
         pos += 4
         if pos + n > total:
             raise InvalidInput(f"input {name!r}: a BYTES element claims {n} bytes but only {total - pos} remain")
-        items.append(bytes(mv[pos:pos + n]))
+        items.append(_text(bytes(mv[pos:pos + n])))
         pos += n
     if len(items) != count:
         raise InvalidInput(f"input {name!r}: {len(items)} BYTES elements, but shape {list(shape)} needs {count}")
@@ -121,7 +121,7 @@ def decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any
         if len(flat) != count:
             raise InvalidInput(f"input {name!r}: {len(flat)} values in 'data', but shape {list(shape)} needs {count}")
         arr = np.empty(count, dtype=object)
-        arr[:] = [v.encode("utf-8") if isinstance(v, str) else _bytes_item(name, v) for v in flat]
+        arr[:] = [v if isinstance(v, str) else _bytes_item(name, v) for v in flat]
         return arr.reshape(shape)
     try:
         raw = np.array(data)
@@ -139,6 +139,15 @@ def decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any
                                f"[{info.min}, {info.max}]")
     with np.errstate(over="ignore"):
         return raw.astype(dtype, copy=False).reshape(shape)
+
+
+def _text(b: bytes) -> str | bytes:
+    """BYTES elements go to the engine as str when they are UTF-8 (ONNX Runtime turns a bytes object into its
+    repr), else as bytes."""
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b
 
 
 def _kind_name(dtype: np.dtype) -> str:

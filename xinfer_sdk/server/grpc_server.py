@@ -20,7 +20,7 @@ import numpy as np
 
 from .._lazy import require
 from ..errors import InvalidInput, XinferError
-from .codec import check_shape, decode_binary, dtype_of, encode_bytes_elements, kserve_datatype, output_request
+from .codec import _text, check_shape, decode_binary, dtype_of, encode_bytes_elements, kserve_datatype, output_request
 from .service import Served, Service
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
                                f"needs {count}")
         if dtype is None:
             arr = np.empty(count, dtype=object)
-            arr[:] = list(values)
+            arr[:] = [_text(v) for v in values]
         else:
             arr = np.array(values, dtype=np.float64 if dtype.kind == "f" else None)
             if dtype.kind in "iu" and arr.size:

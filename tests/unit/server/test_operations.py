@@ -1,0 +1,203 @@
+"""Backpressure, timeouts, drain and API keys through the real HTTP and gRPC front ends (gated test double)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from server_doubles import make_model, x
+
+
+def post_infer(port, model="dbl", arr=None, headers=None, params=None, timeout=10):
+    arr = x() if arr is None else arr
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(arr.shape), "data": arr.ravel().tolist()}]}
+    if params:
+        doc["parameters"] = params
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", f"/v2/models/{model}/infer", json.dumps(doc), headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, json.loads(body) if body else None, dict(r.getheaders())
+
+
+def get(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def wait_until(cond, timeout=10.0):
+    t0 = time.time()
+    while not cond():
+        if time.time() - t0 > timeout:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_full_queue_answers_429_at_once_and_grpc_resource_exhausted(serve, gate):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1, max_queue_size=2)
+    srv = serve([model])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post_infer(srv.port)[0])) for _ in range(3)]
+    for t in threads:
+        t.start()
+    # one request runs (blocked on the gate), two fill the queue
+    wait_until(lambda: model.stats()["in_flight"] == 3)
+    t0 = time.perf_counter()
+    status, body, _ = post_infer(srv.port)
+    assert status == 429 and "queue is full" in body["error"]
+    assert time.perf_counter() - t0 < 1.0  # refused at once, not after a wait
+    g = tg.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    inp = tg.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x())
+    with pytest.raises(InferenceServerException) as ei:
+        g.infer("dbl", [inp])
+    assert "RESOURCE_EXHAUSTED" in str(ei.value.status())
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results == [200, 200, 200]
+    metrics = get(srv.port, "/metrics")[1].decode()
+    assert 'xinfer_request_failure_total{model="dbl",reason="QueueFull",version="1"} 2.0' in metrics
+
+
+def test_request_timeout_is_504_and_grpc_deadline_exceeded(serve, gate):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1)
+    srv = serve([model])
+    first = threading.Thread(target=post_infer, args=(srv.port,))
+    first.start()
+    wait_until(lambda: model.stats()["in_flight"] == 1)
+    # queued behind the blocked batch with a 50 ms timeout (Triton's 'timeout' parameter, microseconds)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", post_infer(srv.port, params={"timeout": 50_000})))
+    t.start()
+    g = tg.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    inp = tg.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x())
+    gbox = {}
+
+    def grpc_call():
+        try:
+            g.infer("dbl", [inp], timeout=50_000)
+        except InferenceServerException as exc:
+            gbox["e"] = exc
+
+    gt = threading.Thread(target=grpc_call)
+    gt.start()
+    time.sleep(0.3)
+    gate.set()
+    t.join(10)
+    gt.join(10)
+    first.join(10)
+    status, body, _ = box["r"]
+    assert status == 504 and "deadline" in body["error"]
+    assert "DEADLINE_EXCEEDED" in str(gbox["e"].status())
+
+
+def test_drain_answers_accepted_requests_then_refuses_new_ones(serve, gate):
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=2)
+    srv = serve([model])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post_infer(srv.port)[:2])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: model.stats()["in_flight"] == 4)
+    assert get(srv.port, "/v2/health/ready")[0] == 200
+    srv.request_stop()
+    wait_until(lambda: srv.service.draining)
+    assert get(srv.port, "/v2/health/ready")[0] == 503  # readiness false first
+    status, body, headers = post_infer(srv.port)
+    assert status == 503 and "shutting down" in body["error"] and headers.get("Connection") == "close"
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert [r[0] for r in results] == [200] * 4
+    assert all(np.allclose(r[1]["outputs"][0]["data"], 2.0) for r in results)
+    srv._thread.join(10)
+    assert srv.drained_cleanly is True and srv._exit_code == 0
+
+
+def test_api_key_protects_everything_but_health_and_metrics(serve, monkeypatch):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    srv = serve([make_model()], api_key="s3cret")
+    for path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
+        assert get(srv.port, path)[0] == 200
+    for path in ("/v2", "/v2/models/dbl", "/v2/models/dbl/config", "/v2/models/dbl/stats", "/v2/models/dbl/ready"):
+        status, body = get(srv.port, path)
+        assert status == 401 and "API key" in json.loads(body)["error"], path
+        assert get(srv.port, path, {"Authorization": "Bearer wrong"})[0] == 401
+        assert get(srv.port, path, {"Authorization": "Bearer s3cret"})[0] == 200
+    assert post_infer(srv.port)[0] == 401
+    assert post_infer(srv.port, headers={"Authorization": "Bearer s3cret"})[0] == 200
+    c = th.InferenceServerClient(f"127.0.0.1:{srv.port}")
+    with pytest.raises(InferenceServerException):
+        c.get_model_metadata("dbl")
+    assert c.get_model_metadata("dbl", headers={"Authorization": "Bearer s3cret"})["name"] == "dbl"
+    g = tg.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    assert g.is_server_live()  # health needs no key
+    with pytest.raises(InferenceServerException) as ei:
+        g.get_model_metadata("dbl")
+    assert "UNAUTHENTICATED" in str(ei.value.status())
+    assert g.get_model_metadata("dbl", headers={"authorization": "Bearer s3cret"}).name == "dbl"
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    import socket
+
+    srv = serve([make_model()])
+    reqs = b""
+    for i in range(5):
+        body = json.dumps({"id": str(i), "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                                      "data": [i] * 4}]}).encode()
+        reqs += (b"POST /v2/models/dbl/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(reqs)
+    data = b""
+    while data.count(b'"model_name"') < 5:
+        chunk = s.recv(65536)
+        assert chunk
+        data += chunk
+    s.close()
+    ids = [json.loads(part.split(b"\r\n\r\n", 1)[1])["id"] for part in data.split(b"HTTP/1.1 ")[1:]]
+    assert ids == ["0", "1", "2", "3", "4"]
+
+
+def test_client_that_disconnects_does_not_hurt_the_server(serve, gate):
+    import socket
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1)
+    srv = serve([model])
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}).encode()
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall((b"POST /v2/models/dbl/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)) + body)
+        socks.append(s)
+    wait_until(lambda: model.stats()["in_flight"] == 3)
+    for s in socks:
+        s.close()
+    time.sleep(0.2)
+    gate.set()
+    assert post_infer(srv.port)[0] == 200
+    wait_until(lambda: model.stats()["in_flight"] == 0)
