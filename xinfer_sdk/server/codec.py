@@ -129,6 +129,10 @@ def decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any
         raise InvalidInput(f"input {name!r}: 'data' is a ragged or mixed nested list") from None
     if raw.size != count:
         raise InvalidInput(f"input {name!r}: {raw.size} values in 'data', but shape {list(shape)} needs {count}")
+    if raw.dtype.kind == "O" and dtype.kind in "iu" and all(type(v) is int for v in raw.reshape(-1)):
+        info = np.iinfo(dtype)
+        raise InvalidInput(f"input {name!r}: a value in 'data' is outside the {datatype} range "
+                           f"[{info.min}, {info.max}]")
     if raw.size and raw.dtype.kind not in _JSON_KINDS[dtype.kind]:
         what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
         raise InvalidInput(f"input {name!r}: {datatype} 'data' must hold {what}, got {_kind_name(raw.dtype)}")
