@@ -120,6 +120,11 @@ class _MuteRootWarnings(logging.Filter):
         logging.getLogger().removeFilter(self)
 
 
+def _large(path) -> bool:
+    """Past protobuf's 2 GB the quantized graph must keep its weights in '<name>.data' (graph.save's layout)."""
+    return sum(p.stat().st_size for p in graph.files_of(path)) > graph.EXTERNAL_DATA_BYTES
+
+
 def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     if ctx.precision != "int8":
         raise Skip(f"precision is {ctx.precision}")
@@ -151,7 +156,8 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
             q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
                               per_channel=opts.per_channel, reduce_range=sch["reduce_range"],
                               activation_type=types[sch["activation_type"]], weight_type=types[sch["weight_type"]],
-                              calibrate_method=methods[opts.calib_method], extra_options=extra)
+                              calibrate_method=methods[opts.calib_method], extra_options=extra,
+                              use_external_data_format=_large(ctx.fp32_onnx))
     except Exception as exc:
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if muted.count:

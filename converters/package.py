@@ -61,10 +61,12 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _copy_graph(src: Path, root: Path, rel: str, manifest: Manifest, *, role: str, meta: dict[str, Any]) -> None:
     files = graph.files_of(src)
-    shutil.copyfile(files[0], root / rel)
+    if len(files) == 1:
+        shutil.copyfile(files[0], root / rel)
+    else:  # external weights: re-save so the .onnx names its new neighbour "<rel>.data" as the location
+        graph.save(graph.load(src), root / rel)
     register(root, manifest, rel, role=role, meta=meta)
-    if len(files) > 1:  # external weights: the .onnx names "<file>.data" as its location
-        shutil.copyfile(files[1], root / (rel + ".data"))
+    if (root / (rel + ".data")).exists():
         register(root, manifest, rel + ".data", role=role + "_data")
 
 

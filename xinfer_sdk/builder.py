@@ -58,6 +58,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
     prec = resolve_precision(prof, precision)
     ranges = _shapes(shapes)
     batch = _batch_policy(prof, max_batch_size, ranges)
+    notes = _batch_notes(prof, batch, ranges)
     method = calib_method or prof.quantization.method
     if method not in CALIB_METHODS:
         raise UserError(f"calibration method {method!r}: expected one of {', '.join(CALIB_METHODS)}")
@@ -86,7 +87,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
     package.check_output(out)
     staging = package.staging_dir(out)
     scratch = Path(tempfile.mkdtemp(prefix="xinfer-build-"))
-    ctx = BuildContext(options=opts, staging=staging, scratch=scratch)
+    ctx = BuildContext(options=opts, staging=staging, scratch=scratch, warnings=notes)
     steps: list[StepResult] = []
     try:
         try:
@@ -165,11 +166,18 @@ def _batch_policy(profile: Profile, max_batch_size: int | None, shapes: Mapping[
             raise UserError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
         policy = policy.replace(max_batch_size=max_batch_size, preferred_batch_sizes=tuple(
             b for b in policy.preferred_batch_sizes if b <= max_batch_size))
-    for name, r in shapes.items():
-        if r.max and r.max[0] > policy.max_batch_size:
-            raise UserError(f"--shapes {name}: batch max {r.max[0]} exceeds max_batch_size {policy.max_batch_size} "
-                            f"of profile {profile.name}", hint=f"pass --max-batch-size {r.max[0]} or lower the range")
     return policy
+
+
+def _batch_notes(profile: Profile, policy: BatchPolicy, shapes: Mapping[str, ShapeRange]) -> list[str]:
+    """The batch axis follows the batch policy; say so when --shapes asked for another batch range."""
+    notes = []
+    for name, r in shapes.items():
+        if r.max and r.max[0] != policy.max_batch_size:
+            notes.append(f"--shapes {name}: the batch axis follows the batch policy (1..{policy.max_batch_size}, "
+                         f"max_batch_size of profile {profile.name}), not {r.min[0]}..{r.max[0]}; pass "
+                         f"--max-batch-size {r.max[0]} to change it")
+    return notes
 
 
 def _thresholds(profile: Profile, precision: str, given: Thresholds | Mapping[str, Any] | None) -> Thresholds:

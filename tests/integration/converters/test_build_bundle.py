@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -96,3 +97,18 @@ def test_engine_is_built_and_registered_with_a_gpu(digits, tmp_path):
     engine = bundle.manifest.artifacts_by_role("engine")[0]
     assert engine.path.startswith("engines/") and engine.meta["precision"] == "fp16"
     assert [s.status for s in bundle.manifest.steps if s.name == "tensorrt"] == ["ok"]
+
+
+def test_large_graphs_keep_weights_in_external_data(digits, tmp_path, monkeypatch):
+    """Past protobuf's 2 GB a graph keeps its weights in '<file>.data'; forced here with a tiny threshold."""
+    from xinfer_sdk.converters import graph
+
+    monkeypatch.setattr(graph, "EXTERNAL_DATA_BYTES", 1000)
+    bundle = xs.build(digits.onnx, "cpu", "int8", calib=digits.calib, eval=digits.eval, output=tmp_path / "x.xinfer")
+    roles = {a.path: a.role for a in bundle.manifest.artifacts.values()}
+    assert roles == {"model.onnx": "model", "model.onnx.data": "model_data", "reference.onnx": "reference",
+                     "reference.onnx.data": "reference_data"}
+    assert (bundle.root / "model.onnx").stat().st_size < 10_000  # the weights are in the .data file
+    sess = ort.InferenceSession(str(bundle.model_file), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": np.zeros((2, 64), np.float32)})[0].shape == (2, 10)
+    assert bundle.manifest.accuracy["passed"]

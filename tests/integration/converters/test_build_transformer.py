@@ -90,3 +90,40 @@ def test_torchscript_and_torch_export_files(models, tmp_path):
     with torch.no_grad():
         want = net(*[torch.from_numpy(v) for v in models.token_batch(3, 20).values()])
     assert np.allclose(got["logits"], want[0].numpy(), atol=1e-4)
+
+
+FACTORY_SRC = '''
+import torch
+
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, features):
+        return self.fc(features).softmax(-1)
+
+def make():
+    return Head()
+'''
+
+
+def test_factory_with_a_state_dict_read_weights_only(tmp_path, one_error_line, cli_run):
+    import torch
+
+    src = tmp_path / "head.py"
+    src.write_text(FACTORY_SRC)
+    torch.manual_seed(3)
+    trained = torch.nn.Linear(6, 3)
+    torch.save({"fc.weight": trained.weight.data, "fc.bias": trained.bias.data}, tmp_path / "w.pt")
+    bundle = xs.build(f"{src}:make", "cpu", weights=str(tmp_path / "w.pt"), shapes={"features": "1x6..8x6"},
+                      output=tmp_path / "h.xinfer")
+    x = np.random.RandomState(0).randn(4, 6).astype(np.float32)
+    got = _run(bundle, {"features": x})["output"]
+    with torch.no_grad():
+        want = trained(torch.from_numpy(x)).softmax(-1).numpy()
+    assert np.allclose(got, want, atol=1e-5) and bundle.manifest.source["weights"]["sha256"]
+    torch.save({"other.weight": trained.weight.data}, tmp_path / "bad.pt")
+    code, _, err = cli_run("build", f"{src}:make", "--profile", "cpu", "-q", "--weights", str(tmp_path / "bad.pt"),
+                           "--shapes", "features:1x6..8x6", "-o", str(tmp_path / "b.xinfer"))
+    assert code == 2 and "does not fit the module" in one_error_line(err)

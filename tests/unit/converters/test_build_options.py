@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from xinfer_sdk.converters.inputs import _refuse_pickle, detect_format
 
-from xinfer_sdk.builder import _batch_policy, _stem, _thresholds, default_output, resolve_precision
+from xinfer_sdk.builder import _batch_notes, _batch_policy, _stem, _thresholds, default_output, resolve_precision
 from xinfer_sdk.errors import ConversionError, UserError
 from xinfer_sdk.profiles import load_profile
 from xinfer_sdk.shapes import parse_shapes
@@ -35,8 +35,9 @@ def test_batch_policy_override_and_shapes_check():
     pol = _batch_policy(t4, 12, {})
     assert pol.max_batch_size == 12 and pol.preferred_batch_sizes == (8,)
     assert _batch_policy(t4, None, {}).max_batch_size == t4.batch.max_batch_size
-    with pytest.raises(UserError, match="batch max 64 exceeds max_batch_size 32"):
-        _batch_policy(t4, None, parse_shapes("input_ids:1x8..32x128..64x512"))
+    notes = _batch_notes(t4, pol, parse_shapes("input_ids:1x8..32x128..64x512"))
+    assert notes and "batch axis follows the batch policy (1..12" in notes[0] and "--max-batch-size 64" in notes[0]
+    assert _batch_notes(t4, pol, parse_shapes("input_ids:1x8..12x512")) == []
     with pytest.raises(UserError, match="integer >= 1"):
         _batch_policy(t4, 0, {})
 
