@@ -92,6 +92,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
     try:
         try:
             run_steps(STEPS, ctx, results=steps, on_step=on_step)
+            ctx.warnings += [f"optional step {s.name} failed: {s.message}" for s in steps if s.status == "failed"]
         except AccuracyGateError as exc:  # keep the evidence: the bundle is written, marked as failed
             package.write(ctx, steps)
             package.publish(staging, out)

@@ -56,6 +56,20 @@ def test_inspect_json_and_tables(cli_run, digits, tmp_path):
     assert code == 0
 
 
+def test_profile_overrides_reach_the_bundle(cli_run, transformer, tmp_path):
+    out_dir = tmp_path / "o.xinfer"
+    code, out, err = cli_run("build", str(transformer.onnx), "--profile", "t4", "--set", "batch.max_batch_size=8",
+                             "--set", "memory.workspace_gb=1", "--calib", str(transformer.calib), "--json", "-q",
+                             "-o", str(out_dir))
+    assert code == 0, err
+    m = json.loads(out)["manifest"]
+    assert m["max_batch_size"] == 8 and m["batch"]["preferred_batch_sizes"] == [8]
+    assert m["profile"]["resolved"]["memory"]["workspace_gb"] == 1.0
+    trt = [s for s in m["steps"] if s["name"] == "tensorrt"][0]  # no --shapes for the sequence axis
+    assert trt["status"] == "failed" and "--shapes input_ids:" in trt["message"]
+    assert any(w.startswith("optional step tensorrt failed") for w in m["extra"]["warnings"])
+
+
 def test_rebuild_replaces_the_bundle(digits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = xs.build(digits.onnx, "cpu")
