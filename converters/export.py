@@ -44,7 +44,9 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
     axes = _dynamic_axes(ctx, example)
     opset = opts.opset or graph.EXPORT_OPSET
     torch = require("torch", purpose="exporting PyTorch models")
-    ref = _run_torch(ctx.torch_model, example, torch)
+    signature = ctx.source.get("input_names") or names
+    keywords = names != list(signature[:len(names)])  # optional arguments skipped: pass everything by name
+    ref = _run_torch(ctx.torch_model, example, torch, keywords=keywords)
     out_names = opts.output_names or _output_names(ref["structure"], len(ref["values"]))
     if len(out_names) != len(ref["values"]):
         raise UserError(f"--output-names gives {len(out_names)} names but the model returns "
@@ -55,12 +57,12 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
     if ctx.source["format"] == "torch-export":
         _export_program(ctx.torch_model, path, names, out_names, opset)
     else:
-        _export_module(ctx.torch_model, example, path, names, out_names, axes, opset, torch)
+        _export_module(ctx.torch_model, example, path, names, out_names, axes, opset, torch, keywords=keywords)
     model = graph.load(path, what="exported model")
     _name_dims(model, axes)
     opset = graph.opset(model)
     graph.save(model, path)
-    checks = verify(ctx.torch_model, path, example, axes, opts.shapes, torch)
+    checks = verify(ctx.torch_model, path, example, axes, opts.shapes, torch, keywords=keywords)
     ctx.raw_onnx = path
     ctx.example = example
     dyn = {n: {str(a): label for a, label in ax.items()} for n, ax in axes.items() if n in names}
@@ -70,25 +72,27 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------------------
 def _example(ctx, names: list[str] | None) -> dict[str, np.ndarray]:
-    """Example inputs: from the factory / program, else two calibration samples, else --shapes (+ --dtype)."""
+    """Example inputs: from the factory / program, else the first --calib record (read as a batch; --shapes
+    tells a single sample apart), else --shapes (+ --dtype). forward() arguments with a default may be left out."""
     opts = ctx.options
     if ctx.example:
         return dict(ctx.example)
+    required = ctx.source.get("required_inputs") or names
     if opts.calib is not None:
         records, _ = calibration.read_records(opts.calib, input_names=names, what="--calib", limit=1)
         rec = {k: np.asarray(v) for k, v in records[0].items() if k not in ("labels", "label", "y")}
-        if names:
-            missing = [n for n in names if n not in rec]
-            if missing:
-                raise UserError(f"--calib has no data for the model's input(s) {', '.join(missing)} "
-                                f"(found {', '.join(rec) or 'nothing'})")
-            rec = {n: rec[n] for n in names}
-        return {k: v[:2] for k, v in rec.items()}
+        _require(required, rec, "--calib has no data")
+        rec = {n: rec[n] for n in (names or rec) if n in rec}
+        out = {}
+        for k, v in rec.items():
+            r = opts.shapes.get(k)
+            if r is not None and v.ndim == len(r.min) - 1:
+                v = v[None]  # one sample
+            out[k] = v[:2]
+        return out
     if opts.shapes:
-        order = names or list(opts.shapes)
-        missing = [n for n in order if n not in opts.shapes]
-        if missing:
-            raise UserError(f"cannot export: no example shape for input(s) {', '.join(missing)}; {SHAPES_HINT}")
+        _require(required, opts.shapes, "no example shape")
+        order = [n for n in (names or opts.shapes) if n in opts.shapes]
         rng = np.random.RandomState(0)
         out = {}
         for n in order:
@@ -100,6 +104,13 @@ def _example(ctx, names: list[str] | None) -> dict[str, np.ndarray]:
         return out
     raise UserError(f"cannot export {ctx.source.get('factory') or ctx.source.get('path') or 'the model'}: "
                     f"no example inputs; {SHAPES_HINT}")
+
+
+def _require(required: list[str] | None, given, what: str) -> None:
+    missing = [n for n in required or () if n not in given]
+    if missing:
+        raise UserError(f"cannot export: {what} for input(s) {', '.join(missing)} (found: "
+                        f"{', '.join(map(str, given)) or 'nothing'}); {SHAPES_HINT}")
 
 
 def _dynamic_axes(ctx, example: Mapping[str, np.ndarray]) -> dict[str, dict[int, str]]:
@@ -124,11 +135,16 @@ def _dynamic_axes(ctx, example: Mapping[str, np.ndarray]) -> dict[str, dict[int,
     return axes
 
 
-def _run_torch(module, example: Mapping[str, np.ndarray], torch) -> dict[str, Any]:
-    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example.values())
+def _tensors(example: Mapping[str, np.ndarray], torch) -> dict[str, Any]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in example.items()}
+
+
+def _run_torch(module, example: Mapping[str, np.ndarray], torch, *, keywords: bool = False) -> dict[str, Any]:
+    tensors = _tensors(example, torch)
     try:
+        fn = module.module() if hasattr(module, "graph_signature") else module
         with torch.no_grad():
-            out = module.module()(*args) if hasattr(module, "graph_signature") else module(*args)
+            out = fn(**tensors) if keywords else fn(*tensors.values())
     except Exception as exc:
         shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))} {v.dtype}" for k, v in example.items())
         raise ConversionError(f"the model fails on the example inputs ({shapes}): {type(exc).__name__}: "
@@ -163,8 +179,10 @@ def _output_names(out: Any, count: int) -> list[str]:
     return [f"output_{i}" for i in range(count)]
 
 
-def _export_module(module, example, path, names, out_names, axes, opset, torch) -> None:
-    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example.values())
+def _export_module(module, example, path, names, out_names, axes, opset, torch, *, keywords: bool = False) -> None:
+    tensors = _tensors(example, torch)
+    # a trailing dict is passed as keyword arguments by the TorchScript-based exporter
+    args = (tensors,) if keywords else tuple(tensors.values())
     try:
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -218,7 +236,8 @@ def _name_dims(model, axes: Mapping[str, Mapping[int, str]]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def verify(module, path, example: Mapping[str, np.ndarray], axes, shapes, torch) -> list[dict[str, Any]]:
+def verify(module, path, example: Mapping[str, np.ndarray], axes, shapes, torch, *,
+           keywords: bool = False) -> list[dict[str, Any]]:
     """ORT must match torch at the example shape and at a second one that exercises every dynamic axis."""
     ort = require("onnxruntime", purpose="verifying the export")
     try:
@@ -230,7 +249,7 @@ def verify(module, path, example: Mapping[str, np.ndarray], axes, shapes, torch)
         if feeds is None:
             continue
         try:
-            want = _run_torch(module, feeds, torch)["values"]
+            want = _run_torch(module, feeds, torch, keywords=keywords)["values"]
         except ConversionError:
             if label == "example":
                 raise

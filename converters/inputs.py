@@ -174,6 +174,7 @@ def _read_export(ctx, model) -> str:
 def _read_module(ctx, model) -> str:
     ctx.torch_model = model.eval()
     ctx.source["input_names"] = forward_input_names(model)
+    ctx.source["required_inputs"] = forward_input_names(model, required=True)
     return f"torch.nn.Module {type(model).__name__}"
 
 
@@ -200,7 +201,7 @@ def _read_factory(ctx, model) -> str:
                                  "sha256": sha256_file(ctx.options.weights)}
     ctx.torch_model = made.eval()
     names = forward_input_names(made)
-    ctx.source.update(factory=text, input_names=names)
+    ctx.source.update(factory=text, input_names=names, required_inputs=forward_input_names(made, required=True))
     if example is not None:
         ctx.example = _example_dict(example, names, text)
     return f"{type(made).__name__} from {text}"
@@ -253,12 +254,15 @@ def _load_weights(module, path: str) -> None:
         raise ConversionError(f"--weights {path} does not fit the module: {_first_line(exc)}") from None
 
 
-def forward_input_names(module) -> list[str] | None:
+def forward_input_names(module, *, required: bool = False) -> list[str] | None:
+    """forward()'s argument names (``required``: only those without a default, e.g. a Hugging Face model's
+    input_ids but not its optional token_type_ids)."""
     try:
         params = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):
         return None
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+             and not (required and p.default is not p.empty)]
     return names or None
 
 

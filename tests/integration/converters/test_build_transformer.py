@@ -127,3 +127,45 @@ def test_factory_with_a_state_dict_read_weights_only(tmp_path, one_error_line, c
     code, _, err = cli_run("build", f"{src}:make", "--profile", "cpu", "-q", "--weights", str(tmp_path / "bad.pt"),
                            "--shapes", "features:1x6..8x6", "-o", str(tmp_path / "b.xinfer"))
     assert code == 2 and "does not fit the module" in one_error_line(err)
+
+
+HF_STYLE = '''
+import torch
+
+class Tagger(torch.nn.Module):
+    """forward() in the Hugging Face style: optional arguments with defaults, some left out."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(50, 8)
+        self.out = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_attentions=False):
+        h = self.emb(input_ids)
+        if token_type_ids is not None:
+            h = h + 1.0
+        if attention_mask is not None:
+            h = h * attention_mask.unsqueeze(-1).to(h.dtype)
+        return {"scores": self.out(h)}
+
+def make():
+    return Tagger()
+
+def calib():
+    for i in range(12):  # single samples (no batch axis)
+        yield {"input_ids": (torch.arange(10) + i) % 50, "attention_mask": torch.ones(10, dtype=torch.int64)}
+'''
+
+
+def test_optional_forward_arguments_and_single_sample_calibration(tmp_path):
+    src = tmp_path / "tagger.py"
+    src.write_text(HF_STYLE)
+    bundle = xs.build(f"{src}:make", "cpu", "int8", calib=f"{src}:calib", shapes={
+        "input_ids": "1x4..4x10..16x32", "attention_mask": "1x4..4x10..16x32"}, output=tmp_path / "t.xinfer")
+    m = bundle.manifest
+    assert [t.name for t in m.inputs] == ["input_ids", "attention_mask"]  # token_type_ids left out
+    assert [t.name for t in m.outputs] == ["scores"] and m.outputs[0].shape == (-1, -1, 3)
+    assert m.outputs[0].dim_names[1] in ("input_ids_1", "attention_mask_1")  # follows an input's open axis
+    assert m.calibration["samples"] == 10 and m.accuracy["samples"] == 2  # 12 single samples, 2 held out
+    assert [s.status for s in m.steps if s.name == "export"] == ["ok"]
