@@ -52,6 +52,7 @@ class Served:
         self.platform, self.triton_backend = _PLATFORMS.get(self.backend, (self.backend, self.backend))
         self.rejected: dict[str, int] = {}  # requests refused by the server before the batching core
         self._last_success = (0, 0)  # (success count, ms since epoch) for the statistics extension
+        self._compute = [0, 0.0, 0, 0.0]  # success, compute sum, batches at the last read; per-request total
         self.metadata = self._metadata()
         self.config = self._config()
 
@@ -101,14 +102,20 @@ class Served:
     def statistics(self) -> dict[str, Any]:
         """Triton's statistics extension from the batching core's counters (cumulative, nanoseconds).
 
-        Triton counts compute time per request; the core times batches, so compute_infer is reported as
-        (successful requests) x (mean batch compute time)."""
+        Triton counts compute time per request; the core times batches, so compute_infer grows, between two
+        reads, by (new successful requests) x (mean compute time of the batches run since the last read):
+        cumulative and never decreasing, as clients that subtract two reads expect."""
         s = self.model.stats()
         req = s["requests"]
         success = req["success"]
         failed = sum(req["failed"].values()) + sum(req["rejected"].values()) + sum(self.rejected.values())
         comp = s["compute_s"]
-        mean_compute = comp["sum"] / comp["count"] if comp["count"] else 0.0
+        c = self._compute
+        d_req, d_sum, d_n = success - c[0], comp["sum"] - c[1], comp["count"] - c[2]
+        if d_req > 0 and d_n > 0:
+            c[3] += d_req * (d_sum / d_n)
+        if d_n > 0 or d_req > 0:
+            c[0], c[1], c[2] = success, comp["sum"], comp["count"]
         last_n, last_ms = self._last_success
         if success != last_n:
             last_ms = int(time.time() * 1000)
@@ -121,7 +128,7 @@ class Served:
                 "inference_count": s["samples"], "execution_count": s["batches"],
                 "inference_stats": {"success": d(success, s["request_s"]["sum"]), "fail": d(failed, 0),
                                     "queue": d(s["queue_wait_s"]["count"], s["queue_wait_s"]["sum"]),
-                                    "compute_input": d(success, 0), "compute_infer": d(success, success * mean_compute),
+                                    "compute_input": d(success, 0), "compute_infer": d(success, c[3]),
                                     "compute_output": d(success, 0), "cache_hit": d(0, 0), "cache_miss": d(0, 0)},
                 "response_stats": {}, "batch_stats": [], "memory_usage": []}
 

@@ -162,3 +162,21 @@ def test_bench_reports_unknown_model(server, cli_run):
     code, _, err = cli_run("bench", "--url", f"http://127.0.0.1:{server.port}", "--model", "nope",
                            "--duration", "0.2s")
     assert code == 2 and "unknown model 'nope'" in err
+
+
+def test_quickstart_inference_server_serves_for_real(model_files):
+    import numpy as np
+    import tritonclient.http as th
+
+    import xinfer_sdk as xs
+
+    with xs.InferenceServer(model_path=str(model_files["mlp"]), device="cpu", batch_size=4, max_workers=1,
+                            profile="cpu", name="quick", port=0, grpc_port=None) as server:
+        server.start()
+        c = th.InferenceServerClient(f"127.0.0.1:{server.port}")
+        i = th.InferInput("input", [2, 8], "FP32")
+        x = np.ones((2, 8), np.float32)
+        i.set_data_from_numpy(x)
+        np.testing.assert_allclose(c.infer("quick", [i]).as_numpy("output"), model_files["mlp_ref"](x), rtol=1e-5)
+        assert server.infer({"input": x})["output"].shape == (2, 4)  # embedded use still works
+        assert server.stop() == 0
