@@ -62,3 +62,21 @@ def test_config_errors_name_the_field(tmp_path, text, fragment):
 def test_nothing_to_serve():
     with pytest.raises(UserError, match="nothing to serve"):
         read_serve_config(None, [])
+
+
+def test_grafana_dashboard_uses_only_exported_metric_names():
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    dash = json.loads((root / "deploy" / "grafana" / "xinfer-dashboard.json").read_text())
+    used = set()
+    for p in dash["panels"]:
+        for t in p["targets"]:
+            used |= set(re.findall(r"xinfer_[a-z_]+", t["expr"]))
+    exported = set(re.findall(r"`(xinfer_[a-z_]+)`", (root / "docs" / "metrics.md").read_text()))
+    suffixes = ("_bucket", "_count", "_sum")
+    base = {u[: -len(s)] if any(u.endswith(s) for s in suffixes) else u for u in used for s in suffixes if u.endswith(s)}
+    base |= {u for u in used if not u.endswith(suffixes)}
+    assert used and base <= exported, base - exported
