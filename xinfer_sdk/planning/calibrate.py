@@ -5,7 +5,7 @@ Measurement: ``xs.load`` with one worker and no batching delay (each ``infer`` o
 batch of b through the batching core), batch sizes interleaved round by round (a shared machine drifts;
 interleaving spreads the drift over every size), the 25th percentile per size (``STATISTIC``).
 
-Fit: the roofline keeps its form (per op: max(compute, memory), the kernel floor, the per-op overhead);
+Fit: the roofline keeps its form (per op: soft_max(compute, memory), the kernel floor, the per-op overhead);
 the present device's compute efficiency (matrix and vector units alike), memory efficiency (which absorbs
 caches: weights that stay in a CPU's L2/L3 stream faster than DRAM), per-batch overhead and per-op
 overhead are fitted: a grid over both efficiencies (log-spaced) with the overheads solved by least
@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..profiles import Profile, ProfileRegistry, detect, load_profile
 from ..shapes import ShapeRange
 from .cost import CostCurve, build_curve
-from .device import DeviceModel, Factor, batch_time, device_model, executed, op_times
+from .device import DeviceModel, Factor, batch_time, device_model, executed, op_times, soft_max
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _fixed_parts(a: np.ndarray, y: np.ndarray, counts: np.ndarray, default_op: f
     fixed = max(0.0, float((a * w).sum() / w.sum()))
     n = float(counts[0]) or 1.0
     t_op = min(default_op, fixed / n)
-    return fixed - n * t_op, t_op
+    return max(0.0, fixed - n * t_op), t_op
 
 
 def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel, *,
@@ -147,17 +147,18 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     y = np.concatenate([b[3] for b in blocks])
     counts = np.concatenate([np.full(len(b[4]), float(b[2].sum())) for b in blocks])
     floor, default_op = dev.kernel_floor.value, dev.op_overhead.value
+    req = dev.request_overhead.value  # each measured batch was one request
     results = []
     for ec in GRID:  # vectorised over the memory-efficiency grid
         parts = []
         for tc, tm, live, _, _ in blocks:
-            t_ops = np.maximum(tc[None] / ec, tm[None] / GRID[:, None, None])
+            t_ops = soft_max(tc[None] / ec, tm[None] / GRID[:, None, None])
             parts.append(np.where(live[None, None], np.maximum(t_ops, floor), t_ops).sum(axis=2))
         r_all = np.concatenate(parts, axis=1)  # (memory grid, points)
         for k, em in enumerate(GRID):
             r = r_all[k]
-            t0, t_op = _fixed_parts(y - r, y, counts, default_op)
-            score = float(((((r + t0 + counts * t_op) - y) / y) ** 2).sum())
+            t0, t_op = _fixed_parts(y - r - req, y, counts, default_op)
+            score = float(((((r + req + t0 + counts * t_op) - y) / y) ** 2).sum())
             results.append((score, float(ec), float(em), t0, t_op))
     # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
     # never binds (weights that stay in cache: any memory efficiency above some value fits equally), the
@@ -194,7 +195,7 @@ def compare(dev: DeviceModel, curve: CostCurve, measured: Mapping[int, float], *
     """Predicted vs measured per batch size for one model on a (fitted or not) device model."""
     rows = []
     for b in sorted(measured):
-        pred = batch_time(dev, curve, b).seconds
+        pred = batch_time(dev, curve, b, requests=1).seconds
         rows.append({"batch": b, "measured_s": measured[b], "predicted_s": pred,
                      "error": (pred - measured[b]) / measured[b], "fitted": fit_on is None or b in fit_on})
     held = [r for r in rows if not r["fitted"]]

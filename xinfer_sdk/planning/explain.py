@@ -31,13 +31,14 @@ def bound_text(pp: ProfilePlan, b: int) -> str:
     bt = batch_time(pp.device, pp.curve, b)
     dev = pp.device
     intensity = bt.flops / bt.bytes if bt.bytes else float("inf")
-    parts = {"compute": bt.compute_s, "memory bandwidth": bt.memory_s, "kernel floors and per-op overhead": bt.floor_s,
-             "per-batch overhead and host copies": bt.host_s}
-    which = max(parts, key=parts.get)
+    parts = bt.parts()
+    which = bt.bound
     share = parts[which] / bt.seconds if bt.seconds else 0.0
     why = (f"{si(bt.flops, 'FLOP')} over {si(bt.bytes, 'B')} moved = {intensity:.3g} FLOP/B "
            f"{'above' if intensity >= dev.ridge else 'below'} the ridge point {dev.ridge:.3g} FLOP/B")
-    return f"batch {b}: {which} bound ({share:.0%} of {ms(bt.seconds)}); {why}"
+    detail = {"overhead": "per-batch overhead, kernel floors and per-op overhead",
+              "host copies": "copying inputs and outputs over the host link"}.get(which, which)
+    return f"batch {b}: {which} bound ({detail}: {share:.0%} of {ms(bt.seconds)}); {why}"
 
 
 def bound_summary(pp: ProfilePlan) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
     add("kernel floor per executed op", ms(dev.kernel_floor.value), dev.kernel_floor.source)
     add("overhead per executed op", ms(dev.op_overhead.value), dev.op_overhead.source)
     add("per-batch overhead", ms(dev.batch_overhead.value), dev.batch_overhead.source)
+    add("per-request overhead", ms(dev.request_overhead.value), dev.request_overhead.source)
     if dev.link_gbps:
         add("host link", f"{dev.link_gbps:g} GB/s x {dev.eff_link.value:g}", f"{dev.link_basis}; {dev.eff_link.source}")
     else:
@@ -91,9 +93,10 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
         "matrix peak x efficiency / (bandwidth x efficiency): ops with fewer FLOPs per byte are memory-bound")
     # latency per batch
     for bt in pp.table:
-        io = f" + copies {ms(bt.host_s - dev.batch_overhead.value)}" if dev.link_gbps else ""
+        io = f" + copies {ms(bt.copy_s)}" if dev.link_gbps else ""
         add(f"latency at batch {bt.batch}", ms(bt.seconds),
-            f"overhead {ms(dev.batch_overhead.value)}{io} + compute-bound ops {ms(bt.compute_s)} + memory-bound ops "
+            f"overhead {ms(dev.batch_overhead.value)} + {bt.batch} requests x {ms(dev.request_overhead.value)}{io} + "
+            f"compute-bound ops {ms(bt.compute_s)} + memory-bound ops "
             f"{ms(bt.memory_s)} + floors and per-op overhead {ms(bt.floor_s)}; each op max(FLOPs / (peak x eff), "
             f"bytes / (bandwidth x eff)); {bt.batch / bt.seconds:.4g} samples/s")
     add("bound at batch 1", bound_text(pp, 1).split(": ", 1)[1], "the largest share of the batch's time")

@@ -210,7 +210,8 @@ def choose_best(plans: Sequence[ProfilePlan]) -> dict[str, Any]:
     if not ok:
         return {"fewest_devices": None, "cheapest": None, "reason": "no profile meets the SLO"}
     if all(p.devices is not None for p in ok):
-        fewest = min(ok, key=lambda p: (p.devices, p.cost_per_hour if p.cost_per_hour is not None else math.inf))
+        fewest = min(ok, key=lambda p: (p.devices, p.cost_per_hour if p.cost_per_hour is not None else math.inf,
+                                        -(p.choice.capacity or 0.0)))
         why = f"{fewest.devices} x {fewest.profile.name} meets the SLO with the fewest devices"
     else:  # no target rate: the most capacity per device
         fewest = max(ok, key=lambda p: p.choice.capacity or 0.0)

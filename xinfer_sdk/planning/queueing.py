@@ -9,11 +9,12 @@ The dispatch rules are those of ``xinfer_sdk.runtime.batcher`` (Triton's dynamic
   ``max_batch_size`` (it takes that many), or reach a preferred size (it takes the largest preferred size
   it can fill); otherwise it waits until the oldest request has waited ``max_batch_delay`` and then takes
   everything queued, up to ``max_batch_size``;
-- a batch of b samples occupies its worker for ``host(b)`` (per-batch overhead and host<->device copies:
-  these overlap between workers) and then ``device(b)``. On a GPU the workers share the device: the
-  batches in their device phase split it evenly (processor sharing), so the device's total throughput
-  is never exceeded. On the CPU the caller passes each worker's own (longer, fewer-threads) time and the
-  device is not shared.
+- a batch of b samples occupies its worker for ``host(b)`` (per-batch overhead, per-request work,
+  host<->device copies: these overlap between workers) and then ``device(b)``. On a GPU the workers
+  share the device: device phases run one at a time in the order they were submitted (an engine's
+  kernels fill the GPU; two execution contexts interleave theirs, which completes the same total work),
+  so concurrency overlaps host work with device work but never exceeds the device's throughput. On the
+  CPU the caller passes each worker's own (longer, fewer-threads) time and the workers run side by side.
 
 Arrivals are generated from one seeded stream of unit exponentials scaled by 1/rate, so two rates see the
 same arrival pattern stretched in time (common random numbers): comparisons between policies and rates
@@ -89,12 +90,13 @@ def simulate(rate: float, service: Callable[[int], tuple[float, float]], policy:
     done_at = [INF] * requests
     dispatched_at = [INF] * requests
     rejected = [False] * requests
-    # worker state: phase 0 idle, 1 host, 2 device; t_end for host; work left for device
+    # worker state: phase 0 idle, 1 host work, 2 on the device, 3 waiting for the (shared) device
     phase = [0] * workers
-    t_end = [INF] * workers
-    work = [0.0] * workers
+    t_end = [INF] * workers  # end of the current phase (phases 1 and 2)
     batch_of: list[list[int]] = [[] for _ in range(workers)]
     size_of = [0] * workers
+    dev_queue: deque[int] = deque()  # workers waiting for the shared device, in submission order
+    dev_busy = False
     t = 0.0
     busy_time = 0.0
     batches = 0
@@ -126,52 +128,54 @@ def simulate(rate: float, service: Callable[[int], tuple[float, float]], policy:
         return got, total
 
     busy_w = 0  # workers not idle
-    n_dev = 0  # workers in their device phase
+    on_dev = 0  # workers in phase 2
     wr = range(workers)
+
+    def to_device(w: int, now: float) -> None:
+        nonlocal dev_busy, on_dev
+        if shared_device and dev_busy:
+            phase[w] = 3
+            dev_queue.append(w)
+            return
+        dev_busy = True
+        on_dev += 1
+        phase[w], t_end[w] = 2, now + svc(size_of[w])[1]
+
     while True:
         # next event: an arrival, a worker's phase end, or the oldest request's delay expiring
         t_next = arrivals[nxt] if nxt < n else INF
-        share = n_dev if (shared_device and n_dev > 1) else 1
         if busy_w:
             for w in wr:
-                ph = phase[w]
-                if ph == 1:
-                    if t_end[w] < t_next:
-                        t_next = t_end[w]
-                elif ph == 2:
-                    x = t + work[w] * share
-                    if x < t_next:
-                        t_next = x
+                if phase[w] in (1, 2) and t_end[w] < t_next:
+                    t_next = t_end[w]
         if queue and busy_w < workers and delay > 0:
             x = queue[0][0] + delay
             if x < t_next:
                 t_next = x
         if t_next == INF:
             break
-        if n_dev:
+        if on_dev:
             dt = t_next - t
-            busy_time += dt if shared_device else dt * n_dev / workers
-            step = dt / share
-            for w in wr:
-                if phase[w] == 2:
-                    work[w] -= step
+            busy_time += dt if shared_device else dt * on_dev / workers
         t = t_next
-        # phase changes
+        # phase ends
         if busy_w:
             for w in wr:
                 if phase[w] == 1 and t_end[w] <= t + EPS:
-                    phase[w] = 2
-                    n_dev += 1
-                    work[w] = svc(size_of[w])[1]
-                if phase[w] == 2 and work[w] * share <= EPS:
+                    to_device(w, t)
+            for w in wr:
+                if phase[w] == 2 and t_end[w] <= t + EPS:
                     for r in batch_of[w]:
                         parts_left[r] -= 1
                         if parts_left[r] == 0:
                             done_at[r] = t
                     phase[w] = 0
-                    n_dev -= 1
+                    on_dev -= 1
                     busy_w -= 1
                     batch_of[w] = []
+                    dev_busy = False
+                    if dev_queue:
+                        to_device(dev_queue.popleft(), t)
         # arrivals at t
         while nxt < n and arrivals[nxt] <= t:
             a = arrivals[nxt]
@@ -202,12 +206,11 @@ def simulate(rate: float, service: Callable[[int], tuple[float, float]], policy:
                 if total > max_seen:
                     max_seen = total
                 busy_w += 1
-                h, d = svc(total)
+                h = svc(total)[0]
                 if h > 0:
                     phase[w], t_end[w] = 1, t + h
                 else:
-                    phase[w], work[w] = 2, d
-                    n_dev += 1
+                    to_device(w, t)
                 if not queue:
                     break
     first = int(n * warmup)

@@ -97,17 +97,21 @@ class Recommender:
         return lambda b: worker_service(self.dev, self.times(b), c)
 
     def sustainable(self, policy: BatchPolicy) -> float:
-        """Requests/s the policy processes with full batches (no latency target), one device."""
+        """Requests/s the policy processes with full batches (no latency target), one device.
+
+        GPU: with two or more workers the host parts overlap and the device is the bottleneck; the host link
+        and the per-request host work are shared too (the batching core's per-request work holds Python's
+        GIL: one process handles at most 1 / request_overhead requests/s). CPU: the workers split the cores.
+        """
         b, c = policy.max_batch_size, policy.device_concurrency
-        host, device = worker_service(self.dev, self.times(b), c)
+        bt = self.times(b)
+        host, device = worker_service(self.dev, bt, c)
         if self.dev.shared_device:
-            # the host parts overlap when c >= 2; the device is shared and never does more than 1/device;
-            # the host link is shared too: it caps the rate at link bandwidth / bytes copied per batch
-            per = device if c >= 2 else host + device
-            rate = b / per
-            if self.dev.link_gbps and c >= 2:
-                copy = host - self.dev.batch_overhead.value
-                rate = min(rate, b / copy) if copy > 0 else rate
+            rate = b / (device if c >= 2 else host + device)
+            if c >= 2 and bt.copy_s > 0:
+                rate = min(rate, b / bt.copy_s)
+            if self.dev.request_overhead.value > 0:
+                rate = min(rate, 1.0 / self.dev.request_overhead.value)
             return rate
         return c * b / (host + device)
 
