@@ -1,21 +1,17 @@
-"""Closed- and open-loop load on one asyncio loop, over any transport with ``async send() -> status``.
+"""Sweeps of closed- and open-loop load over a transport with ``async send() -> status`` (clients.py).
 
-closed loop: ``concurrency`` workers, each sends its next request when the previous one is answered.
-open loop: requests start at ``rate``/s (evenly spaced, or Poisson arrivals) whatever the answers do;
-latency is measured from the scheduled start, so a falling-behind server shows up as latency (no
-coordinated omission). Results: throughput, p50/p90/p99/max latency, errors by kind.
+The load itself comes from ``xinfer_sdk.loadgen`` (closed loop: N callers; open loop: fixed-rate or Poisson
+arrivals, latency from the scheduled start, no coordinated omission); this module adapts the transports to
+it, reports milliseconds per transport, shows progress and draws the latency-vs-throughput PNG.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import numpy as np
 
 _perf = time.perf_counter
 
@@ -40,102 +36,65 @@ class LoadResult:
         return dataclasses.asdict(self)
 
 
-def _summary(mode: str, transport: str, lat: list[float], errors: dict[str, int], elapsed: float,
-             concurrency: int | None, rate: float | None) -> LoadResult:
-    ok = len(lat)
-    if ok:
-        a = np.asarray(lat) * 1e3
-        p50, p90, p99 = (float(x) for x in np.percentile(a, [50, 90, 99]))
-        mx, mean = float(a.max()), float(a.mean())
-    else:
-        p50 = p90 = p99 = mx = mean = None
-    return LoadResult(mode, transport, concurrency, rate, round(elapsed, 3), ok, dict(errors),
-                      ok / elapsed if elapsed > 0 else 0.0, p50, p90, p99, mx, mean)
+class _Status(Exception):
+    """A non-"ok" transport status, raised so the load generator counts it (by class name) as an error."""
+
+
+_STATUS_TYPES: dict[str, type] = {}
+
+
+def _raising(send: Callable[[], Any]) -> Callable[[], Any]:
+    """Adapt ``async send() -> status`` to the load generator's sender (errors are exceptions there)."""
+
+    async def sender() -> None:
+        status = await send()
+        if status != "ok":
+            cls = _STATUS_TYPES.get(status)
+            if cls is None:
+                cls = _STATUS_TYPES[status] = type(str(status), (_Status,), {})
+            raise cls(status)
+
+    return sender
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1e3
+
+
+def _convert(r: Any, transport: str) -> LoadResult:
+    mode = "closed" if r.mode == "closed" else "open"
+    return LoadResult(mode, transport, r.concurrency, r.rate, round(r.duration, 3), r.completed, dict(r.errors),
+                      r.throughput, _ms(r.p50), _ms(r.p90), _ms(r.p99), _ms(r.max), _ms(r.mean))
 
 
 async def closed_loop(send: Callable[[], Any], *, concurrency: int, duration: float, warmup: float = 0.5,
                       transport: str = "", progress: Callable[[float], None] | None = None) -> LoadResult:
     """``concurrency`` callers, each with one request outstanding, for ``duration`` seconds (after warm-up)."""
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    t_start = _perf()
-    t_measure = t_start + warmup
-    t_end = t_measure + duration
+    from ..loadgen import closed_loop_async
 
-    async def worker() -> None:
-        while True:
-            t0 = _perf()
-            if t0 >= t_end:
-                return
-            status = await send()
-            t1 = _perf()
-            if t0 >= t_measure and t1 <= t_end:
-                if status == "ok":
-                    lat.append(t1 - t0)
-                else:
-                    errors[status] = errors.get(status, 0) + 1
-            elif status != "ok" and t0 >= t_measure:
-                errors[status] = errors.get(status, 0) + 1
-
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    ticker = asyncio.ensure_future(_tick(progress, t_measure, duration)) if progress else None
+    ticker = asyncio.ensure_future(_tick(progress, _perf() + warmup, duration)) if progress else None
     try:
-        await asyncio.gather(*tasks)
+        r = await closed_loop_async(_raising(send), concurrency=concurrency, duration=duration, warmup=warmup)
     finally:
         if ticker is not None:
             ticker.cancel()
-    return _summary("closed", transport, lat, errors, duration, concurrency, None)
+    return _convert(r, transport)
 
 
-async def open_loop(send: Callable[[], Any], *, rate: float, duration: float, poisson: bool = False,
-                    max_outstanding: int = 10000, seed: int = 0, transport: str = "",
-                    progress: Callable[[float], None] | None = None) -> LoadResult:
+async def open_loop(send: Callable[[], Any], *, rate: float, duration: float, poisson: bool = False, seed: int = 0,
+                    warmup: float = 0.5, transport: str = "", progress: Callable[[float], None] | None = None
+                    ) -> LoadResult:
     """Start requests at ``rate``/s for ``duration`` s; latency counts from each request's scheduled time."""
-    rng = random.Random(seed)
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    outstanding = 0
-    t_start = _perf()
+    from ..loadgen import open_loop_async
 
-    async def one(t_sched: float) -> None:
-        nonlocal outstanding
-        try:
-            status = await send()
-        except Exception as exc:  # a transport bug must not stop the run; count it
-            status = type(exc).__name__
-        if status == "ok":
-            lat.append(_perf() - t_sched)
-        else:
-            errors[status] = errors.get(status, 0) + 1
-        outstanding -= 1
-
-    tasks = set()
-    ticker = asyncio.ensure_future(_tick(progress, t_start, duration)) if progress else None
-    t_next = t_start
-    n = 0
+    ticker = asyncio.ensure_future(_tick(progress, _perf() + warmup, duration)) if progress else None
     try:
-        while True:
-            gap = rng.expovariate(rate) if poisson else 1.0 / rate
-            t_next += gap
-            if t_next - t_start >= duration:
-                break
-            now = _perf()
-            if t_next > now:
-                await asyncio.sleep(t_next - now)
-            if outstanding >= max_outstanding:
-                errors["client_overload"] = errors.get("client_overload", 0) + 1
-                continue
-            outstanding += 1
-            n += 1
-            t = asyncio.ensure_future(one(t_next))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.wait(list(tasks))
+        r = await open_loop_async(_raising(send), rate=rate, duration=duration, poisson=poisson, seed=seed,
+                                  warmup=warmup)
     finally:
         if ticker is not None:
             ticker.cancel()
-    return _summary("open", transport, lat, errors, _perf() - t_start, None, rate)
+    return _convert(r, transport)
 
 
 async def _tick(progress: Callable[[float], None], t0: float, duration: float) -> None:
