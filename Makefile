@@ -29,7 +29,10 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/vermin -q --target=3.10- --violations --no-tips --eval-annotations --backport dataclasses xinfer_sdk converters
 
 # pytest exit 5 = no tests collected: a suite that ran nothing is not green, so say so and fail.
+# System tools some tests drive for real (Prometheus, Triton's perf_analyzer): installed when possible;
+# each of those tests skips with its reason when its tool is missing.
 test: lint
+	@bash .ci/install-system-deps.sh $(PY)
 	@$(PY) -m pytest -q --timeout=600; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 

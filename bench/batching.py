@@ -56,10 +56,15 @@ def make_models(out: Path) -> dict[str, Path]:
     if script.exists():
         subprocess.run([sys.executable, str(script), "--out", str(out)], check=True)
     else:  # the project's own copies of the same topologies
-        sys.path.insert(0, str(HERE.parent))
-        from examples.models import mlp_onnx, resnet18_onnx
+        import torch
 
-        mlp_onnx(paths["mlp"])
+        sys.path.insert(0, str(HERE.parent))
+        from examples.models import _export, resnet18_onnx
+
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
+                                  torch.nn.ReLU(), torch.nn.Linear(1024, 10)).eval()
+        _export(mlp, (torch.randn(1, 784),), paths["mlp"], ["input"], ["output"])
         resnet18_onnx(paths["resnet18"])
     return paths
 
@@ -155,7 +160,6 @@ def run(args) -> dict:
         x = np.random.default_rng(1).standard_normal((1, *SHAPES[name]), dtype=np.float32)
         policy = xs.BatchPolicy(**POLICY[name])
         rounds: dict[str, list] = {k: [] for k in ("limit", "async", "wrapped", "threads", "low")}
-        batches: list[float] = []
         for r in range(args.rounds):
             rounds["limit"].append(raw_limit(path, name, args.seconds))
             with xs.load(path, profile="cpu", batching=policy) as model:

@@ -88,3 +88,18 @@ def test_seed_inference_server_api(mlp_onnx):
         assert server.policy.max_batch_size == 32 and server.policy.device_concurrency == 2
         np.testing.assert_allclose(server.infer({"input": x})["output"], ref(x), rtol=1e-5, atol=1e-5)
         assert server.model.describe()["device"] == "cpu"
+
+
+def test_string_inputs_reach_onnx_runtime_as_text(tmp_path):
+    """BYTES tensors: ONNX Runtime's binding would turn bytes into their repr; the backend passes text."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["text"], ["echo"])], "echo",
+                              [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch", 2])],
+                              [helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch", 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "echo.onnx"))
+    with xs.load(tmp_path / "echo.onnx", profile="cpu") as model:
+        out = model.infer({"text": np.array([[b"hello", "w\u00f6rld".encode()]], dtype=object)})["echo"]
+    assert out.tolist() == [["hello", "w\u00f6rld"]]

@@ -23,6 +23,12 @@ def _working_providers() -> tuple[str, ...]:
     return tuple(ort_providers().get("working", ()))
 
 
+def _as_str(arr: np.ndarray) -> np.ndarray:
+    """bytes elements -> str (UTF-8, undecodable bytes kept via surrogateescape) for ORT string tensors."""
+    flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else v for v in arr.ravel()]
+    return np.array(flat, dtype=object).reshape(arr.shape)
+
+
 def device_index(device: str) -> int:
     _, _, idx = device.partition(":")
     return int(idx) if idx.isdigit() else 0
@@ -83,10 +89,16 @@ class OnnxRuntimeBackend(Backend):
                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
+        # ONNX Runtime's binding turns a Python bytes object into its repr ("b'...'"): pass strings instead
+        self._string_inputs = [i.name for i in self.session.get_inputs() if i.type == "tensor(string)"]
         log.info("%-28s | session ready: providers=%s threads=%s", f"onnxruntime[{self.bundle.name}]",
                  self.session.get_providers(), self.threads)
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._string_inputs:
+            feeds = dict(feeds)
+            for name in self._string_inputs:
+                feeds[name] = _as_str(feeds[name])
         return dict(zip(self.output_names, self._run(self.output_names, feeds)))
 
     def deactivate_impl(self) -> None:
