@@ -9,8 +9,9 @@ and one pass in topological order counts each node (``_opcost``) and walks tenso
 of live activation memory. Sizes are precision-aware: a weight counts at its stored type (an INT8 weight
 behind a DequantizeLinear is 1 byte per element, FP16 is 2), and an activation that is re-quantized by the
 next node is written at the quantized size. Element-wise ops that follow a convolution / matrix product
-whose output has no other reader are marked ``fused``: TensorRT and ONNX Runtime run them in the
-producer's epilogue, so they move no extra memory.
+whose output only element-wise ops read are marked ``fused``: TensorRT and ONNX Runtime run them in the
+producer's epilogue, so they move no extra memory (a residual input is still read). Transposes and splits
+that only feed matrix ops are absorbed as operand layouts; an embedding Gather reads the rows it gathers.
 
 Used by the planner (``xinfer_sdk.planning``) and by the build's memory budget.
 """
@@ -385,16 +386,21 @@ class _Walk:
             if cls in _opcost.MATRIX_CLASSES:
                 for o in n.output:
                     fused_from[o] = True
-            elif cls in ("elementwise", "normalization") and n.op_type not in _UNFUSABLE:
-                head = [i for i in n.input if i and fused_from.get(i) and len(self.consumers.get(i, [])) == 1
-                        and i not in self.graph_outputs][:1]
-                if head:
+            elif _fusable(n):
+                # inputs computed in this epilogue: made by a conv/matmul (or its fused element-wise ops) and read
+                # only by fusable element-wise ops, so they never go to memory (GELU's x/sqrt2, erf, +1, *x, *0.5)
+                local = [i for i in n.input if i and fused_from.get(i) and i not in self.graph_outputs
+                         and all(_fusable(c) for c in self.consumers.get(i, []))]
+                if local:
                     fused = True
                     # the epilogue reads only its other activation inputs (a residual); writes nothing extra
-                    read_b = sum(self.stored(i)[2] for i in n.input if i and i not in head and i not in self.constants)
+                    read_b = sum(self.stored(i)[2] for i in n.input if i and i not in local and i not in self.constants)
                     write_b = 0.0
                     for o in n.output:
                         fused_from[o] = True
+            elif n.op_type in _GATHERS and n.input and n.input[0] in self.constants:
+                # an embedding lookup reads the rows it gathers, not the whole table
+                w_b = min(w_b, out_e * self.size(n.input[0])[0])
             if fused and cls in ("view", "shape", "quant"):
                 read_b = w_b = write_b = 0.0
                 if cls == "view":
@@ -406,8 +412,35 @@ class _Walk:
             ops.append(OpCost(name=name, op_type=n.op_type, op_class=cls, flops=float(fl or 0.0), read_bytes=read_b,
                               weight_bytes=w_b, write_bytes=write_b, precision=self.precision(n), in_elements=act_in,
                               weight_elements=w_in, out_elements=out_e, fused=fused, known=known))
+        self._absorb_layout(ops)
         self._fix_chain_writes(ops)
         return self._totals(ops, unknown, notes)
+
+    def _absorb_layout(self, ops: list[OpCost]) -> None:
+        """Transposes and splits whose results only feed matrix ops (through views and other such ops) become
+        operand layouts of those GEMMs (transposed / strided operands in cuBLAS, TensorRT and MLAS): no pass."""
+        index = {id(n): k for k, n in enumerate(self.nodes)}
+        absorbed: set[int] = set()
+
+        def feeds_gemm(t: str) -> bool:
+            readers = self.consumers.get(t, [])
+            if not readers or t in self.graph_outputs:
+                return False
+            for r in readers:
+                k = index[id(r)]
+                cls = ops[k].op_class
+                if cls in _opcost.MATRIX_CLASSES or k in absorbed:
+                    continue
+                if cls == "view" and r.output and feeds_gemm(r.output[0]):
+                    continue
+                return False
+            return True
+
+        for k in range(len(self.nodes) - 1, -1, -1):
+            n = self.nodes[k]
+            if n.op_type in _LAYOUT and all(feeds_gemm(o) for o in n.output if o):
+                absorbed.add(k)
+                ops[k] = dataclasses.replace(ops[k], fused=True, read_bytes=0.0, weight_bytes=0.0, write_bytes=0.0)
 
     def _fix_chain_writes(self, ops: list[OpCost]) -> None:
         """A matrix op whose epilogue chain ends in a QuantizeLinear writes at the quantized size."""
@@ -498,6 +531,16 @@ class _Walk:
             dead |= {o for o in new if o not in last}
             live -= sum(nbytes(t) for t in dead)
         return peak
+
+
+_GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
+_LAYOUT = frozenset({"Transpose", "Split"})
+
+
+def _fusable(node) -> bool:
+    """An element-wise op an engine can run in the epilogue of the conv/matmul before it."""
+    return _opcost.op_class(node.op_type) in ("elementwise", "normalization") and node.op_type not in _UNFUSABLE \
+        and node.domain in ("", "ai.onnx", "com.microsoft")
 
 
 # Normalizations that need a whole row/channel reduced before they can write: engines do not fuse these

@@ -202,3 +202,33 @@ def test_model_file_path_and_linearity_in_batch(tmp_path):
     one, four = analyze(p, batch_size=1), analyze(str(p), batch_size=4)
     assert four.flops == 4 * one.flops and four.io_bytes == 4 * one.io_bytes
     assert four.param_bytes == one.param_bytes
+
+
+def test_gelu_chain_runs_in_the_matmul_epilogue():
+    # MatMul -> x; gelu(x) = x * 0.5 * (1 + erf(x / sqrt2)): x is read twice, but only by element-wise ops
+    c = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["x"]),
+             helper.make_node("Div", ["x", "s2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", ["x", "p"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("a", F, ["N", 8])], [helper.make_tensor_value_info("y", F, None)],
+               [_w("w", 8, 32), c("s2", 1.4142), c("one", 1.0), c("half", 0.5)])
+    cost = analyze(m, batch_size=4)
+    assert all(o.fused and o.read_bytes == 0 and o.write_bytes == 0 for o in cost.ops[1:])  # scalars: weights
+    assert cost.ops[0].write_bytes == 4 * 32 * 4  # the epilogue's result is written once
+
+
+def test_transposes_feeding_a_matmul_are_operand_layouts_and_embeddings_read_rows():
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]),  # [N, 16] rows of a [1000, 16] table
+             helper.make_node("Transpose", ["emb"], ["t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["t", "emb"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+               [helper.make_tensor_value_info("y", F, None)], [_w("table", 1000, 16)])
+    cost = analyze(m, batch_size=8)
+    gather, transpose, matmul = cost.ops
+    assert gather.weight_bytes == 8 * 16 * 4  # 8 rows, not the 64 kB table
+    assert transpose.fused and transpose.bytes == 0
+    assert matmul.flops == 2 * 16 * 16 * 8
+    out = _model([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
+                 [helper.make_tensor_value_info("x", F, ["N", 4])], [helper.make_tensor_value_info("y", F, None)])
+    assert not analyze(out, batch_size=2).ops[0].fused  # a transpose that is the output is a real copy

@@ -21,7 +21,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,8 +70,9 @@ def _feeds(specs, b: int, shapes: Mapping[str, ShapeRange], batched: bool, rng) 
 
 def measure(model_path: str | os.PathLike[str], *, profile: Profile, batch_sizes: Sequence[int] = DEFAULT_BATCHES,
             shapes: Mapping[str, ShapeRange] | None = None, rounds: int = 5, min_seconds: float = 0.3,
-            backend: str = "auto") -> dict[int, dict[str, float]]:
-    """Median latency of one batch of each size through ``xs.load`` (one worker, no delay), in seconds."""
+            backend: str = "auto", before_round: Callable[[int], None] | None = None) -> dict[int, dict[str, float]]:
+    """Latency of one batch of each size through ``xs.load`` (one worker, no delay), in seconds: p10, p25,
+    median, p90 over all runs. ``before_round(k)`` is called before each round (a benchmark's quiet gate)."""
     from ..policy import BatchPolicy
     from ..runtime.loader import load
 
@@ -85,7 +86,9 @@ def measure(model_path: str | os.PathLike[str], *, profile: Profile, batch_sizes
         for b in sizes:  # warm-up: first runs allocate and pick kernels
             for _ in range(2):
                 model.infer(feeds[b])
-        for _ in range(rounds):
+        for k in range(rounds):
+            if before_round is not None:
+                before_round(k)
             for b in sizes:
                 t_end = time.perf_counter() + min_seconds / rounds
                 while True:
