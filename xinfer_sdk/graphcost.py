@@ -100,6 +100,9 @@ class ModelCost:
     precision: str  # dominant compute precision of the matrix ops (fp32 | fp16 | bf16 | int8 | fp8)
     ops: tuple[OpCost, ...]
     unknown: tuple[str, ...] = ()  # nodes that could not be sized (their cost is missing from the totals)
+    # param_bytes split by what reads the weight: conv/matmul ("matrix"), other float ops ("other": embeddings,
+    # norms), integer constants ("int": shapes, indices) -- so a planner can re-price each at another precision
+    param_bytes_by_use: Mapping[str, float] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
     @property
@@ -460,10 +463,15 @@ class _Walk:
 
     def _totals(self, ops: list[OpCost], unknown: list[str], notes: list[str]) -> ModelCost:
         param_count, param_bytes = 0, 0.0
+        use = self._weight_use(ops)
+        by_use = {"matrix": 0.0, "other": 0.0, "int": 0.0}
         for t in self.proto.graph.initializer:
             k = _init_numel(t)
             param_count += k
-            param_bytes += k * _TYPES.get(t.data_type, (4, ""))[0]
+            nbytes = k * _TYPES.get(t.data_type, (4, ""))[0]
+            param_bytes += nbytes
+            kind = "int" if t.data_type in (2, 3, 4, 5, 6, 7, 12, 13, 9) and t.name not in use else use.get(t.name, "other")
+            by_use[kind] += nbytes
         for n in self.proto.graph.node:
             if n.op_type == "Constant":
                 for a in n.attribute:
@@ -471,6 +479,7 @@ class _Walk:
                         k = _init_numel(a.t)
                         param_count += k
                         param_bytes += k * _TYPES.get(a.t.data_type, (4, ""))[0]
+                        by_use["other"] += k * _TYPES.get(a.t.data_type, (4, ""))[0]
         in_b = sum(_opcost.numel(s) * self.size(n)[0] for n, s in self.input_shapes.items())
         out_shapes = {o.name: self.shape[o.name] for o in self.g.output if self.shape.get(o.name) is not None}
         out_b = sum(_opcost.numel(s) * self.size(n)[0] for n, s in out_shapes.items())
@@ -487,7 +496,31 @@ class _Walk:
                          output_shapes=out_shapes, flops=sum(o.flops for o in ops), param_bytes=param_bytes,
                          param_count=param_count, activation_bytes=self._peak_live(), io_bytes=in_b + out_b,
                          input_bytes=in_b, output_bytes=out_b, precision=precision, ops=tuple(ops),
-                         unknown=tuple(unknown), notes=tuple(notes))
+                         unknown=tuple(unknown), notes=tuple(notes), param_bytes_by_use=by_use)
+
+    def _weight_use(self, ops: list[OpCost]) -> dict[str, str]:
+        """initializer -> 'matrix' when a conv/matmul reads it (directly, or through Identity / DequantizeLinear /
+        Transpose / Reshape / Cast of constants), else 'other' for what other ops read."""
+        roots: dict[str, set[str]] = {}  # constant tensor -> the initializers it is computed from
+        for n in self.nodes:
+            if n.output and all(o in self.constants for o in n.output if o):
+                src: set[str] = set()
+                for i in n.input:
+                    src |= roots.get(i, {i} if i in self.inits else set())
+                for o in n.output:
+                    if o:
+                        roots[o] = src
+        use: dict[str, str] = {}
+        for n, op in zip(self.nodes, ops):
+            if op.op_class in ("shape", "view", "quant"):
+                continue
+            for i in n.input:
+                for r in roots.get(i, {i} if i in self.inits else set()):
+                    if op.op_class in _opcost.MATRIX_CLASSES:
+                        use[r] = "matrix"
+                    else:
+                        use.setdefault(r, "other")
+        return use
 
     def _float_type(self) -> str:
         for i in self.input_shapes:

@@ -169,6 +169,7 @@ def test_int8_qdq_weights_count_at_one_byte():
     assert mm.weight_bytes == 16 * 8 and mm.read_bytes == 4 * 16 and mm.write_bytes == 4 * 8
     assert all(o.fused and o.bytes == 0 for o in c.ops if o.op_class == "quant")
     assert c.param_bytes == 16 * 8 + 4 + 1
+    assert c.param_bytes_by_use["matrix"] == c.param_bytes  # weight, scale and zero point all feed the MatMul
 
 
 def test_fp16_graph_is_priced_at_two_bytes():
@@ -227,6 +228,7 @@ def test_transposes_feeding_a_matmul_are_operand_layouts_and_embeddings_read_row
     cost = analyze(m, batch_size=8)
     gather, transpose, matmul = cost.ops
     assert gather.weight_bytes == 8 * 16 * 4  # 8 rows, not the 64 kB table
+    assert cost.param_bytes_by_use == {"matrix": 0.0, "other": 1000 * 16 * 4, "int": 0.0}
     assert transpose.fused and transpose.bytes == 0
     assert matmul.flops == 2 * 16 * 16 * 8
     out = _model([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],

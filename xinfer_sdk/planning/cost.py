@@ -92,16 +92,14 @@ def _count(items) -> dict[str, int]:
 
 
 def _reprice_params(base: ModelCost, graph: str, target: str) -> float:
-    """Parameters at the planned precision: conv/matmul weights at its element size, the weights of other ops
-    (embeddings, norms) at the size those ops run in (FP16 under INT8/FP8), the rest (shape constants) as stored."""
+    """Parameters at the planned precision: conv/matmul weights at its element size, the float weights of other
+    ops (embeddings, norms) at the size those ops run in (FP16 under INT8/FP8), integer constants as stored."""
     if graph == target or _ORDER.get(graph, 4) <= _ORDER.get(target, 4):
         return base.param_bytes
     old = ELEM.get(graph, 4.0)
-    matrix_w = sum(o.weight_bytes for o in base.ops if o.op_class in _opcost.MATRIX_CLASSES)
-    other_w = sum(o.weight_bytes for o in base.ops if o.op_class not in _opcost.MATRIX_CLASSES
-                  and o.op_class not in ("shape", "view", "quant"))
-    rest = max(0.0, base.param_bytes - matrix_w - other_w)
-    return rest + matrix_w * ELEM[target] / old + other_w * VECTOR_ELEM[target] / old
+    use = base.param_bytes_by_use or {"other": base.param_bytes}
+    return (use.get("int", 0.0) + use.get("matrix", 0.0) * ELEM[target] / old
+            + use.get("other", 0.0) * VECTOR_ELEM[target] / old)
 
 
 def _scales(cls: str, graph: str, target: str) -> tuple[float, float, float]:
