@@ -36,6 +36,8 @@ _KSERVE = {np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8", np.dtype(np.
            np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
            np.dtype(object): "BYTES"}
 MAX_DIMS = 32
+# numpy refuses shapes whose element count (ignoring zeros) overflows; no real tensor comes near this
+MAX_DIM_PRODUCT = 1 << 40
 _LEN = struct.Struct("<I")
 # which numpy kinds of JSON-decoded values each datatype accepts
 _JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
@@ -56,9 +58,13 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of integers, got {type(shape).__name__}")
     if len(shape) > MAX_DIMS:
         raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions (at most {MAX_DIMS})")
+    product = 1
     for d in shape:
         if type(d) is not int or d < 0:
             raise InvalidInput(f"input {name!r}: shape {list(shape)!r} must hold non-negative integers")
+        product *= max(d, 1)
+    if product > MAX_DIM_PRODUCT:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)!r} claims an impossibly large tensor")
     return tuple(shape)
 
 

@@ -103,6 +103,9 @@ CORPUS = [
     ("huge dimension claim (json)",
      dict(body=jdoc([{"name": "input", "datatype": "FP32", "shape": [1, 10**12], "data": [0] * 8}])), 400,
      "needs 1000000000000"),
+    ("overflowing shape with a zero dim", dict(zip(("body", "headers"), binary(
+        {"inputs": [bin_input(shape=(0, 12005, 12005, 15999463012), size=0)]}, b""))), 400,
+     "impossibly large tensor"),
     ("huge dimension claim (binary)", dict(zip(("body", "headers"), binary(
         {"inputs": [bin_input(shape=(10**8, 8), size=32)]}, GOOD.tobytes()))), 400, "needs 3200000000"),
     ("data count mismatch", dict(body=jdoc([{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0] * 7}])),
