@@ -14,11 +14,11 @@ $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[cpu,torch,build,serve]'
+	$(PIP) install -q -e '.[cpu,torch,build,serve,examples]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PIP) install -q -e '.[cpu,torch,build,serve,dev]'
+	$(PIP) install -q -e '.[cpu,torch,build,serve,examples,dev]'
 	touch $@
 
 demo: $(VENV)/.base

@@ -87,6 +87,7 @@ def write(ctx, steps: list[StepResult]) -> Manifest:
         _copy_graph(deploy, root, MODEL, manifest, role="model", meta={"precision": opts.precision})
     if ctx.model_onnx is not None and ctx.fp32_onnx is not None and ctx.model_onnx != ctx.fp32_onnx:
         _copy_graph(ctx.fp32_onnx, root, REFERENCE, manifest, role="reference", meta={"precision": "fp32"})
+    _torch_twin(ctx, root, manifest)
     for eng in ctx.engines:
         src = Path(eng["path"])
         rel = f"{ENGINES}/{src.name}"
@@ -96,6 +97,31 @@ def write(ctx, steps: list[StepResult]) -> Manifest:
         register(root, manifest, rel, role=eng["role"], meta=eng.get("meta") or {})
     save_manifest(root, manifest)
     return manifest
+
+
+def _torch_twin(ctx, root: Path, manifest: Manifest) -> None:
+    """Keep the PyTorch model beside the ONNX graph (FP32) so the runtime's torch backend can run the bundle:
+    a TorchScript or .pt2 input is copied as is; a module is traced into TorchScript with the export example."""
+    fmt = ctx.source.get("format")
+    path = ctx.source.get("path")
+    try:
+        if fmt == "torchscript" and path:
+            shutil.copyfile(path, root / "model.ts")
+            register(root, manifest, "model.ts", role="torchscript")
+        elif fmt == "torch-export" and path:
+            shutil.copyfile(path, root / "model.pt2")
+            register(root, manifest, "model.pt2", role="exported_program")
+        elif ctx.torch_model is not None and ctx.example and fmt in ("torch-module", "factory"):
+            import torch
+
+            args = tuple(torch.from_numpy(ctx.example[t.name]) for t in ctx.inputs if t.name in ctx.example)
+            with torch.no_grad():
+                traced = torch.jit.trace(ctx.torch_model, args, check_trace=False)
+            torch.jit.save(traced, str(root / "model.ts"))
+            register(root, manifest, "model.ts", role="torchscript")
+    except Exception as exc:  # optional: the ONNX graph is the deployable artifact
+        ctx.warnings.append(f"no TorchScript twin in the bundle (the torch backend cannot run it): {exc}")
+        manifest.extra["warnings"] = list(ctx.warnings)
 
 
 def build_record(ctx) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
          batching: BatchPolicy | Mapping[str, Any] | str | None = None, device: str | None = None,
          threads: int | None = None, config: str | os.PathLike[str] | None = None, name: str | None = None,
          profiles_dirs: Sequence[str] = (), overrides: Sequence[str] = (), warmup: bool = True,
-         options: Mapping[str, Any] | None = None) -> Model:
+         options: Mapping[str, Any] | None = None, allow_failed_gate: bool = False) -> Model:
     """Load a bundle (or a raw .onnx / TorchScript file) and start its batching core.
 
     profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
@@ -160,9 +160,16 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     batching: a BatchPolicy, a dict of policy keys, or a config.yaml path; defaults to the bundle's policy.
     device: "cpu", "cuda", "cuda:1"; defaults to the profile's kind. A GPU profile on a machine where no GPU
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
+    allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
     """
     prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
     bundle = _open(path, prof)
+    accuracy = bundle.manifest.accuracy or {}
+    if accuracy.get("passed") is False and not allow_failed_gate:
+        raise BundleError(f"bundle '{bundle.name}' failed its accuracy gate when it was built "
+                          f"({bundle.manifest.precision} vs the FP32 reference)",
+                          hint="see `xinfer-sdk inspect`; rebuild it, or pass allow_failed_gate=True "
+                               "(serve: --allow-failed-gate) to load it anyway")
     policy = resolve_policy(bundle, prof, batching, config)
     notes: list[str] = []
     explicit_device = device is not None
@@ -177,6 +184,12 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
         notes.append(note)
         dev = "cpu"
         cls, why, skipped = choose(bundle, prof, dev, backend)
+    built_for = (bundle.manifest.profile or {}).get("resolved", {})
+    if dev == "cpu" and bundle.manifest.precision == "int8" and \
+            (built_for.get("quantization") or {}).get("scheme") == "symmetric":
+        notes.append("this INT8 graph uses the symmetric scheme TensorRT needs, which ONNX Runtime's CPU provider "
+                     "runs slower than FP32; build for the 'cpu' profile for a fast CPU INT8 graph")
+        log.warning("%s: %s", bundle.name, notes[-1])
     if threads is None:
         threads = default_threads(dev, policy.device_concurrency)
     log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)

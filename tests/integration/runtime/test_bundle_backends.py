@@ -91,3 +91,16 @@ def test_without_a_torch_artifact_the_torch_backend_explains(mlp_onnx):
     path, _ = mlp_onnx
     with pytest.raises(xs.BackendUnavailable, match="no TorchScript"):
         xs.load(path, profile="cpu", backend="torch")
+
+
+def test_bundle_that_failed_its_gate_is_refused_unless_allowed(bundle_dir):
+    root, _ = bundle_dir
+    from xinfer_sdk.bundle import open_bundle, save_manifest
+
+    b = open_bundle(root)
+    b.manifest.accuracy = {"passed": False}
+    save_manifest(root, b.manifest)
+    with pytest.raises(BundleError, match="failed its accuracy gate"):
+        xs.load(root, profile="cpu")
+    with xs.load(root, profile="cpu", allow_failed_gate=True) as model:
+        assert model.name == "two"
