@@ -16,7 +16,7 @@ EXTRAS = {
     "onnx": "build", "onnxslim": "build", "onnxruntime": "cpu", "torch": "torch", "tensorrt": "tensorrt",
     "cuda": "gpu", "pynvml": "gpu", "click": "cli", "rich": "cli", "prometheus_client": "serve",
     "httptools": "serve", "grpc": "serve", "google.protobuf": "serve", "matplotlib": "serve",
-    "tf2onnx": "tensorflow", "tensorflow": "tensorflow", "ml_dtypes": "build",
+    "ml_dtypes": "build",
 }
 
 
