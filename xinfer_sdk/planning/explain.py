@@ -119,9 +119,9 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
     add("policy search", f"p99 <= {ms(p99)}",
         f"max_batch_size in powers of two up to {min(mem.max_batch, 256)}, max_batch_delay in {{{fr}}} of p99, "
         f"1-2 workers, preferred sizes none or the efficient ones; discrete-event simulation of the batching core "
-        f"under Poisson arrivals; feasible when p99 meets the target, nothing is rejected and the rate is at most "
-        f"{HEADROOM:.0%} of what the policy sustains; lowest p99 wins, ties within {NEAR_BEST - 1:.0%} go to the "
-        "most capacity")
+        f"under Poisson arrivals; feasible when p99 meets the target, nothing is rejected, the device is busy at "
+        f"most {HEADROOM:.0%} of the time and the rate is at most {HEADROOM:.0%} of what the policy sustains; lowest p99 wins, ties within {NEAR_BEST - 1:.0%} go to a "
+        "cap whose full batch meets the target, then to the most capacity")
     if ch.capacity_policy is not None:
         add("capacity of one device", f"{ch.capacity:.4g} req/s",
             f"highest Poisson rate meeting p99 (bisection over simulations) with {_policy(ch.capacity_policy)}")

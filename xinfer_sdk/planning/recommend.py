@@ -4,14 +4,15 @@
    ``max_batch_delay`` in {0, 5 %, 10 %, 20 % of the p99 target}, ``device_concurrency`` 1 or 2, and
    ``preferred_batch_sizes`` either none or the efficient sizes (powers of two from the knee of the
    throughput curve up to ``max_batch_size``).
-2. A candidate is *feasible* at a rate when the simulated p99 meets the target, nothing is rejected, and
-   the rate is at most ``HEADROOM`` of what the policy can sustain at all (Poisson bursts and the error of
-   an estimate need room).
+2. A candidate is *feasible* at a rate when the simulated p99 meets the target, nothing is rejected, the
+   device is busy at most ``HEADROOM`` of the time, and the rate is at most ``HEADROOM`` of what the policy
+   can sustain at all (Poisson bursts and the error of an estimate need room).
 3. Capacity of one device = the highest Poisson rate at which some candidate is feasible (bisection).
 4. Replicas for a target rate: start at ceil(target / capacity); each replica sees a Poisson stream of
    target / replicas (random load balancing splits a Poisson stream into Poisson streams); the first count
-   at which some candidate is feasible wins. Among the feasible candidates the lowest p99 wins, and among
-   those within 10 % of it the one with the most capacity (room for a burst).
+   at which some candidate is feasible wins. Among the feasible candidates the lowest p99 wins; among those
+   within 10 % of it, a cap whose full batch still meets the target (a burst cannot then build an
+   SLO-breaking batch), then the one with the most capacity (room for a burst).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .queueing import SimResult, simulate
 
 HEADROOM = 0.9  # plan a replica at no more than 90 % of the throughput its policy can sustain
 SCREEN_SLACK = 1.15  # a short simulation's p99 within 15 % of the target earns a long one
-CONFIRM = 6  # candidates confirmed with a long simulation
+CONFIRM = 4  # feasible candidates wanted from the long simulations (best screened first) ...
+CONFIRM_MAX = 16  # ... trying at most this many
 NEAR_BEST = 1.10  # p99 within 10 % of the best counts as equally good; then capacity decides
 MAX_BATCH_CAP = 256
 DELAY_FRACTIONS = (0.0, 0.05, 0.1, 0.2)
@@ -142,7 +144,8 @@ class Recommender:
                         seed=self.seed, shared_device=self.dev.shared_device)
 
     def feasible(self, sim: SimResult | None, slack: float = 1.0) -> bool:
-        return sim is not None and sim.p99 <= self.p99 * slack and sim.rejected == 0.0
+        return (sim is not None and sim.p99 <= self.p99 * slack and sim.rejected == 0.0
+                and sim.utilisation <= HEADROOM * slack)
 
     def best_at(self, rate: float, cands: list[Candidate]) -> tuple[Candidate, SimResult] | None:
         """Screen every candidate with a short simulation, confirm the promising ones with a long one.
@@ -165,7 +168,9 @@ class Recommender:
                 screened.append((sim.p99, cand))
         screened.sort(key=lambda pc: pc[0])
         ok: list[tuple[Candidate, SimResult]] = []
-        for _, cand in screened[:CONFIRM]:
+        for _, cand in screened[:CONFIRM_MAX]:
+            if len(ok) >= CONFIRM:
+                break
             sim = self.evaluate(cand, rate)
             self.tried.append({"rate": rate, "policy": cand.label(), "p99_ms": sim.p99 * 1e3, "stage": "confirm",
                                "why": "ok" if self.feasible(sim) else "p99"})
@@ -175,16 +180,17 @@ class Recommender:
             return None
         best = min(s.p99 for _, s in ok)
         near = [(c, s) for c, s in ok if s.p99 <= best * NEAR_BEST]
-        near.sort(key=lambda cs: (-cs[0].sustainable, cs[0].policy.max_batch_size, cs[0].policy.device_concurrency,
-                                  cs[1].p99))
+        # prefer caps whose full batch still meets the target (a burst then cannot make an SLO-breaking batch),
+        # then the most capacity, then the smaller cap / fewer workers
+        near.sort(key=lambda cs: (self._full_batch_latency(cs[0]) > self.p99, -cs[0].sustainable,
+                                  cs[0].policy.max_batch_size, cs[0].policy.device_concurrency, cs[1].p99))
         return near[0]
 
     def capacity(self, cands: list[Candidate]) -> tuple[float, Candidate | None]:
-        """Highest rate one device sustains within the SLO: bisection (short simulations) per batch cap and
-        worker count (no delay: at capacity batches fill without waiting), on the caps whose full batch still
-        fits the target; then a long simulation to confirm."""
-        viable = [c for c in cands if c.policy.max_batch_delay == 0 and not c.policy.preferred_batch_sizes
-                  and self._full_batch_latency(c) <= self.p99]
+        """Highest rate one device sustains within the SLO: bisection (short simulations) per batch cap, delay
+        and worker count whose full batch still fits the target (most promising first; a candidate that
+        cannot beat the best rate found is skipped); then a long simulation to confirm."""
+        viable = [c for c in cands if not c.policy.preferred_batch_sizes and self._full_batch_latency(c) <= self.p99]
         viable.sort(key=lambda c: -c.sustainable)
         best_rate, best = 0.0, None
         for cand in viable:
