@@ -210,8 +210,12 @@ def compare(dev: DeviceModel, curve: CostCurve, measured: Mapping[int, float], *
 def calibrate_present(model: Any, *, shapes: Mapping[str, ShapeRange] | None = None, precision: str | None = None,
                       profiles_dirs: Sequence[str] = (), batch_sizes: Sequence[int] = DEFAULT_BATCHES,
                       fit_on: Sequence[int] | None = DEFAULT_FIT_ON, rounds: int = 5, min_seconds: float = 0.3,
-                      profile: Profile | str | None = None) -> tuple[Profile, DeviceModel, dict[str, Any]]:
-    """Measure ``model`` on this machine's profile (detected unless given) and fit its device model."""
+                      profile: Profile | str | None = None, load_path: str | os.PathLike[str] | None = None
+                      ) -> tuple[Profile, DeviceModel, dict[str, Any]]:
+    """Measure ``model`` on this machine's profile (detected unless given) and fit its device model.
+
+    ``load_path``: what the runtime loads for the measurement when it differs from the graph that is
+    priced (a bundle folder: its engines, its precision), else the model file itself."""
     if profile is None:
         profile = detect(ProfileRegistry(profiles_dirs)).profile
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dirs=profiles_dirs)
@@ -231,7 +235,7 @@ def calibrate_present(model: Any, *, shapes: Mapping[str, ShapeRange] | None = N
             log.warning("calibrate                          | --measure runs the graph as stored (%s); the fitted "
                         "efficiencies are applied to the %s roofline", curve.graph_precision, precision)
         dev = device_model(prof, curve.graph_precision)
-        measured = measure(path, profile=prof, batch_sizes=batch_sizes, shapes=shapes, rounds=rounds,
+        measured = measure(load_path or path, profile=prof, batch_sizes=batch_sizes, shapes=shapes, rounds=rounds,
                            min_seconds=min_seconds)
     finally:
         if tmp:

@@ -250,8 +250,11 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "cpu", precisi
     if measure:
         from .calibrate import calibrate_present
 
+        is_dir = not hasattr(model, "graph") and Path(os.fspath(model)).is_dir()
+        kw = {"load_path": os.fspath(model)} if is_dir else {}
+        kw.update(measure_kw or {})
         present, dev, report = calibrate_present(onnx_model, shapes=shapes, precision=precision,
-                                                 profiles_dirs=profiles_dirs, **dict(measure_kw or {}))
+                                                 profiles_dirs=profiles_dirs, **kw)
         calibrations[present.name] = (dev, report)
         if present.name not in [p.name for p in profs]:
             profs.append(present)

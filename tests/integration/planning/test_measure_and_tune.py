@@ -99,3 +99,10 @@ def test_tune_cli_json_and_errors(cli_run, mlp_bundle, mlp_file, tmp_path):
         from xinfer_sdk.planning.tune import tune
 
         tune(tmp_path / "nothing", p99="20ms")
+
+
+def test_plan_measure_on_a_bundle_loads_the_bundle(mlp_bundle):
+    result = plan(mlp_bundle, profiles="cpu", p99="10ms", measure=True, measure_kw=ON_CPU, sim_requests=2000,
+                  screen=500)
+    assert result.model == "mlp" and result.plans[0].device.calibrated
+    assert result.plans[0].choice.policy.max_queue_size == 1024  # the bundle's policy is the search's base
