@@ -111,7 +111,7 @@ def print_rows(title: str, report: dict) -> None:
                                                                   if held is not None else ""))
 
 
-def queueing_check(name: str, path: Path, curve, dev, seconds: float) -> list[dict]:
+def queueing_check(name: str, path: Path, curve, dev, seconds: float, gate: QuietGate) -> list[dict]:
     """Simulated vs measured p50/p99 at two Poisson rates for the planned one-worker policy."""
     import functools
 
@@ -135,10 +135,14 @@ def queueing_check(name: str, path: Path, curve, dev, seconds: float) -> list[di
         for rate in CLIENT_RATES.get(name) or (0.5 * choice.capacity, 0.8 * choice.capacity):
             frac = rate / choice.capacity
             sim = simulate(rate, rec.service(1), pol, requests=20000, shared_device=False)
+            gate(0)
+            b0, t0, o0 = *_cpu_ticks(), _own_ticks()
             got = open_loop(send, rate=rate, duration=seconds, warmup=1.0, seed=1)
+            b1, t1, o1 = *_cpu_ticks(), _own_ticks()
+            foreign = max(0.0, (b1 - b0) - (o1 - o0)) / max(1, t1 - t0)
             out.append({"model": name, "policy": pol.to_dict(), "rate": rate, "fraction_of_capacity": frac,
                         "sim_p50": sim.p50, "sim_p99": sim.p99, "measured_p50": got.p50, "measured_p99": got.p99,
-                        "measured_throughput": got.throughput, "errors": got.errors})
+                        "measured_throughput": got.throughput, "errors": got.errors, "foreign_cpu": foreign})
     return out
 
 
@@ -218,7 +222,7 @@ def main() -> int:
             print("\n== D: queueing: simulated vs measured latency under Poisson load (one worker, informational) ==")
             for name, path in paths.items():
                 fitted, _ = fit([(curves[name], measured[name])], base, fit_on=FIT_ON)
-                rows = queueing_check(name, path, curves[name], fitted, a.queue_seconds)
+                rows = queueing_check(name, path, curves[name], fitted, a.queue_seconds, QuietGate(a.quiet, a.quiet_wait))
                 results["models"][name]["D"] = rows
                 for r in rows:
                     pol = r["policy"]
@@ -226,7 +230,8 @@ def main() -> int:
                           f"{r['rate']:8.4g} req/s ({r['fraction_of_capacity']:.0%} of planned capacity): "
                           f"p50 sim {r['sim_p50'] * 1e3:7.3g} ms / measured {(r['measured_p50'] or 0) * 1e3:7.3g} ms; "
                           f"p99 sim {r['sim_p99'] * 1e3:7.3g} ms / measured {(r['measured_p99'] or 0) * 1e3:7.3g} ms; "
-                          f"throughput {r['measured_throughput']:.4g}/s {r['errors'] or ''}")
+                          f"throughput {r['measured_throughput']:.4g}/s; foreign CPU during the run "
+                          f"{r['foreign_cpu']:.0%} {r['errors'] or ''}")
     load1 = os.getloadavg()
     results["load_average_end"] = load1
     results["target_met"] = ok
