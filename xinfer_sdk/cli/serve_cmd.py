@@ -15,6 +15,8 @@ from ._common import err, obj, set_option
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0 = any free port).")
 @click.option("--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 = any free port).")
 @click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
+@click.option("--grpc-impl", type=click.Choice(["native", "grpcio"]), default=None,
+              help="gRPC transport: native (our HTTP/2 on the server's event loop; default) or grpcio (grpc.aio).")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="config.yaml: models, server settings and batch policy (see docs/serving.md).")
 @click.option("--api-key-env", default=None, metavar="VAR",
@@ -32,7 +34,7 @@ from ._common import err, obj, set_option
 @set_option
 @click.pass_context
 def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
-          no_grpc: bool, config: str | None, api_key_env: str | None, drain_timeout: str | None,
+          no_grpc: bool, grpc_impl: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
           max_body: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
           overrides: tuple[str, ...]) -> int:
     """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
@@ -43,7 +45,7 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
     from ..errors import UserError
     from ..policy import parse_duration
     from ..server.config import load_models, parse_size, read_serve_config
-    from ..server.runner import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY, Server
+    from ..server.runner import DEFAULT_DRAIN_TIMEOUT, DEFAULT_GRPC_IMPL, DEFAULT_MAX_BODY, Server
 
     cfg = read_serve_config(config, bundles)
     s = cfg.server
@@ -61,7 +63,8 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
                                   profiles_dirs=obj(ctx).get("profiles_dirs", ()), overrides=overrides)
     server = Server(models, host=host or s.get("host", "127.0.0.1"), port=port if port is not None else
                     s.get("port", 8000), grpc_port=gport, api_key=api_key, drain_timeout=drain, max_body=body,
-                    load_seconds=seconds, allow_nonfinite=allow_nonfinite)
+                    load_seconds=seconds, allow_nonfinite=allow_nonfinite,
+                    grpc_impl=grpc_impl or s.get("grpc_impl", DEFAULT_GRPC_IMPL))
 
     import asyncio
 
@@ -75,7 +78,7 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
             for m in models:
                 err.print(f"serving {m.name!r} ({m.describe()['backend']}, {m.device}, max_batch_size "
                           f"{m.max_batch_size}, workers {m.policy.device_concurrency})", markup=False)
-            grpc = f", gRPC {server.host}:{server.grpc_port}" if server.grpc else ""
+            grpc = f", gRPC {server.host}:{server.grpc_port} ({server.grpc_impl})" if server.grpc else ""
             err.print(f"ready: HTTP http://{server.host}:{server.port}{grpc}"
                       f"{' (API key required)' if api_key else ''}; Ctrl-C or SIGTERM drains and stops",
                       markup=False)

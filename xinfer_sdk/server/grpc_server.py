@@ -1,11 +1,15 @@
-"""KServe v2 / Triton ``inference.GRPCInferenceService`` over grpc.aio, on the same event loop as HTTP.
+"""KServe v2 / Triton ``inference.GRPCInferenceService``: the RPCs (shared by both gRPC transports) and the
+grpc.aio transport (``--grpc-impl grpcio``; the default native one is in ``h2grpc/``).
 
 Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (tensors in
 ``raw_input_contents`` or typed ``contents``; outputs in ``raw_output_contents``), ModelStreamInfer,
 ModelConfig, ModelStatistics, RepositoryIndex. The shared-memory, repository load/unload, trace and log
 RPCs answer UNIMPLEMENTED. Errors map to gRPC codes: InvalidInput -> INVALID_ARGUMENT, unknown model ->
 NOT_FOUND, API key -> UNAUTHENTICATED, full queue -> RESOURCE_EXHAUSTED, draining -> UNAVAILABLE, deadline ->
-DEADLINE_EXCEEDED, engine failure -> INTERNAL.
+DEADLINE_EXCEEDED, engine failure and anything unexpected -> INTERNAL (no traceback reaches the client).
+
+``KServeRpcs`` holds the RPCs as plain methods (request message in, response message out, errors raised);
+a transport only moves bytes, finds the ``authorization`` metadata and maps errors with ``grpc_status``.
 """
 
 from __future__ import annotations
@@ -26,22 +30,54 @@ from .service import Served, Service
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
+# gRPC status codes (grpc/status.h); numbers so the native transport needs no grpcio
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 3, 4, 5
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 8, 12, 13, 14, 16
+# our errors (by their HTTP status) -> gRPC status code
+_CODES = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 405: UNIMPLEMENTED, 429: RESOURCE_EXHAUSTED,
+          499: CANCELLED, 503: UNAVAILABLE, 504: DEADLINE_EXCEEDED, 500: INTERNAL}
+INTERNAL_MESSAGE = "internal server error (see the server log)"
 # typed contents field per datatype (FP16/BF16 travel only as raw bytes, as in Triton)
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
              "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
              "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
              "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-_UNIMPLEMENTED = ("RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryStatus",
-                  "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus",
-                  "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister", "TraceSetting", "LogSettings")
+# rpc -> (request message, response message, needs the API key); ModelStreamInfer is the one streaming RPC
+UNARY = {
+    "ServerLive": ("ServerLiveRequest", "ServerLiveResponse", False),
+    "ServerReady": ("ServerReadyRequest", "ServerReadyResponse", False),
+    "ModelReady": ("ModelReadyRequest", "ModelReadyResponse", True),
+    "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse", True),
+    "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse", True),
+    "ModelInfer": ("ModelInferRequest", "ModelInferResponse", True),
+    "ModelConfig": ("ModelConfigRequest", "ModelConfigResponse", True),
+    "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse", True),
+    "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse", True),
+}
+UNSUPPORTED = {
+    "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
+    "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
+    "SystemSharedMemoryStatus": ("SystemSharedMemoryStatusRequest", "SystemSharedMemoryStatusResponse"),
+    "SystemSharedMemoryRegister": ("SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse"),
+    "SystemSharedMemoryUnregister": ("SystemSharedMemoryUnregisterRequest", "SystemSharedMemoryUnregisterResponse"),
+    "CudaSharedMemoryStatus": ("CudaSharedMemoryStatusRequest", "CudaSharedMemoryStatusResponse"),
+    "CudaSharedMemoryRegister": ("CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse"),
+    "CudaSharedMemoryUnregister": ("CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse"),
+    "TraceSetting": ("TraceSettingRequest", "TraceSettingResponse"),
+    "LogSettings": ("LogSettingsRequest", "LogSettingsResponse"),
+}
 
 
-def _codes() -> dict[int, Any]:
-    grpc = require("grpc", purpose="the gRPC endpoint")
-    c = grpc.StatusCode
-    return {400: c.INVALID_ARGUMENT, 401: c.UNAUTHENTICATED, 404: c.NOT_FOUND, 405: c.UNIMPLEMENTED,
-            429: c.RESOURCE_EXHAUSTED, 499: c.CANCELLED, 503: c.UNAVAILABLE, 504: c.DEADLINE_EXCEEDED,
-            500: c.INTERNAL}
+def grpc_status(exc: BaseException, where: str = "gRPC") -> tuple[int, str]:
+    """(status code, message) for an error; anything not an XinferError is logged and answered INTERNAL."""
+    if isinstance(exc, XinferError):
+        return _CODES.get(exc.http_status, INTERNAL), str(exc)
+    log.error("%s: unexpected error: %r", where, exc, exc_info=exc)
+    return INTERNAL, INTERNAL_MESSAGE
+
+
+def unsupported_message(rpc: str) -> str:
+    return f"{rpc} is not supported by xinfer-sdk"
 
 
 def decode_inputs(request: Any) -> dict[str, np.ndarray]:
@@ -83,11 +119,11 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _timeout(request: Any) -> float | None:
-    p = request.parameters.get("timeout") if "timeout" in request.parameters else None
-    if p is None:
+def request_timeout(request: Any) -> float | None:
+    """Triton's ``timeout`` request parameter (microseconds) in seconds; None when absent or 0."""
+    if "timeout" not in request.parameters:
         return None
-    us = p.int64_param
+    us = request.parameters["timeout"].int64_param
     if us < 0:
         raise InvalidInput("parameter 'timeout' must be a non-negative integer (microseconds)")
     return us / 1e6 if us else None
@@ -103,112 +139,73 @@ def _requested(served: Served, request: Any) -> list[str]:
     return output_request(served.output_specs, want, True).names
 
 
-class InferenceServicer:
-    """The RPC implementations (asyncio coroutines on the server's loop)."""
+class KServeRpcs:
+    """The RPCs as plain methods: request message in, response message out, XinferError raised."""
 
     def __init__(self, service: Service):
         self.svc = service
         self.pb = require("xinfer_sdk.server._proto.grpc_service_pb2", purpose="the gRPC endpoint", extra="serve")
         self.mc = require("xinfer_sdk.server._proto.model_config_pb2", purpose="the gRPC endpoint", extra="serve")
         self.json_format = require("google.protobuf.json_format", purpose="the gRPC endpoint")
-        self.codes = _codes()
         self._configs: dict[str, Any] = {}
 
-    # -- helpers ------------------------------------------------------------------------------------------
-    def _fail(self, context: Any, exc: BaseException, empty: Any) -> Any:
-        if isinstance(exc, XinferError):
-            context.set_code(self.codes.get(exc.http_status, self.codes[500]))
-            context.set_details(str(exc))
-        else:
-            log.error("gRPC: unexpected error: %r", exc, exc_info=exc)
-            context.set_code(self.codes[500])
-            context.set_details("internal server error (see the server log)")
-        return empty
-
-    def _auth(self, context: Any) -> None:
-        if self.svc.auth_required:
-            value = None
-            for k, v in context.invocation_metadata() or ():
-                if k == "authorization":
-                    value = v
-            self.svc.check_auth(value)
+    def handler(self, rpc: str) -> Any:
+        return getattr(self, rpc)
 
     # -- health and metadata ------------------------------------------------------------------------------
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    def ServerLive(self, request: Any) -> Any:
         return self.pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    def ServerReady(self, request: Any) -> Any:
         return self.pb.ServerReadyResponse(ready=self.svc.ready)
 
-    async def ModelReady(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context)
-            return self.pb.ModelReadyResponse(ready=self.svc.model_ready(request.name, request.version))
-        except Exception as exc:
-            return self._fail(context, exc, self.pb.ModelReadyResponse())
+    def ModelReady(self, request: Any) -> Any:
+        return self.pb.ModelReadyResponse(ready=self.svc.model_ready(request.name, request.version))
 
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context)
-            return self.pb.ServerMetadataResponse(**self.svc.server_metadata())
-        except Exception as exc:
-            return self._fail(context, exc, self.pb.ServerMetadataResponse())
+    def ServerMetadata(self, request: Any) -> Any:
+        return self.pb.ServerMetadataResponse(**self.svc.server_metadata())
 
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+    def ModelMetadata(self, request: Any) -> Any:
         pb = self.pb
-        try:
-            self._auth(context)
-            md = self.svc.get(request.name, request.version).metadata
-            T = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(name=md["name"], versions=md["versions"], platform=md["platform"],
-                                            inputs=[T(**t) for t in md["inputs"]],
-                                            outputs=[T(**t) for t in md["outputs"]])
-        except Exception as exc:
-            return self._fail(context, exc, pb.ModelMetadataResponse())
+        md = self.svc.get(request.name, request.version).metadata
+        T = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(name=md["name"], versions=md["versions"], platform=md["platform"],
+                                        inputs=[T(**t) for t in md["inputs"]], outputs=[T(**t) for t in md["outputs"]])
 
-    async def ModelConfig(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context)
-            served = self.svc.get(request.name, request.version)
-            cfg = self._configs.get(served.name)
-            if cfg is None:
-                cfg = self.json_format.ParseDict(served.config, self.mc.ModelConfig(), ignore_unknown_fields=True)
-                self._configs[served.name] = cfg
-            return self.pb.ModelConfigResponse(config=cfg)
-        except Exception as exc:
-            return self._fail(context, exc, self.pb.ModelConfigResponse())
+    def ModelConfig(self, request: Any) -> Any:
+        served = self.svc.get(request.name, request.version)
+        cfg = self._configs.get(served.name)
+        if cfg is None:
+            cfg = self.json_format.ParseDict(served.config, self.mc.ModelConfig(), ignore_unknown_fields=True)
+            self._configs[served.name] = cfg
+        return self.pb.ModelConfigResponse(config=cfg)
 
-    async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context)
-            doc = self.svc.statistics(request.name or None, request.version or None)
-            return self.json_format.ParseDict(doc, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
-        except Exception as exc:
-            return self._fail(context, exc, self.pb.ModelStatisticsResponse())
+    def ModelStatistics(self, request: Any) -> Any:
+        doc = self.svc.statistics(request.name or None, request.version or None)
+        return self.json_format.ParseDict(doc, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
 
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        pb = self.pb
-        try:
-            self._auth(context)
-            M = pb.RepositoryIndexResponse.ModelIndex
-            return pb.RepositoryIndexResponse(models=[M(**m) for m in self.svc.repository_index()])
-        except Exception as exc:
-            return self._fail(context, exc, pb.RepositoryIndexResponse())
+    def RepositoryIndex(self, request: Any) -> Any:
+        M = self.pb.RepositoryIndexResponse.ModelIndex
+        return self.pb.RepositoryIndexResponse(models=[M(**m) for m in self.svc.repository_index()])
 
     # -- inference ----------------------------------------------------------------------------------------
-    def _submit(self, request: Any) -> tuple[Served, asyncio.Future, Any, list[str]]:
+    def submit(self, request: Any, call_timeout: float | None = None) -> tuple[Served, asyncio.Future, Any, list[str]]:
+        """Decode, validate and enqueue one ModelInferRequest: (served, future of the outputs, the core's
+        handle for cancel(), output names). ``call_timeout`` is the gRPC deadline left (seconds), if any."""
         served = self.svc.get(request.model_name, request.model_version)
         try:
             inputs = decode_inputs(request)
             names = _requested(served, request)
-            timeout = _timeout(request)
+            timeout = request_timeout(request)
         except InvalidInput:
             served.reject("InvalidInput")
             raise
+        if call_timeout is not None and (timeout is None or call_timeout < timeout):
+            timeout = call_timeout
         fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop())
         return served, fut, handle, names
 
-    def _response(self, served: Served, request: Any, outputs: dict[str, np.ndarray], names: list[str]) -> Any:
+    def infer_response(self, served: Served, request: Any, outputs: dict[str, np.ndarray], names: list[str]) -> Any:
         pb = self.pb
         Out = pb.ModelInferResponse.InferOutputTensor
         tensors, raws = [], []
@@ -220,16 +217,61 @@ class InferenceServicer:
         return pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id,
                                      outputs=tensors, raw_output_contents=raws)
 
+    def stream_error(self, request_id: str, exc: BaseException) -> Any:
+        """A ModelStreamInfer answer for a failed request (the stream itself goes on)."""
+        msg = grpc_status(exc, "gRPC stream")[1]
+        return self.pb.ModelStreamInferResponse(error_message=msg, infer_response=self.pb.ModelInferResponse(
+            id=request_id))
+
+
+# -- the grpc.aio transport ----------------------------------------------------------------------------------
+class InferenceServicer:
+    """grpc.aio handlers (coroutines on the server's loop) around ``KServeRpcs``."""
+
+    def __init__(self, service: Service):
+        self.rpcs = KServeRpcs(service)
+        self.svc = service
+        self.pb = self.rpcs.pb
+        grpc = require("grpc", purpose="the gRPC endpoint")
+        self.codes = {c.value[0]: c for c in grpc.StatusCode}
+
+    def _fail(self, context: Any, exc: BaseException, empty: Any) -> Any:
+        code, msg = grpc_status(exc)
+        context.set_code(self.codes[code])
+        context.set_details(msg)
+        return empty
+
+    def _auth(self, context: Any) -> None:
+        if self.svc.auth_required:
+            value = None
+            for k, v in context.invocation_metadata() or ():
+                if k == "authorization":
+                    value = v
+            self.svc.check_auth(value)
+
+    def unary(self, rpc: str, response: Any, auth: bool):
+        fn = self.rpcs.handler(rpc)
+
+        async def handler(request: Any, context: Any) -> Any:
+            try:
+                if auth:
+                    self._auth(context)
+                return fn(request)
+            except Exception as exc:
+                return self._fail(context, exc, response())
+
+        return handler
+
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         try:
             self._auth(context)
-            served, fut, handle, names = self._submit(request)
+            served, fut, handle, names = self.rpcs.submit(request)
             try:
                 outputs = await fut
             except asyncio.CancelledError:
                 served.batcher.cancel(handle)
                 raise
-            return self._response(served, request, outputs, names)
+            return self.rpcs.infer_response(served, request, outputs, names)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -249,7 +291,7 @@ class InferenceServicer:
             try:
                 async for request in request_iterator:
                     try:
-                        pending.put_nowait((request, self._submit(request), None))
+                        pending.put_nowait((request, self.rpcs.submit(request), None))
                     except Exception as exc:
                         pending.put_nowait((request, None, exc))
             finally:
@@ -266,24 +308,20 @@ class InferenceServicer:
                     served, fut, _handle, names = submitted
                     try:
                         outputs = await fut
-                        yield pb.ModelStreamInferResponse(infer_response=self._response(served, request, outputs,
-                                                                                         names))
+                        yield pb.ModelStreamInferResponse(
+                            infer_response=self.rpcs.infer_response(served, request, outputs, names))
                         continue
                     except Exception as e:
                         exc = e
-                msg = str(exc) if isinstance(exc, XinferError) else "internal server error (see the server log)"
-                if not isinstance(exc, XinferError):
-                    log.error("gRPC stream: unexpected error: %r", exc, exc_info=exc)
-                yield pb.ModelStreamInferResponse(error_message=msg,
-                                                  infer_response=pb.ModelInferResponse(id=request.id))
+                yield self.rpcs.stream_error(request.id, exc)
         finally:
             task.cancel()
 
 
-def _unimplemented(name: str):
+def _unsupported(name: str):
     async def handler(request: Any, context: Any) -> Any:
         grpc = require("grpc")
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by xinfer-sdk")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, unsupported_message(name))
 
     return handler
 
@@ -293,32 +331,13 @@ def add_to_server(server: Any, servicer: InferenceServicer) -> None:
     grpc = require("grpc", purpose="the gRPC endpoint")
     pb = servicer.pb
     uu = grpc.unary_unary_rpc_method_handler
-    rpcs = {
-        "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
-        "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
-        "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
-        "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
-        "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
-        "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
-        "ModelConfig": ("ModelConfigRequest", "ModelConfigResponse"),
-        "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse"),
-        "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
-        "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
-        "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
-        "SystemSharedMemoryStatus": ("SystemSharedMemoryStatusRequest", "SystemSharedMemoryStatusResponse"),
-        "SystemSharedMemoryRegister": ("SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse"),
-        "SystemSharedMemoryUnregister": ("SystemSharedMemoryUnregisterRequest",
-                                         "SystemSharedMemoryUnregisterResponse"),
-        "CudaSharedMemoryStatus": ("CudaSharedMemoryStatusRequest", "CudaSharedMemoryStatusResponse"),
-        "CudaSharedMemoryRegister": ("CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse"),
-        "CudaSharedMemoryUnregister": ("CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse"),
-        "TraceSetting": ("TraceSettingRequest", "TraceSettingResponse"),
-        "LogSettings": ("LogSettingsRequest", "LogSettingsResponse"),
-    }
     handlers = {}
-    for name, (req, resp) in rpcs.items():
-        fn = _unimplemented(name) if name in _UNIMPLEMENTED else getattr(servicer, name)
+    for name, (req, resp, auth) in UNARY.items():
+        fn = servicer.ModelInfer if name == "ModelInfer" else servicer.unary(name, getattr(pb, resp), auth)
         handlers[name] = uu(fn, request_deserializer=getattr(pb, req).FromString,
+                            response_serializer=getattr(pb, resp).SerializeToString)
+    for name, (req, resp) in UNSUPPORTED.items():
+        handlers[name] = uu(_unsupported(name), request_deserializer=getattr(pb, req).FromString,
                             response_serializer=getattr(pb, resp).SerializeToString)
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
         servicer.ModelStreamInfer, request_deserializer=pb.ModelInferRequest.FromString,
@@ -327,6 +346,8 @@ def add_to_server(server: Any, servicer: InferenceServicer) -> None:
 
 
 class GrpcServer:
+    """The grpc.aio transport (C-core): ``--grpc-impl grpcio``."""
+
     def __init__(self, service: Service, *, max_message: int):
         self.service = service
         self.max_message = int(max_message)
@@ -344,6 +365,9 @@ class GrpcServer:
             raise OSError(f"cannot bind the gRPC port {host}:{port} (in use?)")
         await self._server.start()
         return bound
+
+    def pending_answers(self) -> int:
+        return 0
 
     async def stop(self, grace: float | None) -> None:
         if self._server is not None:

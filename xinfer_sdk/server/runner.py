@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_DRAIN_TIMEOUT = 30.0
+DEFAULT_GRPC_IMPL = "native"
+GRPC_IMPLS = ("native", "grpcio")  # our HTTP/2 on this loop (h2grpc/) | grpc.aio (C-core)
 _POLL = 0.01
 
 
@@ -50,10 +52,13 @@ class Server:
                  grpc_port: int | None = 8001, api_key: str | None = None,
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
                  load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
-                 allow_nonfinite: bool = False):
+                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
+        if grpc_impl not in GRPC_IMPLS:
+            raise UserError(f"--grpc-impl {grpc_impl!r}: expected one of {', '.join(GRPC_IMPLS)}")
+        self.grpc_impl = grpc_impl
         self.service = Service(models, api_key=api_key, load_seconds=load_seconds, allow_nonfinite=allow_nonfinite)
         self.host, self.port, self.grpc_port = host, int(port), grpc_port
         self.drain_timeout = float(drain_timeout)
@@ -86,7 +91,10 @@ class Server:
             raise UserError(f"cannot listen on {self.host}:{self.port} for HTTP ({exc.strerror or exc})",
                             hint="pick another --port or stop what uses it") from None
         if self.grpc_port is not None:
-            from .grpc_server import GrpcServer
+            if self.grpc_impl == "native":
+                from .h2grpc import NativeGrpcServer as GrpcServer
+            else:
+                from .grpc_server import GrpcServer
 
             self.grpc = GrpcServer(self.service, max_message=self.max_body)
             try:
@@ -96,7 +104,8 @@ class Server:
                 raise UserError(f"cannot listen on {self.host}:{self.grpc_port} for gRPC ({exc})",
                                 hint="pick another --grpc-port (0 = any free port)") from None
         log.info("%-28s | HTTP on %s:%d, gRPC on %s, models: %s", "server", self.host, self.port,
-                 f"{self.host}:{self.grpc_port}" if self.grpc else "off", ", ".join(self.service.models))
+                 f"{self.host}:{self.grpc_port} ({self.grpc_impl})" if self.grpc else "off",
+                 ", ".join(self.service.models))
         self.started.set()
 
     def request_stop(self, force: bool = False) -> None:

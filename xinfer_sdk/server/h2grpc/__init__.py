@@ -1,0 +1,15 @@
+"""A native gRPC endpoint: HTTP/2 (RFC 9113) and HPACK (RFC 7541) written for gRPC's unary and streaming
+calls, on the server's asyncio event loop (``xinfer-sdk serve --grpc-impl native``, the default).
+
+    huffman.py     HPACK's Huffman code and a table-driven decoder
+    hpack.py       header block decoder (dynamic table) and the stateless encoder pieces
+    frames.py      frame layout, constants, error codes, builders
+    connection.py  one HTTP/2 connection: frames, streams, flow control, output coalescing
+    grpcwire.py    gRPC's wire format: request headers, messages, compression, status trailers
+    calls.py       the RPCs of inference.GRPCInferenceService on those streams
+    server.py      the listener and graceful stop (GOAWAY)
+"""
+
+from .server import NativeGrpcServer
+
+__all__ = ["NativeGrpcServer"]

@@ -1,0 +1,282 @@
+"""The calls of ``inference.GRPCInferenceService`` on native HTTP/2 streams: routing, message deframing,
+unary answers, ModelInfer through the batching core, and the ordered ModelStreamInfer.
+
+A unary call is answered when its request has ended (normally one read: HEADERS + DATA with END_STREAM).
+ModelInfer is decoded, validated and enqueued at once; the batching core completes its future and a done
+callback writes the answer (no task per request). ModelStreamInfer enqueues each message as it arrives and
+answers in request order; after the client's END_STREAM and the last answer come the OK trailers.
+The RPCs themselves (and the error -> status mapping) are shared with the grpc.aio transport:
+``xinfer_sdk.server.grpc_server.KServeRpcs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from typing import Any
+
+from ...errors import InvalidInput, XinferError
+from ..grpc_server import (
+    INTERNAL,
+    RESOURCE_EXHAUSTED,
+    SERVICE,
+    UNARY,
+    UNIMPLEMENTED,
+    UNSUPPORTED,
+    KServeRpcs,
+    grpc_status,
+    unsupported_message,
+)
+from ..service import Service
+from . import frames as F
+from . import grpcwire as W
+from .hpack import status as http_status
+
+log = logging.getLogger(__name__)
+
+UNARY_CALL, INFER, STREAM, NOT_SUPPORTED = range(4)
+
+
+class Route:
+    __slots__ = ("name", "kind", "parse", "fn", "auth", "request_type")
+
+    def __init__(self, name: str, kind: int, parse: Any, fn: Any, auth: bool, request_type: str):
+        self.name = name
+        self.kind = kind
+        self.parse = parse
+        self.fn = fn
+        self.auth = auth
+        self.request_type = request_type
+
+
+class GrpcCalls:
+    """The call layer behind every ``H2Connection`` of a server (hooks: head, start, data, reset)."""
+
+    def __init__(self, service: Service, *, max_message: int, max_header_list: int):
+        self.svc = service
+        self.rpcs = KServeRpcs(service)
+        self.max_message = int(max_message)
+        self.max_header_list = int(max_header_list)
+        pb = self.rpcs.pb
+        self.stream_response = pb.ModelStreamInferResponse
+        self.decode_error = __import__("google.protobuf.message", fromlist=["DecodeError"]).DecodeError
+        self.routes: dict[bytes, Route] = {}
+        for name, (req, _resp, auth) in UNARY.items():
+            kind = INFER if name == "ModelInfer" else UNARY_CALL
+            fn = None if kind == INFER else self.rpcs.handler(name)
+            self._route(name, kind, getattr(pb, req).FromString, fn, auth, req)
+        for name, (req, _resp) in UNSUPPORTED.items():
+            self._route(name, NOT_SUPPORTED, None, None, False, req)
+        self._route("ModelStreamInfer", STREAM, pb.ModelInferRequest.FromString, None, True, "ModelInferRequest")
+
+    def _route(self, name: str, kind: int, parse: Any, fn: Any, auth: bool, request_type: str) -> None:
+        self.routes[f"/{SERVICE}/{name}".encode()] = Route(name, kind, parse, fn, auth, request_type)
+
+    # -- connection hooks ---------------------------------------------------------------------------------
+    def head(self, fields: list[tuple[bytes, bytes]], oversize: bool) -> W.Head:
+        head = W.parse_head(fields, oversize, self.max_header_list)
+        if head.error is None:
+            head.route = self.routes.get(head.path)
+            if head.route is None:
+                head.error = (W.GRPC, UNIMPLEMENTED, f"unknown method {head.path.decode('latin-1')!r} (this server "
+                                                     f"serves {SERVICE})")
+        return head
+
+    def start(self, conn: Any, st: Any, head: W.Head, end_stream: int) -> None:
+        err = head.error
+        if err is not None:
+            kind, code, message = err
+            if kind == W.RST:
+                conn.reset_stream(st.sid, F.PROTOCOL_ERROR, message)
+            elif kind == W.HTTP:
+                conn.send_headers(st, http_status(code), end_stream=True)
+            else:
+                self._status(conn, st, code, message)
+            return
+        route = head.route
+        if route.kind == NOT_SUPPORTED:
+            self._status(conn, st, UNIMPLEMENTED, unsupported_message(route.name))
+            return
+        if route.auth and self.svc.auth_required:
+            try:
+                self.svc.check_auth(head.authorization)
+            except XinferError as exc:
+                if route.kind == STREAM:  # as the grpc.aio transport: one error answer, then OK
+                    reply = self.stream_response(error_message=str(exc)).SerializeToString()
+                    conn.respond(st, W.RESPONSE_HEADERS, reply, W.TRAILERS_OK)
+                else:
+                    self._status(conn, st, *grpc_status(exc))
+                return
+        st.call = head
+        if head.timeout is not None:
+            st.deadline = conn.loop.time() + head.timeout
+        if route.kind == STREAM:
+            st.queue = deque()
+        if end_stream:
+            self.data(conn, st, b"", True)
+
+    def data(self, conn: Any, st: Any, chunk: bytes, end: int) -> None:
+        head = st.call
+        if head is None:
+            return  # answered already: the rest of the request is dropped
+        msg = st.msg
+        if msg is None:
+            # the common case: one whole, uncompressed message in the request's last DATA frame
+            if end and len(chunk) >= 5 and chunk[0] == 0 and head.route.kind != STREAM and st.ctx is None:
+                n = int.from_bytes(chunk[1:5], "big")
+                if n == len(chunk) - 5 and n <= self.max_message:
+                    self._unary(conn, st, head, chunk[5:])
+                    return
+            if not chunk and not end:
+                return
+            msg = st.msg = bytearray()
+        if chunk:
+            msg += chunk
+            conn.buffered += len(chunk)
+            if conn.buffered > conn.lim.max_buffered:
+                self._status(conn, st, RESOURCE_EXHAUSTED, "too many request bytes are waiting on this connection")
+                return
+        streaming = head.route.kind == STREAM
+        while len(msg) >= 5:
+            n = int.from_bytes(msg[1:5], "big")
+            if n > self.max_message:
+                self._status(conn, st, RESOURCE_EXHAUSTED, f"received message larger than max ({n} vs. "
+                                                           f"{self.max_message})")
+                return
+            if len(msg) < n + 5:
+                break
+            flag = msg[0]
+            payload = bytes(msg[5:5 + n])
+            del msg[:5 + n]
+            conn.buffered -= n + 5
+            if flag:
+                try:
+                    payload = W.decompress(head.encoding, payload, self.max_message)
+                except ValueError as exc:
+                    self._status(conn, st, *exc.args)
+                    return
+            if streaming:
+                self._stream_message(conn, st, head, payload)
+            elif st.ctx is not None:
+                self._status(conn, st, INTERNAL, f"{head.route.name} takes one request message, got more")
+                return
+            else:
+                st.ctx = payload
+        if not end:
+            return
+        if msg:
+            self._status(conn, st, INTERNAL, "the request ended inside a message")
+            return
+        st.msg = None
+        if streaming:
+            self._stream_flush(conn, st)
+        elif st.ctx is None:
+            self._status(conn, st, INTERNAL, f"{head.route.name} needs a request message, the request had none")
+        else:
+            payload, st.ctx = st.ctx, None
+            self._unary(conn, st, head, payload)
+
+    def reset(self, conn: Any, st: Any) -> None:
+        """The client reset the stream or went away: withdraw what is still queued."""
+        self._release(conn, st)
+        if st.handle is not None and st.ctx is not None:
+            st.ctx[0].batcher.cancel(st.handle)
+            st.handle = None
+        if st.queue:
+            for entry in st.queue:
+                fut = entry[2]
+                if fut is not None and not fut.done():
+                    entry[1].batcher.cancel(entry[3])
+            st.queue.clear()
+
+    # -- answers ------------------------------------------------------------------------------------------
+    def _release(self, conn: Any, st: Any) -> None:
+        st.call = None
+        if st.msg is not None:
+            conn.buffered -= len(st.msg)
+            st.msg = None
+
+    def _status(self, conn: Any, st: Any, code: int, message: str) -> None:
+        """End the call with a gRPC status (trailers-only when nothing was sent yet)."""
+        self._release(conn, st)
+        if st.closed:
+            return
+        block = W.trailers(code, message)
+        conn.send_headers(st, block if st.headers_sent else W.RESPONSE_HEADERS + block, end_stream=True)
+
+    def _left(self, st: Any, loop: asyncio.AbstractEventLoop) -> float | None:
+        return None if st.deadline is None else max(0.0, st.deadline - loop.time())
+
+    def _parse(self, head: W.Head, payload: bytes) -> Any:
+        try:
+            return head.route.parse(payload)
+        except self.decode_error:
+            raise InvalidInput(f"the request message is not a valid inference.{head.route.request_type}") from None
+
+    def _unary(self, conn: Any, st: Any, head: W.Head, payload: bytes) -> None:
+        route = head.route
+        st.call = None
+        try:
+            request = self._parse(head, payload)
+            if route.kind == INFER:
+                served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop))
+                st.handle = handle
+                st.ctx = (served, request, names)
+                fut.add_done_callback(functools.partial(self._infer_done, conn, st))
+                return
+            reply = route.fn(request).SerializeToString()
+        except Exception as exc:
+            self._status(conn, st, *grpc_status(exc))
+            return
+        conn.respond(st, W.RESPONSE_HEADERS, reply, W.TRAILERS_OK)
+
+    def _infer_done(self, conn: Any, st: Any, fut: asyncio.Future) -> None:
+        if st.closed:
+            return
+        served, request, names = st.ctx
+        st.ctx = st.handle = None
+        try:
+            reply = self.rpcs.infer_response(served, request, fut.result(), names).SerializeToString()
+        except Exception as exc:
+            self._status(conn, st, *grpc_status(exc))
+            return
+        conn.respond(st, W.RESPONSE_HEADERS, reply, W.TRAILERS_OK)
+
+    # -- ModelStreamInfer ---------------------------------------------------------------------------------
+    def _stream_message(self, conn: Any, st: Any, head: W.Head, payload: bytes) -> None:
+        request = None
+        try:
+            request = self._parse(head, payload)
+            served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop))
+        except Exception as exc:
+            st.queue.append((request, None, None, None, None, self.rpcs.stream_error(
+                request.id if request is not None else "", exc).SerializeToString()))
+            self._stream_flush(conn, st)
+            return
+        st.queue.append((request, served, fut, handle, names, None))
+        fut.add_done_callback(functools.partial(self._stream_ready, conn, st))
+
+    def _stream_ready(self, conn: Any, st: Any, fut: asyncio.Future) -> None:
+        if not st.closed:
+            self._stream_flush(conn, st)
+
+    def _stream_flush(self, conn: Any, st: Any) -> None:
+        q = st.queue
+        while q:
+            request, served, fut, _handle, names, reply = q[0]
+            if fut is not None:
+                if not fut.done():
+                    break
+                try:
+                    reply = self.stream_response(infer_response=self.rpcs.infer_response(
+                        served, request, fut.result(), names)).SerializeToString()
+                except Exception as exc:
+                    reply = self.rpcs.stream_error(request.id, exc).SerializeToString()
+            q.popleft()
+            if not st.headers_sent:
+                conn.send_headers(st, W.RESPONSE_HEADERS)
+            conn.send_message(st, reply)
+        if not q and not st.recv_open and st.msg is None and not st.closed:  # the client is done, so are we
+            self._status(conn, st, 0, "")
