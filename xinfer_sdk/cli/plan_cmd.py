@@ -44,8 +44,8 @@ def _policy_text(p) -> str:
 
 @click.command()
 @click.argument("model", type=click.Path())
-@click.option("-p", "--profile", "profiles", default="cpu", show_default=True, metavar="NAMES",
-              help="Hardware profile(s), comma-separated (e.g. t4,a10,l4,a100-sxm4-80gb).")
+@click.option("-p", "--profile", "profiles", default="auto", show_default=True, metavar="NAMES",
+              help="Hardware profile(s), comma-separated (e.g. t4,a10,l4,a100-sxm4-80gb); auto: this machine's.")
 @click.option("--precision", default="auto", show_default=True,
               help="fp32 | fp16 | bf16 | int8 | fp8 | auto (the graph's, else each profile's default).")
 @click.option("--target-qps", type=float, default=None, help="Traffic to serve, requests/s: gives replicas per profile.")

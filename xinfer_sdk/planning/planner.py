@@ -223,18 +223,24 @@ def choose_best(plans: Sequence[ProfilePlan]) -> dict[str, Any]:
             "cost_per_hour_usd": cheapest.cost_per_hour if cheapest else None}
 
 
-def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "cpu", precision: str | None = None,
+def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precision: str | None = None,
          target_qps: float | None = None, p99: str | float = "50ms", shapes: Mapping[str, ShapeRange] | None = None,
          measure: bool = False, profiles_dirs: Sequence[str] = (), prices: Mapping[str, float] | None = None,
          sim_requests: int = 20000, screen: int = 3000, measure_kw: Mapping[str, Any] | None = None,
          progress: Callable[[int, int, str], None] | None = None) -> Plan:
-    """Plan ``model`` (ONNX path, ModelProto or bundle folder) on each profile for the SLO."""
+    """Plan ``model`` (ONNX path, ModelProto or bundle folder) on each profile for the SLO ("auto": this
+    machine's profile)."""
     p99_s = parse_p99(p99)
     if target_qps is not None and (not isinstance(target_qps, (int, float)) or target_qps <= 0):
         raise UserError(f"--target-qps must be a positive number of requests per second, got {target_qps!r}")
     names = [s.strip() for s in profiles.split(",")] if isinstance(profiles, str) else list(profiles)
     if not names:
         raise UserError("give at least one profile, e.g. --profile t4,l4")
+    if any(n == "auto" for n in names if isinstance(n, str)):
+        from ..profiles import ProfileRegistry, detect
+
+        here = detect(ProfileRegistry(profiles_dirs)).profile
+        names = [here if n == "auto" else n for n in names]
     profs = [p if isinstance(p, Profile) else load_profile(p, profiles_dirs=profiles_dirs) for p in names]
     for name, price in (prices or {}).items():
         hit = [k for k, p in enumerate(profs) if p.name == name]
