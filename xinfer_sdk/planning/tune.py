@@ -138,6 +138,10 @@ def tune(path: str | os.PathLike[str], *, p99: str | float, profile: Profile | s
                         hint="add -o config.yaml, or --no-write")
     if duration <= 0:
         raise UserError(f"--duration must be positive, got {duration!r}")
+    if not isinstance(profile, Profile):
+        from ..runtime.loader import resolve_profile
+
+        profile = resolve_profile(profile)  # "auto"/None: this machine's profile
     base = None
     if bundle is not None and bundle.manifest.batch:
         base = BatchPolicy.from_dict(bundle.manifest.batch, source="bundle batch")
@@ -156,8 +160,7 @@ def tune(path: str | os.PathLike[str], *, p99: str | float, profile: Profile | s
     written = None
     if best is not None and write:
         written = write_policy(best.policy, bundle=bundle, output=output)
-    prof_name = profile.name if isinstance(profile, Profile) else (profile or "auto")
-    result = TuneResult(model=str(p), profile=prof_name, p99=target, points=points, best=best, written=written,
+    result = TuneResult(model=str(p), profile=profile.name, p99=target, points=points, best=best, written=written,
                         plot=None)
     if plot:
         from .plot import plot_tune
