@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from xinfer_sdk.bundle import TensorSpec, sha256_file
-from xinfer_sdk.errors import CalibrationError
+from xinfer_sdk.errors import CalibrationError, UserError
+from xinfer_sdk.shapes import concrete_dims
 
 log = logging.getLogger(__name__)
 
@@ -307,27 +308,11 @@ def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, 
     chunk: dict[str, np.ndarray] = {}
     params: dict[str, int] = {}
     for spec in inputs:
-        given = shapes.get(spec.name)
-        dims = []
-        for axis, d in enumerate(spec.shape):
-            if batched and axis == 0:
-                dims.append(count)
-            elif d > 0:
-                dims.append(d)
-            elif given is not None:
-                dims.append(given.opt[axis])
-            elif example and spec.name in example and axis < np.ndim(example[spec.name]):
-                dims.append(int(np.shape(example[spec.name])[axis]))
-            else:
-                label = spec.dim_names[axis] if axis < len(spec.dim_names) else None
-                if label and label in params:
-                    dims.append(params[label])
-                    continue
-                raise CalibrationError(f"input {spec.name!r} has a dynamic axis {axis} and no data was given to "
-                                       "size it", hint=f"pass --eval DATA or --shapes {spec.name}:SHAPE")
-            label = spec.dim_names[axis] if axis < len(spec.dim_names) else None
-            if label and not (batched and axis == 0):
-                params.setdefault(label, dims[-1])
+        try:
+            dims = concrete_dims(spec, batch=count, shapes=shapes, batched=batched, example=example, labels=params)
+        except UserError as exc:
+            raise CalibrationError(f"{exc.message} to make calibration data",
+                                   hint=f"pass --eval DATA or --shapes {spec.name}:SHAPE") from None
         if not batched:
             dims = [count, *dims]
         kind = np.dtype(spec.dtype).kind

@@ -85,3 +85,35 @@ def check_names(shapes: Mapping[str, ShapeRange], known: Iterable[str]) -> None:
     for name in shapes:
         if name not in known:
             raise UserError(f"--shapes: the model has no input {name!r}; its inputs are {', '.join(known)}")
+
+
+def concrete_dims(spec, *, batch: int, shapes: Mapping[str, ShapeRange], batched: bool, which: str = "opt",
+                  example: Mapping[str, object] | None = None, labels: dict[str, int] | None = None) -> list[int]:
+    """One input's dims for a concrete run: ``batch`` on axis 0 when the model batches, fixed dims as they are,
+    a dynamic dim from its ``--shapes`` range (``which`` of min/opt/max), else from ``example`` (an array of that
+    input), else from another input's dim with the same symbolic name (``labels`` collects them across calls).
+    Raises UserError naming the input and the --shapes syntax when nothing sizes a dynamic dim."""
+    given = shapes.get(spec.name)
+    ex_shape = None
+    if example is not None and spec.name in example:
+        ex_shape = tuple(int(d) for d in getattr(example[spec.name], "shape", ()))
+    dims: list[int] = []
+    for axis, d in enumerate(spec.shape):
+        label = spec.dim_names[axis] if axis < len(spec.dim_names) else None
+        if batched and axis == 0:
+            dims.append(batch)
+            continue
+        if d >= 0:
+            dims.append(d)
+        elif given is not None:
+            dims.append(getattr(given, which)[axis])
+        elif ex_shape is not None and axis < len(ex_shape):
+            dims.append(ex_shape[axis])
+        elif labels is not None and label in labels:
+            dims.append(labels[label])
+        else:
+            raise UserError(f"input {spec.name!r} has a dynamic axis {axis}{f' ({label})' if label else ''} and "
+                            f"nothing gives its size", hint=f"pass --shapes {spec.name}:MIN..OPT..MAX")
+        if labels is not None and label:
+            labels.setdefault(label, dims[-1])
+    return dims

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..profiles import Profile, ProfileRegistry, detect, load_profile
-from ..shapes import ShapeRange
+from ..shapes import ShapeRange, concrete_dims
 from .cost import CostCurve, build_curve
 from .device import DeviceModel, Factor, batch_time, device_model, executed, op_times, soft_max
 
@@ -46,18 +46,10 @@ STATISTIC = "p25"
 def _feeds(specs, b: int, shapes: Mapping[str, ShapeRange], batched: bool, rng) -> dict[str, np.ndarray]:
     feeds = {}
     for s in specs:
-        given = shapes.get(s.name)
-        dims = []
-        for axis, d in enumerate(s.shape):
-            if batched and axis == 0:
-                dims.append(b)
-            elif d >= 0:
-                dims.append(d)
-            elif given is not None:
-                dims.append(given.opt[axis])
-            else:
-                raise UserError(f"--measure: input {s.name!r} has a dynamic axis {axis}; give its shape with "
-                                f"--shapes {s.name}:MIN..OPT..MAX")
+        try:
+            dims = concrete_dims(s, batch=b, shapes=shapes, batched=batched)
+        except UserError as exc:
+            raise UserError(f"--measure: {exc.message}", hint=exc.hint) from None
         dtype = np.dtype(s.dtype)
         if dtype.kind == "f":
             feeds[s.name] = rng.standard_normal(dims).astype(dtype)

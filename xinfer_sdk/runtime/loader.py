@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._yamlfile import read_mapping
 from ..bundle import Artifact, Bundle, Manifest, TensorSpec, is_bundle, open_bundle, sha256_file
 from ..errors import BackendUnavailable, BundleError, UserError
 from ..policy import BatchPolicy
@@ -43,14 +42,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A config.yaml with batch-policy keys (the seed's batch_size / max_batch_delay / device_concurrency /
     max_workers, or ours), at the top level or under ``batch:``."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise UserError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, Mapping):
-        raise UserError(f"{p}: expected a mapping of batch-policy keys")
+    data = read_mapping(p, what="a mapping of batch-policy keys")
     section = data.get("batch", data.get("batching", data))
     if not isinstance(section, Mapping):
         raise UserError(f"{p}: 'batch' must be a mapping")

@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._yamlfile import read_mapping
 from ..errors import UserError
 from ..policy import parse_duration
 
@@ -95,14 +94,7 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
             raise UserError("nothing to serve: give one or more BUNDLE paths or a --config file with 'models:'")
         return ServeConfig(entries, {})
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise UserError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, Mapping):
-        raise UserError(f"{p}: expected a mapping")
+    data = read_mapping(p)
     if "models" not in data and "server" not in data and "defaults" not in data:
         # the seed's batch-policy config.yaml: applies to every model given on the command line
         if not entries:

@@ -9,7 +9,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("httptools")
 pytest.importorskip("grpc")
 
-from server_models import make_mlp_onnx, make_types_onnx  # noqa: E402
+from onnx_models import make_mlp_onnx, make_types_onnx  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tiny real ONNX models for the server tests, made in-process (no downloads)."""
+"""Tiny real ONNX models for the tests, made in-process (no downloads). tests/ is on sys.path (tests/conftest.py)."""
 
 from __future__ import annotations
 
