@@ -155,7 +155,8 @@ class GrpcCalls:
                 try:
                     payload = W.decompress(head.encoding, payload, self.max_message)
                 except ValueError as exc:
-                    self._status(conn, st, *exc.args)
+                    code, text = exc.args
+                    self._status(conn, st, code, text, W.ACCEPT_ENCODING if code == UNIMPLEMENTED else b"")
                     return
             if streaming:
                 self._stream_message(conn, st, head, payload)
@@ -198,13 +199,13 @@ class GrpcCalls:
             conn.buffered -= len(st.msg)
             st.msg = None
 
-    def _status(self, conn: Any, st: Any, code: int, message: str) -> None:
+    def _status(self, conn: Any, st: Any, code: int, message: str, extra: bytes = b"") -> None:
         """End the call with a gRPC status (trailers-only when nothing was sent yet)."""
         self._release(conn, st)
         if st.closed:
             return
         block = W.trailers(code, message)
-        conn.send_headers(st, block if st.headers_sent else W.RESPONSE_HEADERS + block, end_stream=True)
+        conn.send_headers(st, block if st.headers_sent else W.RESPONSE_HEADERS + extra + block, end_stream=True)
 
     def _left(self, st: Any, loop: asyncio.AbstractEventLoop) -> float | None:
         return None if st.deadline is None else max(0.0, st.deadline - loop.time())
