@@ -4,46 +4,34 @@ scrapes /metrics and is queried through its HTTP API."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-PA_DIR = Path(os.environ.get("XINFER_PERF_ANALYZER_DIR") or
-              Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xinfer-sdk" / "perf_analyzer")
 
-
-@pytest.fixture(scope="session")
-def perf_analyzer():
-    exe = PA_DIR / "perf_analyzer"
-    if not exe.exists():
-        p = subprocess.run(["bash", str(HERE / "setup_perf_analyzer.sh"), os.environ.get("PYTHON", "python3")],
-                           capture_output=True, text=True, timeout=600)
-        if p.returncode != 0 or not exe.exists():
-            pytest.skip("perf_analyzer could not be fetched (tritonclient==2.51.0 wheel + libb64 + libcudart): "
-                        + (p.stderr or p.stdout).strip()[-300:])
-    return str(exe)
-
-
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_perf_analyzer_runs_against_our_server(server, perf_analyzer, tmp_path, protocol):
-    url = f"127.0.0.1:{server.port if protocol == 'http' else server.grpc_port}"
-    out = tmp_path / "pa.csv"
+def run_perf_analyzer(perf_analyzer, url, protocol, out, *extra):
     p = subprocess.run([perf_analyzer, "-m", "mlp", "-u", url, "-i", protocol, "-b", "1", "--concurrency-range",
                         "4:4", "--measurement-interval", "500", "-s", "100", "--max-trials", "3",
-                        "--input-data", "zero", "-f", str(out)], capture_output=True, text=True, timeout=120)
+                        "--input-data", "zero", "-f", str(out), *extra], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     row = next(csv.DictReader(out.open()))
     assert float(row["Inferences/Second"]) > 0
     assert int(row["Server Queue"]) >= 0  # read from our statistics extension
+
+
+def test_perf_analyzer_runs_against_our_server_http(server, perf_analyzer, tmp_path):
+    run_perf_analyzer(perf_analyzer, f"127.0.0.1:{server.port}", "http", tmp_path / "pa.csv")
+
+
+def test_perf_analyzer_runs_against_our_server_grpc(grpc_server, perf_analyzer, tmp_path):
+    """Once per gRPC transport (native, grpcio)."""
+    run_perf_analyzer(perf_analyzer, f"127.0.0.1:{grpc_server.grpc_port}", "grpc", tmp_path / "pa.csv")
 
 
 def free_port() -> int:

@@ -35,8 +35,9 @@ def http(server):
 
 
 @pytest.fixture(scope="module")
-def grpc(server):
-    return tg.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+def grpc(grpc_server):
+    """tritonclient.grpc against each gRPC transport (native, grpcio)."""
+    return tg.InferenceServerClient(f"127.0.0.1:{grpc_server.grpc_port}")
 
 
 def test_http_health_and_metadata(http):
@@ -127,7 +128,8 @@ def test_grpc_health_metadata_config(grpc):
     assert {m.name for m in grpc.get_model_repository_index().models} == {"mlp", "types"}
 
 
-def test_grpc_infer_mlp_and_every_datatype(server, grpc):
+def test_grpc_infer_mlp_and_every_datatype(grpc_server, grpc):
+    server = grpc_server
     x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     i = tg.InferInput("input", [4, 8], "FP32")
     i.set_data_from_numpy(x)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from server_doubles import make_model, x
 
+GRPC_IMPLS = ["native", "grpcio"]
+
 
 def post_infer(port, model="dbl", arr=None, headers=None, params=None, timeout=10):
     arr = x() if arr is None else arr
@@ -42,13 +44,14 @@ def wait_until(cond, timeout=10.0):
         time.sleep(0.01)
 
 
-def test_full_queue_answers_429_at_once_and_grpc_resource_exhausted(serve, gate):
+@pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
+def test_full_queue_answers_429_at_once_and_grpc_resource_exhausted(serve, gate, grpc_impl):
     import tritonclient.grpc as tg
     from tritonclient.utils import InferenceServerException
 
     gate.clear()
     model = make_model(gate=gate, max_batch_size=1, max_queue_size=2)
-    srv = serve([model])
+    srv = serve([model], grpc_impl=grpc_impl)
     results = []
     threads = [threading.Thread(target=lambda: results.append(post_infer(srv.port)[0])) for _ in range(3)]
     for t in threads:
@@ -73,13 +76,14 @@ def test_full_queue_answers_429_at_once_and_grpc_resource_exhausted(serve, gate)
     assert 'xinfer_request_failure_total{model="dbl",reason="QueueFull",version="1"} 2.0' in metrics
 
 
-def test_request_timeout_is_504_and_grpc_deadline_exceeded(serve, gate):
+@pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
+def test_request_timeout_is_504_and_grpc_deadline_exceeded(serve, gate, grpc_impl):
     import tritonclient.grpc as tg
     from tritonclient.utils import InferenceServerException
 
     gate.clear()
     model = make_model(gate=gate, max_batch_size=1)
-    srv = serve([model])
+    srv = serve([model], grpc_impl=grpc_impl)
     first = threading.Thread(target=post_infer, args=(srv.port,))
     first.start()
     wait_until(lambda: model.stats()["in_flight"] == 1)
@@ -134,12 +138,13 @@ def test_drain_answers_accepted_requests_then_refuses_new_ones(serve, gate):
     assert srv.drained_cleanly is True and srv._exit_code == 0
 
 
-def test_api_key_protects_everything_but_health_and_metrics(serve, monkeypatch):
+@pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
+def test_api_key_protects_everything_but_health_and_metrics(serve, monkeypatch, grpc_impl):
     import tritonclient.grpc as tg
     import tritonclient.http as th
     from tritonclient.utils import InferenceServerException
 
-    srv = serve([make_model()], api_key="s3cret")
+    srv = serve([make_model()], api_key="s3cret", grpc_impl=grpc_impl)
     for path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
         assert get(srv.port, path)[0] == 200
     for path in ("/v2", "/v2/models/dbl", "/v2/models/dbl/config", "/v2/models/dbl/stats", "/v2/models/dbl/ready"):
@@ -159,6 +164,49 @@ def test_api_key_protects_everything_but_health_and_metrics(serve, monkeypatch):
         g.get_model_metadata("dbl")
     assert "UNAUTHENTICATED" in str(ei.value.status())
     assert g.get_model_metadata("dbl", headers={"authorization": "Bearer s3cret"}).name == "dbl"
+    inp = tg.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x())
+    with pytest.raises(InferenceServerException) as ei:
+        g.infer("dbl", [inp])
+    assert "UNAUTHENTICATED" in str(ei.value.status())
+    r = g.infer("dbl", [inp], headers={"authorization": "Bearer s3cret"})
+    np.testing.assert_array_equal(r.as_numpy("y"), x() * 2)
+    import queue
+
+    got: queue.Queue = queue.Queue()
+    g.start_stream(callback=lambda result, error: got.put((result, error)))
+    try:
+        g.async_stream_infer("dbl", [inp])
+        result, error = got.get(timeout=10)
+    finally:
+        g.stop_stream()
+    assert result is None and "API key" in str(error)
+
+
+@pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
+def test_grpc_client_deadline_withdraws_the_queued_request(serve, gate, grpc_impl):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1)
+    srv = serve([model], grpc_impl=grpc_impl)
+    first = threading.Thread(target=post_infer, args=(srv.port,))
+    first.start()
+    wait_until(lambda: model.stats()["in_flight"] == 1)  # the worker is busy (gate closed)
+    g = tg.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    inp = tg.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x())
+    t0 = time.perf_counter()
+    with pytest.raises(InferenceServerException) as ei:
+        g.infer("dbl", [inp], client_timeout=0.3)  # gRPC deadline: the client cancels the call (RST_STREAM)
+    assert "DEADLINE_EXCEEDED" in str(ei.value.status()) and time.perf_counter() - t0 < 5
+    time.sleep(0.2)
+    gate.set()
+    first.join(10)
+    assert post_infer(srv.port)[0] == 200
+    wait_until(lambda: model.stats()["in_flight"] == 0)
+    assert model.stats()["samples"] == 2  # the cancelled gRPC request never ran
 
 
 def test_pipelined_requests_are_answered_in_order(serve):

@@ -1,0 +1,111 @@
+"""The native gRPC endpoint with real clients beyond the basics in test_triton_clients.py: tritonclient's asyncio
+client (concurrent unary calls, bidirectional streaming), request compression, tensors larger than every
+HTTP/2 default window and frame, many threads multiplexing streams, and perf_analyzer's streaming and async
+modes. Run against both transports where the behaviour must match."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+tg = pytest.importorskip("tritonclient.grpc")
+tga = pytest.importorskip("tritonclient.grpc.aio")
+
+
+def mlp_input(x, module=tg):
+    i = module.InferInput("input", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    return i
+
+
+def test_aio_client_concurrent_calls_and_streaming(grpc_server):
+    srv = grpc_server
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1 + k % 5, 8)).astype(np.float32) for k in range(40)]
+
+    async def main():
+        c = tga.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+        try:
+            assert await c.is_server_live() and await c.is_model_ready("mlp")
+            assert (await c.get_model_metadata("mlp")).name == "mlp"
+            results = await asyncio.gather(*[c.infer("mlp", [mlp_input(x, tga)], request_id=str(k))
+                                             for k, x in enumerate(xs)])
+            for k, (x, r) in enumerate(zip(xs, results)):
+                assert r.get_response().id == str(k)
+                np.testing.assert_allclose(r.as_numpy("output"), srv.mlp_ref(x), rtol=1e-5, atol=1e-5)
+
+            async def requests():
+                for k, x in enumerate(xs):
+                    yield {"model_name": "mlp", "inputs": [mlp_input(x, tga)], "request_id": f"s{k}"}
+                    if k % 7 == 0:
+                        await asyncio.sleep(0.005)  # messages arrive spread over several reads
+
+            got = []
+            async for result, error in c.stream_infer(requests()):
+                assert error is None, error
+                got.append(result)
+                if len(got) == len(xs):
+                    break
+            assert [r.get_response().id for r in got] == [f"s{k}" for k in range(len(xs))]
+            for x, r in zip(xs, got):
+                np.testing.assert_allclose(r.as_numpy("output"), srv.mlp_ref(x), rtol=1e-5, atol=1e-5)
+        finally:
+            await c.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(grpc_server, algorithm):
+    c = tg.InferenceServerClient(f"127.0.0.1:{grpc_server.grpc_port}")
+    x = np.linspace(-1, 1, 64 * 8, dtype=np.float32).reshape(64, 8)
+    r = c.infer("mlp", [mlp_input(x)], compression_algorithm=algorithm)
+    np.testing.assert_allclose(r.as_numpy("output"), grpc_server.mlp_ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_large_tensors_cross_windows_and_frames(grpc_server):
+    """160 KB in, 80 KB out: above HTTP/2's 64 KiB default windows and 16 KiB frames."""
+    c = tg.InferenceServerClient(f"127.0.0.1:{grpc_server.grpc_port}")
+    x = np.random.default_rng(5).standard_normal((5000, 8)).astype(np.float32)
+    r = c.infer("mlp", [mlp_input(x)])
+    np.testing.assert_allclose(r.as_numpy("output"), grpc_server.mlp_ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_many_threads_share_the_connection(server):
+    """tritonclient shares one channel (HTTP/2 connection) between clients: streams interleave on it."""
+    errors = []
+
+    def work(seed):
+        try:
+            c = tg.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+            rng = np.random.default_rng(seed)
+            for _ in range(25):
+                x = rng.standard_normal((2, 8)).astype(np.float32)
+                np.testing.assert_allclose(c.infer("mlp", [mlp_input(x)]).as_numpy("output"), server.mlp_ref(x),
+                                           rtol=1e-5, atol=1e-5)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[0]
+    assert server.grpc.pending_answers() == 0
+
+
+@pytest.mark.parametrize("mode", ["--streaming", "--async"])
+def test_perf_analyzer_streaming_and_async(server, perf_analyzer, tmp_path, mode):
+    out = tmp_path / "pa.csv"
+    p = subprocess.run([perf_analyzer, "-m", "mlp", "-u", f"127.0.0.1:{server.grpc_port}", "-i", "grpc", mode,
+                        "-b", "1", "--concurrency-range", "8:8", "--measurement-interval", "500", "-s", "100",
+                        "--max-trials", "3", "--input-data", "zero", "-f", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert float(next(csv.DictReader(out.open()))["Inferences/Second"]) > 0
