@@ -130,13 +130,20 @@ def request_timeout(request: Any) -> float | None:
 
 
 def _requested(served: Served, request: Any) -> list[str]:
-    if not request.outputs:
+    """The outputs to answer with (all when the request names none); unknown names are refused."""
+    outputs = request.outputs
+    if not outputs:
         return [s.name for s in served.output_specs]
-    for o in request.outputs:
-        if "classification" in o.parameters:
-            raise InvalidInput(f"output {o.name!r}: the classification extension is not supported")
-    want = [{"name": o.name} for o in request.outputs]
-    return output_request(served.output_specs, want, True).names
+    names = []
+    for o in outputs:
+        name = o.name
+        if o.parameters and "classification" in o.parameters:
+            raise InvalidInput(f"output {name!r}: the classification extension is not supported")
+        names.append(name)
+    known = [s.name for s in served.output_specs]
+    if any(n not in known for n in names):
+        output_request(served.output_specs, [{"name": n} for n in names], True)  # raises, naming the output
+    return names
 
 
 class KServeRpcs:

@@ -333,3 +333,14 @@ def test_client_goaway_closes_the_connection_after_its_calls(srv):
     assert c.response(1).grpc_status == 0
     c.until_closed()
     assert c.closed
+
+
+def test_rapid_reset_flood_is_refused(srv):
+    c = RawH2(srv.grpc_port)
+    head = request_block("ModelInfer")
+    burst = b"".join(F.frame(F.HEADERS, F.END_HEADERS, sid, head) + F.rst_stream(sid, F.CANCEL)
+                     for sid in range(1, 2 * 1200, 2))
+    c.send(burst)
+    c.until_closed()
+    assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM
+    healthy(srv.grpc_port)

@@ -28,6 +28,7 @@ from .hpack import TABLE_SIZE_ZERO, Decoder, HpackError
 
 log = logging.getLogger(__name__)
 
+RAPID_RESETS = 1000  # streams a client may cancel before we look at the share it cancels
 _PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
 _HEAD_DATA = F.HEADER
 _DATA_PREFIX = struct.Struct(">IBIBI")  # DATA frame header + gRPC message prefix
@@ -97,6 +98,8 @@ class H2Connection(asyncio.Protocol):
         self._need = 0
         self._cont: list | None = None  # [sid, end_stream, fragments, size] while CONTINUATION is due
         self._reset_sent: set[int] = set()  # streams we reset: late frames for them are ignored
+        self.started = 0  # streams accepted
+        self._client_resets = 0  # of them, reset by the client before we answered ("rapid reset" guard)
         self._out: list[bytes] = []
         self._reading = False
         self._flush_due = False
@@ -361,6 +364,7 @@ class H2Connection(asyncio.Protocol):
             self._note_reset(sid)
             return
         self.accepted_sid = sid
+        self.started += 1
         st = Stream(sid, self.peer_window, self.lim.stream_window)
         if end_stream:
             st.recv_open = False
@@ -446,6 +450,9 @@ class H2Connection(asyncio.Protocol):
         self._drop(st)
         self._note_reset(sid)
         self.app.reset(self, st)
+        self._client_resets += 1
+        if self._client_resets > RAPID_RESETS and self._client_resets * 2 > self.started:
+            raise F.H2Error(F.ENHANCE_YOUR_CALM, "the client resets most of its streams (rapid reset)")
 
     def _on_goaway(self, data: bytes, p: int, stop: int, sid: int) -> None:
         if sid != 0:
