@@ -183,3 +183,23 @@ def test_huffman_matches_an_independent_encoder():
         s = bytes((i * 37 + n) % 256 for i in range(n))
         assert huffman.encode(s) == ref.encode(s)
         assert huffman.decode(ref.encode(s)) == s
+
+
+def test_random_blocks_decode_or_fail_cleanly():
+    hyp = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+
+    @hyp.settings(max_examples=400, deadline=None)
+    @hyp.given(st.binary(max_size=200), st.integers(0, 4096))
+    def check(block, table_size):
+        dec = Decoder(max_table_size=4096, max_list_size=1024)
+        dec.decode(h(REQUESTS_HUFFMAN[0]))
+        try:
+            dec._resize(table_size)
+            out, oversize = dec.decode(block)
+        except HpackError:
+            return
+        assert dec.size <= dec.max_size
+        assert oversize or sum(len(n) + len(v) + 32 for n, v in out) <= 1024
+
+    check()

@@ -344,3 +344,74 @@ def test_rapid_reset_flood_is_refused(srv):
     c.until_closed()
     assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM
     healthy(srv.grpc_port)
+
+
+def test_a_strict_independent_http2_client_accepts_our_frames(srv):
+    """python-hyper's h2 (a strict RFC 9113 state machine) as the client: headers validated, flow control on."""
+    h2conn = pytest.importorskip("h2.connection")
+    h2config = pytest.importorskip("h2.config")
+    h2events = pytest.importorskip("h2.events")
+    import socket
+    import struct
+
+    s = socket.create_connection(("127.0.0.1", srv.grpc_port), timeout=10)
+    conn = h2conn.H2Connection(config=h2config.H2Configuration(client_side=True, header_encoding=None,
+                                                               validate_inbound_headers=True))
+    conn.initiate_connection()
+    conn.update_settings({0x4: 100})  # a 100-byte stream window: our answers must wait for it
+    s.sendall(conn.data_to_send())
+    ids = {}
+    for k, n in enumerate((1, 200, 3)):
+        sid = conn.get_next_available_stream_id()
+        ids[sid] = n
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/"
+                                "ModelInfer"), (":authority", "x"), ("content-type", "application/grpc"),
+                                ("te", "trailers")])
+        conn.send_data(sid, grpc_message(infer_body(n, float(k))), end_stream=True)
+    s.sendall(conn.data_to_send())
+    bodies = {sid: b"" for sid in ids}
+    trailers = {}
+    while len(trailers) < len(ids):
+        data = s.recv(65536)
+        assert data, "server closed the connection"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2events.DataReceived):
+                bodies[ev.stream_id] += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2events.TrailersReceived):
+                trailers[ev.stream_id] = dict(ev.headers)
+            elif isinstance(ev, (h2events.StreamReset, h2events.ConnectionTerminated)):
+                raise AssertionError(f"unexpected {ev}")
+        s.sendall(conn.data_to_send())
+    s.close()
+    for k, (sid, n) in enumerate(ids.items()):
+        assert trailers[sid][b"grpc-status"] == b"0"
+        msg = bodies[sid][5:]
+        assert struct.unpack(">I", bodies[sid][1:5])[0] == len(msg)
+        r = pb.ModelInferResponse.FromString(msg)
+        np.testing.assert_array_equal(np.frombuffer(r.raw_output_contents[0], np.float32).reshape(n, 4),
+                                      np.full((n, 4), 2.0 * k, np.float32))
+
+
+def test_random_frames_never_hurt_the_server(srv):
+    hyp = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+    frame = st.tuples(st.integers(0, 12), st.integers(0, 255), st.sampled_from([0, 1, 2, 3, 5, 2**31 - 1]),
+                      st.binary(max_size=40))
+
+    @hyp.settings(max_examples=150, deadline=None)
+    @hyp.given(st.lists(frame, max_size=6))
+    def check(frames):
+        c = RawH2(srv.grpc_port, timeout=5)
+        c.call(1, "ServerLive", b"", end=False)
+        c.send(b"".join(F.frame(t, fl, sid, p) for t, fl, sid, p in frames))
+        c.frame(F.PING, 0, 0, b"fuzzfuzz")
+        while b"fuzzfuzz" not in c.pings:  # the server answers the PING, or ends the connection with GOAWAY
+            if c.read_frame(5) is None:
+                assert c.goaway is not None
+                break
+        assert c.goaway is None or c.goaway[1] != F.INTERNAL_ERROR, c.goaway  # never a bug of ours
+        c.close()
+
+    check()
+    healthy(srv.grpc_port)
