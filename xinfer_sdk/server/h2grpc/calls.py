@@ -117,7 +117,7 @@ class GrpcCalls:
         if end_stream:
             self.data(conn, st, b"", True)
 
-    def data(self, conn: Any, st: Any, chunk: bytes, end: int) -> None:
+    def data(self, conn: Any, st: Any, chunk: bytes | memoryview, end: int) -> None:
         head = st.call
         if head is None:
             return  # answered already: the rest of the request is dropped

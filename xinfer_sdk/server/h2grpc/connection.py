@@ -281,7 +281,7 @@ class H2Connection(asyncio.Protocol):
                 self._write(F.window_update(sid, st.recv_unacked))
                 st.recv_window += st.recv_unacked
                 st.recv_unacked = 0
-        self.app.data(self, st, data[p:stop], end)
+        self.app.data(self, st, memoryview(data)[p:stop], end)  # no copy: ``data`` is immutable bytes
 
     def _on_headers(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
         if sid == 0:
