@@ -4,7 +4,9 @@ calls, on the server's asyncio event loop (``xinfer-sdk serve --grpc-impl native
     huffman.py     HPACK's Huffman code and a table-driven decoder
     hpack.py       header block decoder (dynamic table) and the stateless encoder pieces
     frames.py      frame layout, constants, error codes, builders
-    connection.py  one HTTP/2 connection: frames, streams, flow control, output coalescing
+    stream.py      per-connection limits, one stream's state
+    connection.py  one HTTP/2 connection, reading: preface, frames, streams, our windows, errors
+    output.py      ... writing: coalesced writes, the client's windows, stream and connection endings
     grpcwire.py    gRPC's wire format: request headers, messages, compression, status trailers
     calls.py       the RPCs of inference.GRPCInferenceService on those streams
     server.py      the listener and graceful stop (GOAWAY)

@@ -1,15 +1,13 @@
-"""The server side of one HTTP/2 connection (RFC 9113) as gRPC uses it, as an asyncio Protocol.
+"""The server side of one HTTP/2 connection (RFC 9113) as gRPC uses it, as an asyncio Protocol: the reading
+half (the writing half, ``H2Output``, is in output.py).
 
 Reads: the client preface, then frames parsed in place from each read (a partial frame waits in a
 bytearray). Header blocks (HEADERS + CONTINUATION) go through HPACK; a block that leaves the dynamic table
 unchanged is remembered with what it meant, so a client repeating its headers (gRPC clients index them
 all) costs one dict lookup per request. DATA is counted against our windows, which are returned as the
-bytes arrive (WINDOW_UPDATE once half of a window is used). The call layer (``app``) sees ``start``,
-``data`` and ``reset`` per stream and answers with ``respond`` / ``send_message`` / ``finish``.
-
-Writes: everything produced while handling one read, or in one event-loop iteration (the answers of one
-batch), leaves in ONE ``transport.write``. DATA honours the client's connection and stream windows and its
-MAX_FRAME_SIZE; what does not fit waits on the stream and goes out on WINDOW_UPDATE / SETTINGS.
+bytes arrive (WINDOW_UPDATE once half of a window is used). The call layer (``app``) sees ``head`` (what a
+header block means), ``start``, ``data`` and ``reset`` per stream, and answers with ``respond``,
+``send_headers`` and ``send_message``.
 
 Errors: a connection error sends GOAWAY(last stream, code) and closes; a stream error sends RST_STREAM and
 the connection goes on. Limits: concurrent streams (REFUSED_STREAM beyond), frame size, header block size,
@@ -20,63 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import Any
 
 from . import frames as F
-from .hpack import TABLE_SIZE_ZERO, Decoder, HpackError
+from .hpack import Decoder, HpackError
+from .output import H2Output
+from .stream import Limits, Stream
+
+__all__ = ["H2Connection", "Limits", "Stream"]
 
 log = logging.getLogger(__name__)
 
 RAPID_RESETS = 1000  # streams a client may cancel before we look at the share it cancels
-_PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
-_HEAD_DATA = F.HEADER
-_DATA_PREFIX = struct.Struct(">IBIBI")  # DATA frame header + gRPC message prefix
 
 
-class Limits:
-    """What a connection advertises and enforces."""
-
-    def __init__(self, *, max_message: int, max_streams: int = 256, stream_window: int = 8 << 20,
-                 connection_window: int = 64 << 20, max_frame: int = 1 << 20, max_header_list: int = 16384,
-                 max_header_block: int = 256 << 10, max_buffered: int | None = None, max_output: int = 64 << 20):
-        self.max_message = max_message
-        self.max_streams = max_streams
-        self.stream_window = stream_window
-        self.connection_window = connection_window
-        self.max_frame = max_frame
-        self.max_header_list = max_header_list
-        self.max_header_block = max_header_block
-        self.max_buffered = max_buffered if max_buffered is not None else max(4 * max_message, 64 << 20)
-        self.max_output = max_output  # answers waiting for the client's windows before reading pauses
-
-
-class Stream:
-    """One stream: HTTP/2 state plus the slots the call layer uses (``call``, ``msg``, ``ctx``, ...)."""
-
-    __slots__ = ("sid", "recv_open", "send_open", "closed", "headers_sent", "window", "recv_window",
-                 "recv_unacked", "out", "tail", "call", "msg", "ctx", "handle", "queue", "deadline")
-
-    def __init__(self, sid: int, window: int, recv_window: int):
-        self.sid = sid
-        self.recv_open = True  # the client may still send (no END_STREAM yet)
-        self.send_open = True  # we have not sent END_STREAM yet
-        self.closed = False  # reset, finished or connection gone: nothing more is sent
-        self.headers_sent = False
-        self.window = window  # the client's window for our DATA on this stream
-        self.recv_window = recv_window
-        self.recv_unacked = 0
-        self.out: bytearray | None = None  # DATA payload waiting for window
-        self.tail: bytes | None = None  # trailers to send once ``out`` is empty
-        self.call: Any = None
-        self.msg: bytearray | None = None
-        self.ctx: Any = None
-        self.handle: Any = None
-        self.queue: Any = None
-        self.deadline: float | None = None
-
-
-class H2Connection(asyncio.Protocol):
+class H2Connection(H2Output, asyncio.Protocol):
     def __init__(self, server: Any, app: Any, limits: Limits, loop: asyncio.AbstractEventLoop):
         self.server = server
         self.app = app
@@ -465,183 +421,3 @@ class H2Connection(asyncio.Protocol):
             log.debug("HTTP/2: client GOAWAY code %d: %r", code, data[p + 8:stop][:200])
         self.close_when_idle = True
         self._close_if_idle()
-
-    # -- writing ----------------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        self._out.append(data)
-        if not self._reading and not self._flush_due:
-            self._flush_due = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_due = False
-        out = self._out
-        if out:
-            if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-    def _headers_block(self, block: bytes) -> bytes:
-        if self._table_update:
-            self._table_update = False
-            return TABLE_SIZE_ZERO + block
-        return block
-
-    def send_headers(self, st: Stream, block: bytes, end_stream: bool = False) -> None:
-        st.headers_sent = True
-        frame = F.header_frames(st.sid, self._headers_block(block), end_stream, self.peer_max_frame)
-        if end_stream and st.out is not None:
-            st.tail = frame  # trailers follow the DATA that still waits for window
-            return
-        self._write(frame)
-        if end_stream:
-            self._end_local(st)
-
-    def send_data(self, st: Stream, payload: bytes) -> None:
-        if st.out is not None:
-            st.out += payload
-            self._blocked_bytes += len(payload)
-            return
-        n = len(payload)
-        if n <= self.send_window and n <= st.window and n <= self.peer_max_frame:
-            self.send_window -= n
-            st.window -= n
-            self._write(F.HEADER.pack((n << 8) | F.DATA, 0, st.sid) + payload)
-            return
-        st.out = bytearray(payload)
-        self._blocked_bytes += n
-        self._push(st)
-
-    def send_message(self, st: Stream, message: bytes) -> None:
-        """One gRPC message (5-byte prefix: not compressed, length) as DATA."""
-        self.send_data(st, _PREFIX.pack(0, len(message)) + message)
-
-    def respond(self, st: Stream, head: bytes, message: bytes, trailers: bytes) -> None:
-        """A whole unary answer: headers, one message, trailers (one write when the windows allow)."""
-        n = len(message) + 5
-        if n <= self.send_window and n <= st.window and n <= self.peer_max_frame and not st.headers_sent \
-                and not self._table_update and len(head) <= F.DEFAULT_MAX_FRAME and len(trailers) <= F.DEFAULT_MAX_FRAME:
-            self.send_window -= n
-            st.window -= n
-            sid = st.sid
-            st.headers_sent = True
-            self._write(b"".join((_HEAD_DATA.pack((len(head) << 8) | F.HEADERS, F.END_HEADERS, sid),
-                                  head, _DATA_PREFIX.pack((n << 8) | F.DATA, 0, sid, 0, n - 5), message,
-                                  _HEAD_DATA.pack((len(trailers) << 8) | F.HEADERS, F.END_HEADERS | F.END_STREAM, sid),
-                                  trailers)))
-            self._end_local(st)
-            return
-        if not st.headers_sent:
-            self.send_headers(st, head)
-        self.send_message(st, message)
-        self.send_headers(st, trailers, end_stream=True)
-
-    def _push(self, st: Stream) -> None:
-        out = st.out
-        sid = st.sid
-        while out:
-            n = min(len(out), self.send_window, st.window, self.peer_max_frame)
-            if n <= 0:
-                self._blocked[sid] = st
-                if self._blocked_bytes > self.lim.max_output:
-                    self._pause_reading()
-                return
-            self.send_window -= n
-            st.window -= n
-            self._blocked_bytes -= n
-            self._write(F.HEADER.pack((n << 8) | F.DATA, 0, sid) + bytes(out[:n]))
-            del out[:n]
-        st.out = None
-        self._blocked.pop(sid, None)
-        if st.tail is not None:
-            tail, st.tail = st.tail, None
-            self._write(tail)
-            self._end_local(st)
-        self._maybe_resume_reading()
-
-    def _resume_blocked(self) -> None:
-        for st in list(self._blocked.values()):
-            if self.send_window <= 0:
-                break
-            self._push(st)
-
-    def _end_local(self, st: Stream) -> None:
-        """We sent END_STREAM: the stream is done once the client's side is done too."""
-        st.send_open = False
-        st.closed = True
-        if self.streams.get(st.sid) is st:
-            del self.streams[st.sid]
-            if st.recv_open:  # answered before the request ended: ask the client to stop sending
-                self._write(F.rst_stream(st.sid, F.NO_ERROR))
-                self._note_reset(st.sid)
-        if self.close_when_idle:
-            self._close_if_idle()
-
-    def _drop(self, st: Stream) -> None:
-        st.closed = True
-        if st.out is not None:
-            self._blocked_bytes -= len(st.out)
-            st.out = None
-        self._blocked.pop(st.sid, None)
-
-    def _note_reset(self, sid: int) -> None:
-        rs = self._reset_sent
-        if len(rs) >= 4096:
-            rs.clear()
-        rs.add(sid)
-
-    def reset_stream(self, sid: int, code: int, message: str = "") -> None:
-        """Stream error: RST_STREAM(code); the call layer is told the stream is gone."""
-        if message:
-            log.debug("HTTP/2: stream %d reset (%d): %s", sid, code, message)
-        self._write(F.rst_stream(sid, code))
-        self._note_reset(sid)
-        st = self.streams.pop(sid, None)
-        if st is not None:
-            self._drop(st)
-            self.app.reset(self, st)
-            if self.close_when_idle:
-                self._close_if_idle()
-
-    # -- connection lifetime ------------------------------------------------------------------------------
-    def fail(self, code: int, message: str) -> None:
-        """Connection error: GOAWAY(last stream, code, message) and close."""
-        if self.closed:
-            return
-        log.info("HTTP/2: closing a connection: %s (error code %d)", message, code)
-        self._write(F.goaway(self.accepted_sid, code, message.encode("utf-8", "replace")[:256]))
-        self._flush()
-        self.closed = True
-        self.transport.close()
-
-    def goaway(self) -> None:
-        """Graceful: no new streams; the open ones finish; the connection closes when idle."""
-        if self.closed or self.goaway_sent:
-            return
-        self.goaway_sent = True
-        self.close_when_idle = True
-        self._write(F.goaway(self.accepted_sid, F.NO_ERROR))
-        self._close_if_idle()
-
-    def _close_if_idle(self) -> None:
-        if not self.streams and not self.closed:
-            self._flush()
-            self.closed = True
-            self.transport.close()
-
-    def abort(self) -> None:
-        if not self.closed:
-            self._flush()
-            self.closed = True
-            self.transport.close()
-
-    def _pause_reading(self) -> None:
-        if not self._read_paused and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def _maybe_resume_reading(self) -> None:
-        if self._read_paused and not self._write_paused and self._blocked_bytes <= self.lim.max_output // 2 \
-                and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()

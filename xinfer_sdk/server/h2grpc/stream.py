@@ -1,0 +1,47 @@
+"""Per-connection limits and the state of one HTTP/2 stream (shared by the reading and writing halves)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Limits:
+    """What a connection advertises and enforces."""
+
+    def __init__(self, *, max_message: int, max_streams: int = 256, stream_window: int = 8 << 20,
+                 connection_window: int = 64 << 20, max_frame: int = 1 << 20, max_header_list: int = 16384,
+                 max_header_block: int = 256 << 10, max_buffered: int | None = None, max_output: int = 64 << 20):
+        self.max_message = max_message
+        self.max_streams = max_streams
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        self.max_frame = max_frame
+        self.max_header_list = max_header_list
+        self.max_header_block = max_header_block
+        self.max_buffered = max_buffered if max_buffered is not None else max(4 * max_message, 64 << 20)
+        self.max_output = max_output  # answers waiting for the client's windows before reading pauses
+
+
+class Stream:
+    """One stream: HTTP/2 state plus the slots the call layer uses (``call``, ``msg``, ``ctx``, ...)."""
+
+    __slots__ = ("sid", "recv_open", "send_open", "closed", "headers_sent", "window", "recv_window",
+                 "recv_unacked", "out", "tail", "call", "msg", "ctx", "handle", "queue", "deadline")
+
+    def __init__(self, sid: int, window: int, recv_window: int):
+        self.sid = sid
+        self.recv_open = True  # the client may still send (no END_STREAM yet)
+        self.send_open = True  # we have not sent END_STREAM yet
+        self.closed = False  # reset, finished or connection gone: nothing more is sent
+        self.headers_sent = False
+        self.window = window  # the client's window for our DATA on this stream
+        self.recv_window = recv_window
+        self.recv_unacked = 0
+        self.out: bytearray | None = None  # DATA payload waiting for window
+        self.tail: bytes | None = None  # trailers to send once ``out`` is empty
+        self.call: Any = None
+        self.msg: bytearray | None = None
+        self.ctx: Any = None
+        self.handle: Any = None
+        self.queue: Any = None
+        self.deadline: float | None = None
