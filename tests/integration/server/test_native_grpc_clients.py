@@ -151,3 +151,42 @@ def test_drain_under_grpc_load_loses_nothing(model_files):
     assert srv.drained_cleanly is True and srv._exit_code == 0
     assert model.stats()["requests"]["success"] == len(ok)  # every answer the server gave reached its client
     assert any("shutting down" in e.message() for e in refused)
+
+
+@pytest.mark.parametrize("impl", ["native", "grpcio"])
+def test_serve_command_selects_the_grpc_transport(model_files, impl, cli_run):
+    import os
+    import signal
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    port, gport = free_port(), free_port()
+    p = subprocess.Popen([sys.executable, "-m", "xinfer_sdk", "serve", f"mlp={model_files['mlp']}", "--profile", "cpu",
+                          "--port", str(port), "--grpc-port", str(gport), "--grpc-impl", impl],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert p.poll() is None and time.time() < deadline, "serve did not become ready"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        c = tg.InferenceServerClient(f"127.0.0.1:{gport}")
+        x = np.ones((2, 8), np.float32)
+        assert c.infer("mlp", [mlp_input(x)]).as_numpy("output").shape == (2, 4)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err.decode()[-2000:]
+    assert f"gRPC 127.0.0.1:{gport} ({impl})" in err.decode()
+    code, _, err = cli_run("serve", str(model_files["mlp"]), "--grpc-impl", "h2")
+    assert code == 2 and "--grpc-impl" in err
