@@ -55,11 +55,10 @@ class H2Output:
 
     def send_headers(self, st: Stream, block: bytes, end_stream: bool = False) -> None:
         st.headers_sent = True
-        frame = F.header_frames(st.sid, self._headers_block(block), end_stream, self.peer_max_frame)
         if end_stream and st.out is not None:
-            st.tail = frame  # trailers follow the DATA that still waits for window
-            return
-        self._write(frame)
+            st.tail = block  # trailers follow the DATA that still waits for window (framed when sent: HPACK
+            return  # blocks must reach the client in the order they were encoded)
+        self._write(F.header_frames(st.sid, self._headers_block(block), end_stream, self.peer_max_frame))
         if end_stream:
             self._end_local(st)
 
@@ -121,7 +120,7 @@ class H2Output:
         self._blocked.pop(sid, None)
         if st.tail is not None:
             tail, st.tail = st.tail, None
-            self._write(tail)
+            self._write(F.header_frames(sid, self._headers_block(tail), True, self.peer_max_frame))
             self._end_local(st)
         self._maybe_resume_reading()
 

@@ -38,7 +38,7 @@ class Stream:
         self.recv_window = recv_window
         self.recv_unacked = 0
         self.out: bytearray | None = None  # DATA payload waiting for window
-        self.tail: bytes | None = None  # trailers to send once ``out`` is empty
+        self.tail: bytes | None = None  # the trailers' header block, sent once ``out`` is empty
         self.call: Any = None
         self.msg: bytearray | None = None
         self.ctx: Any = None
