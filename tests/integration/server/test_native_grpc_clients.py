@@ -108,7 +108,8 @@ def test_perf_analyzer_streaming_and_async(server, perf_analyzer, tmp_path, mode
                         "--max-trials", "3", "--input-data", "zero", "-f", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert float(next(csv.DictReader(out.open()))["Inferences/Second"]) > 0
+    with out.open() as f:
+        assert float(next(csv.DictReader(f))["Inferences/Second"]) > 0
 
 
 def test_drain_under_grpc_load_loses_nothing(model_files):

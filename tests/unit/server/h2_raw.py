@@ -174,3 +174,6 @@ class RawH2:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __del__(self) -> None:  # tests that end on an assertion leave it to the collector
+        self.sock.close()
