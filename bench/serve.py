@@ -32,8 +32,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = (ROOT.parent / "shared" / "anchors") if (ROOT.parent / "shared" / "anchors").exists() else \
     Path("/work/shared/anchors")
-# raw ONNX Runtime limits measured by anchors/raw_ort.py (RESULTS.md), samples/s
+# raw ONNX Runtime limits measured by anchors/raw_ort.py (RESULTS.md), samples/s; replaced by the limit measured
+# in the same run (raw_ort.py again, before the servers) unless --no-limit-run
 ORT_LIMIT = {"mlp": 74667.7, "resnet18": 105.6}
+
+
+def measure_limits(a, models: list[str]) -> dict[str, float]:
+    """The raw ORT limit in this run: anchors/raw_ort.py (threads 2, batch 1..32, one session, tight loop)."""
+    out = Path(a.outdir) / "raw_ort.json"
+    cmd = [a.anchor_python, str(ANCHORS / "raw_ort.py"), "--models", a.model_dir, "--only", ",".join(models),
+           "--threads", "2", "--seconds", "2", "--repeat", "1", "--json", str(out)]
+    if not a.quiet_gate:
+        cmd.append("--no-quiet-gate")
+    subprocess.run(cmd, cwd=ANCHORS, check=False, env={**os.environ, "PYTHONPATH": str(ANCHORS)})
+    if not out.exists():
+        return {}
+    data = json.loads(out.read_text())["models"]
+    return {m: data[m]["limit"]["samples_per_s_median"] for m in models if m in data}
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -152,6 +167,8 @@ def main() -> None:
     ap.add_argument("--anchor-python", default="/tmp/anchor/venv/bin/python")
     ap.add_argument("--quiet-gate", action="store_true", help="wait for an idle machine before each point")
     ap.add_argument("--outdir", default=None)
+    ap.add_argument("--no-limit-run", dest="limit_run", action="store_false",
+                    help="use RESULTS.md's raw ORT limits instead of measuring them in this run")
     a = ap.parse_args()
     models = a.models.split(",")
     missing = [m for m in models if not (Path(a.model_dir) / f"{m}.onnx").exists()]
@@ -160,6 +177,12 @@ def main() -> None:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     a.outdir = a.outdir or str(ROOT / "bench" / "results" / f"serve-{stamp}")
     Path(a.outdir).mkdir(parents=True, exist_ok=True)
+    limits_note = "raw ORT limits from anchors/RESULTS.md"
+    if a.limit_run:
+        measured = measure_limits(a, models)
+        if measured:
+            ORT_LIMIT.update(measured)
+            limits_note = "raw ORT limits measured in this run: " + ", ".join(f"{m} {v:.1f}/s" for m, v in measured.items())
     results = {}
     for server in a.servers.split(","):
         for _ in range(60):
@@ -178,7 +201,7 @@ def main() -> None:
             print(f"{server}: stopped, exit code {rc}", flush=True)
     settings = (f"ours: threads={a.threads} workers={a.workers} max_batch_delay={a.delay} spinning={a.spinning}; "
                 f"triton: ORT threads={a.triton_threads}, dynamic batcher max_batch 32, 1 ms delay")
-    text = f"# serving benchmark {stamp} (UTC)\n\n{settings}\n\n{table(results, models)}\n"
+    text = f"# serving benchmark {stamp} (UTC)\n\n{settings}\n{limits_note}\n\n{table(results, models)}\n"
     (Path(a.outdir) / "summary.md").write_text(text)
     print(text)
 

@@ -23,7 +23,8 @@ class InferenceServer:
     def __init__(self, model_path: str, device: str = "cpu", batch_size: int = 32, max_workers: int = 1, *,
                  max_batch_delay: Any = None, profile: str = "auto", backend: str = "auto", name: str | None = None,
                  host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = 8001,
-                 api_key: str | None = None, drain_timeout: float = 30.0, max_body: int = 64 << 20, **load_kw: Any):
+                 api_key: str | None = None, drain_timeout: float = 30.0, max_body: int = 64 << 20,
+                 grpc_impl: str = "native", **load_kw: Any):
         from ..runtime.loader import load
 
         policy: dict[str, Any] = {"max_batch_size": int(batch_size), "device_concurrency": int(max_workers)}
@@ -32,7 +33,8 @@ class InferenceServer:
         self.model = load(model_path, profile=profile, backend=backend, device=device, batching=policy, name=name,
                           **load_kw)
         self.host, self.port, self.grpc_port = host, port, grpc_port
-        self._serve_kw = {"api_key": api_key, "drain_timeout": drain_timeout, "max_body": max_body}
+        self._serve_kw = {"api_key": api_key, "drain_timeout": drain_timeout, "max_body": max_body,
+                          "grpc_impl": grpc_impl}
         self._server: Any = None
 
     def _make_server(self) -> Any:

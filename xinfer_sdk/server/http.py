@@ -32,6 +32,7 @@ _WANTED = {b"content-length", b"inference-header-content-length", b"authorizatio
            b"transfer-encoding"}
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
+LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
 
 
 def response(status: int, body: bytes = b"", ctype: bytes = JSON, extra: bytes = b"", close: bool = False) -> bytes:
@@ -300,9 +301,23 @@ class HttpServer:
     def pending_answers(self) -> int:
         return sum(len(c.pending) for c in self.connections)
 
-    async def close(self) -> None:
+    def stop_listening(self) -> None:
+        """Refuse new connections (drain): a client reconnecting after a 'Connection: close' answer is refused
+        at once instead of landing in the accept backlog of a socket that is about to close."""
         if self._server is not None:
             self._server.close()
+
+    async def close(self, linger: float = LINGER) -> None:
+        """Close every connection once idle. A keep-alive client may have a request on the wire when its last
+        answer (sent before the drain began, so without 'Connection: close') reached it: connections first stay
+        open for ``linger`` seconds, answering such requests 503 + 'Connection: close', so none is dropped
+        unanswered; then the idle ones are closed."""
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + linger
+        while loop.time() < deadline and any(not c.closed for c in self.connections):
+            await asyncio.sleep(0.01)
         for c in list(self.connections):
             c.close_when_idle()
         if self._server is not None:

@@ -69,7 +69,7 @@ class Router:
             self.service.check_auth(req.headers.get(b"authorization"))
             self.infer(conn, req, hit[1])
             return
-        close = not req.keep_alive
+        close = not req.keep_alive or self.service.draining
         path = req.path.rstrip("/") or "/"
         svc = self.service
         if path == "/v2/health/live":

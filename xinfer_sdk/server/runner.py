@@ -133,6 +133,7 @@ class Server:
         t0 = time.perf_counter()
         deadline = t0 + self.drain_timeout
         svc.begin_drain()
+        self.http.stop_listening()
         log.info("%-28s | draining: %d request(s) in flight", "server", svc.in_flight())
         while (svc.in_flight() or self.http.pending_answers()) and time.perf_counter() < deadline and not self._force:
             await asyncio.sleep(_POLL)

@@ -123,12 +123,19 @@ def test_drain_answers_accepted_requests_then_refuses_new_ones(serve, gate):
     for t in threads:
         t.start()
     wait_until(lambda: model.stats()["in_flight"] == 4)
-    assert get(srv.port, "/v2/health/ready")[0] == 200
+    probe = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)  # a keep-alive client already connected
+    probe.request("GET", "/v2/health/ready")
+    first = probe.getresponse()
+    first.read()
+    assert first.status == 200
     srv.request_stop()
     wait_until(lambda: srv.service.draining)
-    assert get(srv.port, "/v2/health/ready")[0] == 503  # readiness false first
-    status, body, headers = post_infer(srv.port)
-    assert status == 503 and "shutting down" in body["error"] and headers.get("Connection") == "close"
+    probe.request("GET", "/v2/health/ready")
+    ready = probe.getresponse()
+    ready.read()
+    assert ready.status == 503 and ready.getheader("Connection") == "close"  # readiness false first
+    with pytest.raises(ConnectionRefusedError):  # no new connections: intake has stopped
+        post_infer(srv.port)
     gate.set()
     for t in threads:
         t.join(10)
@@ -136,6 +143,30 @@ def test_drain_answers_accepted_requests_then_refuses_new_ones(serve, gate):
     assert all(np.allclose(r[1]["outputs"][0]["data"], 2.0) for r in results)
     srv._thread.join(10)
     assert srv.drained_cleanly is True and srv._exit_code == 0
+
+
+def test_drain_answers_a_request_on_an_open_connection_with_503(serve, gate):
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=2)
+    srv = serve([model])
+    busy = threading.Thread(target=lambda: post_infer(srv.port))
+    busy.start()
+    wait_until(lambda: model.stats()["in_flight"] == 1)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/v2/health/live")
+    conn.getresponse().read()
+    srv.request_stop()
+    wait_until(lambda: srv.service.draining)
+    arr = x()
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(arr.shape), "data": arr.ravel().tolist()}]}
+    conn.request("POST", "/v2/models/dbl/infer", json.dumps(doc))
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 503 and "shutting down" in body["error"] and r.getheader("Connection") == "close"
+    gate.set()
+    busy.join(10)
+    srv._thread.join(10)
+    assert srv.drained_cleanly is True
 
 
 @pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
