@@ -85,9 +85,11 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
 
 def start_ours(a, models: list[str], log: Path) -> subprocess.Popen:
     cfg = Path(a.outdir) / "ours_config.yaml"
-    lines = ["defaults:", f"  threads: {a.threads}", f"  options: {{spinning: {str(a.spinning).lower()}}}",
-             f"  batch: {{max_batch_size: 32, max_batch_delay: {a.delay}, device_concurrency: {a.workers}}}",
-             "models:"]
+    lines = ["defaults:", f"  threads: {a.threads}"]
+    if a.spinning is not None:
+        lines.append(f"  options: {{spinning: {str(a.spinning).lower()}}}")
+    lines += [f"  batch: {{max_batch_size: 32, max_batch_delay: {a.delay}, device_concurrency: {a.workers}}}",
+              "models:"]
     lines += [f"  - {{name: {m}, path: {Path(a.model_dir) / (m + '.onnx')}}}" for m in models]
     cfg.write_text("\n".join(lines) + "\n")
     cmd = [sys.executable, "-m", "xinfer_sdk", "serve", "--config", str(cfg), "--profile", "cpu",
@@ -160,8 +162,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="our ORT intra-op threads per worker")
     ap.add_argument("--workers", type=int, default=1, help="our workers (device_concurrency)")
     ap.add_argument("--delay", default="0ms", help="our max_batch_delay")
-    ap.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=False,
-                    help="ORT intra-op spin-waiting in our server (off by default: it steals the event loop's core)")
+    ap.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=None,
+                    help="ORT intra-op spin-waiting in our server (default: the product's, i.e. ONNX Runtime's: on)")
     ap.add_argument("--triton-threads", type=int, default=2, help="ORT threads in Triton's model (anchors: 2)")
     ap.add_argument("--model-dir", default="/tmp/anchor/models")
     ap.add_argument("--anchor-python", default="/tmp/anchor/venv/bin/python")
@@ -199,7 +201,7 @@ def main() -> None:
         finally:
             rc = stop(proc)
             print(f"{server}: stopped, exit code {rc}", flush=True)
-    settings = (f"ours: threads={a.threads} workers={a.workers} max_batch_delay={a.delay} spinning={a.spinning}; "
+    settings = (f"ours: threads={a.threads} workers={a.workers} max_batch_delay={a.delay} spinning={'default (on)' if a.spinning is None else a.spinning}; "
                 f"triton: ORT threads={a.triton_threads}, dynamic batcher max_batch 32, 1 ms delay")
     text = f"# serving benchmark {stamp} (UTC)\n\n{settings}\n{limits_note}\n\n{table(results, models)}\n"
     (Path(a.outdir) / "summary.md").write_text(text)
