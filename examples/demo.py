@@ -58,11 +58,21 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise SystemExit("the server did not become ready in time")
 
 
-def serve_and_bench(bundle: Path, x: np.ndarray, port: int = 8000) -> None:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_bench(bundle: Path, x: np.ndarray, port: int | None = None) -> None:
+    port = port or free_port()
+    grpc_port = free_port()
     url = f"http://127.0.0.1:{port}"
     step(f"6. serve the bundle on {url} (KServe v2 HTTP + gRPC), bench it, one curl, graceful shutdown")
     cmd = [sys.executable, "-m", "xinfer_sdk", "serve", str(bundle), "--port", str(port), "--grpc-port",
-           str(port + 1)]
+           str(grpc_port)]
     print("$ xinfer-sdk " + " ".join(cmd[3:]), flush=True)
     proc = subprocess.Popen(cmd)
     try:
@@ -93,7 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="out/demo")
     ap.add_argument("--skip-serve", action="store_true", help="stop after the embedded run")
-    ap.add_argument("--port", type=int, default=int(os.environ.get("XINFER_DEMO_PORT", "8000")))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("XINFER_DEMO_PORT", "0")) or None,
+                    help="HTTP port for step 6 (default: a free one)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
