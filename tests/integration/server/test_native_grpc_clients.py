@@ -151,7 +151,10 @@ def test_drain_under_grpc_load_loses_nothing(model_files):
     assert not other, other[:3]
     assert srv.drained_cleanly is True and srv._exit_code == 0
     assert model.stats()["requests"]["success"] == len(ok)  # every answer the server gave reached its client
-    assert any("shutting down" in e.message() for e in refused)
+    # whether a call lands in the window between "intake stopped" (UNAVAILABLE "shutting down") and GOAWAY is
+    # timing; either way it is refused with UNAVAILABLE, never lost (the 503/"shutting down" path itself is
+    # checked deterministically in tests/unit/server/test_server_operations.py)
+    assert all("UNAVAILABLE" in str(e.status()) for e in refused)
 
 
 @pytest.mark.parametrize("impl", ["native", "grpcio"])

@@ -170,6 +170,32 @@ def test_drain_answers_a_request_on_an_open_connection_with_503(serve, gate):
 
 
 @pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
+def test_drain_answers_a_grpc_call_on_an_open_channel_with_unavailable(serve, gate, grpc_impl):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=2)
+    srv = serve([model], grpc_impl=grpc_impl)
+    g = tg.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    assert g.is_server_ready()  # the channel is open before the drain begins
+    busy = threading.Thread(target=lambda: post_infer(srv.port))
+    busy.start()
+    wait_until(lambda: model.stats()["in_flight"] == 1)  # keeps the drain waiting
+    srv.request_stop()
+    wait_until(lambda: srv.service.draining)
+    inp = tg.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x())
+    with pytest.raises(InferenceServerException) as ei:
+        g.infer("dbl", [inp])
+    assert "UNAVAILABLE" in str(ei.value.status()) and "shutting down" in ei.value.message()
+    gate.set()
+    busy.join(10)
+    srv._thread.join(10)
+    assert srv.drained_cleanly is True
+
+
+@pytest.mark.parametrize("grpc_impl", GRPC_IMPLS)
 def test_api_key_protects_everything_but_health_and_metrics(serve, monkeypatch, grpc_impl):
     import tritonclient.grpc as tg
     import tritonclient.http as th
