@@ -17,7 +17,6 @@ decision to make.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -287,12 +286,12 @@ class Batcher(Delivery):
                 feeds = {name: np.concatenate([r.feeds[name] for r in live]) for name in self.names}
             outputs = backend.infer(feeds)
         except XinferError as exc:
-            self._deliver_error(live, exc, t0)
+            self._fail(live, exc)
             return
         except Exception as exc:
             log.exception("%s: backend %s failed on a batch of %d", self.name, backend.name, len(live))
-            self._deliver_error(live, InferenceError(f"inference failed in backend '{backend.name}': "
-                                                     f"{type(exc).__name__}: {exc}"), t0)
+            self._fail(live, InferenceError(f"inference failed in backend '{backend.name}': {type(exc).__name__}: "
+                                            f"{exc}"))
             return
         t1 = _perf()
         total = 0
@@ -374,7 +373,3 @@ class Batcher(Delivery):
     def in_flight(self) -> int:
         return self._in_flight
 
-
-def make_async_sink() -> tuple[asyncio.Future, asyncio.AbstractEventLoop]:
-    loop = asyncio.get_running_loop()
-    return loop.create_future(), loop

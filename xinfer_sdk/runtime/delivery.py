@@ -84,9 +84,6 @@ class Delivery:
             except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
                 pass
 
-    def _deliver_error(self, reqs: Sequence[Request], exc: BaseException, t0: float | None = None) -> None:
-        self._fail(reqs, exc)
-
     def _fail(self, reqs: Sequence[Request], exc: BaseException | None) -> None:
         """Complete requests with an error (exc None = their deadline passed before they could start)."""
         own = [r for r in reqs if r.kind != CHILD]
