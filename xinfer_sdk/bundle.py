@@ -218,6 +218,14 @@ class Bundle:
     def engines_dir(self) -> Path:
         return self.root / "engines"
 
+    def engines_writable(self) -> bool:
+        """False on a read-only bundle (a Kubernetes readOnly mount): engines then go to the user cache."""
+        try:
+            self.engines_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.engines_dir, os.W_OK) and os.access(self.root, os.W_OK)
+
     def add_artifact(self, file: str | os.PathLike[str], *, role: str, meta: dict[str, Any] | None = None) -> Artifact:
         """Register a file already inside the bundle (e.g. an engine built on the target) and save."""
         full = Path(file).resolve()

@@ -15,6 +15,8 @@ from ._common import err, obj, set_option
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0 = any free port).")
 @click.option("--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 = any free port).")
 @click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Also serve /metrics and /v2/health/* on this port, e.g. 8002 (default: only on the HTTP port).")
 @click.option("--grpc-impl", type=click.Choice(["native", "grpcio"]), default=None,
               help="gRPC transport: native (our HTTP/2 on the server's event loop; default) or grpcio (grpc.aio).")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
@@ -34,7 +36,7 @@ from ._common import err, obj, set_option
 @set_option
 @click.pass_context
 def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
-          no_grpc: bool, grpc_impl: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
+          no_grpc: bool, metrics_port: int | None, grpc_impl: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
           max_body: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
           overrides: tuple[str, ...]) -> int:
     """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
@@ -64,7 +66,8 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
     server = Server(models, host=host or s.get("host", "127.0.0.1"), port=port if port is not None else
                     s.get("port", 8000), grpc_port=gport, api_key=api_key, drain_timeout=drain, max_body=body,
                     load_seconds=seconds, allow_nonfinite=allow_nonfinite,
-                    grpc_impl=grpc_impl or s.get("grpc_impl", DEFAULT_GRPC_IMPL))
+                    grpc_impl=grpc_impl or s.get("grpc_impl", DEFAULT_GRPC_IMPL),
+                    metrics_port=metrics_port if metrics_port is not None else s.get("metrics_port"))
 
     import asyncio
 
@@ -79,6 +82,8 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
                 err.print(f"serving {m.name!r} ({m.describe()['backend']}, {m.device}, max_batch_size "
                           f"{m.max_batch_size}, workers {m.policy.device_concurrency})", markup=False)
             grpc = f", gRPC {server.host}:{server.grpc_port} ({server.grpc_impl})" if server.grpc else ""
+            if server.ops_http is not None:
+                grpc += f", metrics http://{server.host}:{server.metrics_port}/metrics"
             err.print(f"ready: HTTP http://{server.host}:{server.port}{grpc}"
                       f"{' (API key required)' if api_key else ''}; Ctrl-C or SIGTERM drains and stops",
                       markup=False)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ProfileError, UserError
 from ..policy import BatchPolicy
+from ._checker import ListOf, Scalar, Section
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # Precisions xinfer-sdk can produce as a deployable graph today (FP8 needs TensorRT's own quantizer).
@@ -20,103 +21,6 @@ KINDS = ("gpu", "jetson", "cpu")
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 # Figures a GPU/Jetson profile must state (null allowed where the vendor publishes nothing) with sources.
 FIGURES = ("compute_capability", "memory_gb", "memory_bandwidth_gbps", "peak_tflops", "tdp_w", "dla_cores")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# A tiny declarative checker: each spec knows how to check a value at a path.
-class Spec:
-    required = False
-    nullable = False
-
-    def check(self, value: Any, path: str, file: str) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def fail(self, value: Any, path: str, file: str, expected: str) -> ProfileError:
-        return ProfileError(f"expected {expected}, got {value!r}", file=file, field=path)
-
-
-class Scalar(Spec):
-    def __init__(self, typ: type | tuple[type, ...], *, required=False, nullable=False, choices=None, minimum=None,
-                 maximum=None, what=None):
-        self.typ, self.required, self.nullable = typ, required, nullable
-        self.choices, self.minimum, self.maximum, self.what = choices, minimum, maximum, what
-
-    def check(self, value, path, file):
-        if value is None:
-            if self.nullable:
-                return None
-            raise self.fail(value, path, file, self.describe() + " (null is not allowed here)")
-        typ = self.typ
-        ok = isinstance(value, typ) and not (isinstance(value, bool) and bool not in _tuple(typ))
-        if not ok and float in _tuple(typ) and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise self.fail(value, path, file, self.describe())
-        if self.choices is not None and value not in self.choices:
-            raise self.fail(value, path, file, f"one of {list(self.choices)}")
-        if self.minimum is not None and value < self.minimum:
-            raise self.fail(value, path, file, f"{self.describe()} >= {self.minimum}")
-        if self.maximum is not None and value > self.maximum:
-            raise self.fail(value, path, file, f"{self.describe()} <= {self.maximum}")
-        return value
-
-    def describe(self):
-        if self.what:
-            return self.what
-        names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-        return " or ".join(names.get(t, t.__name__) for t in _tuple(self.typ))
-
-
-class ListOf(Spec):
-    def __init__(self, item: Spec, *, required=False, nullable=False, min_len=0, unique=False):
-        self.item, self.required, self.nullable, self.min_len, self.unique = item, required, nullable, min_len, unique
-
-    def check(self, value, path, file):
-        if value is None and self.nullable:
-            return None
-        if not isinstance(value, list):
-            raise self.fail(value, path, file, f"a list of {self.item.describe()}")
-        out = [self.item.check(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
-        if len(out) < self.min_len:
-            raise self.fail(value, path, file, f"at least {self.min_len} item(s)")
-        if self.unique and len(set(map(repr, out))) != len(out):
-            raise self.fail(value, path, file, "a list without duplicates")
-        return out
-
-    def describe(self):
-        return f"a list of {self.item.describe()}"
-
-
-class Section(Spec):
-    def __init__(self, fields: dict[str, Spec], *, required=False, nullable=False, open_keys: Spec | None = None):
-        self.fields, self.required, self.nullable, self.open_keys = fields, required, nullable, open_keys
-
-    def check(self, value, path, file):
-        if value is None and self.nullable:
-            return None
-        if not isinstance(value, Mapping):
-            raise self.fail(value, path, file, "a mapping")
-        out = {}
-        for key, val in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            spec = self.fields.get(key)
-            if spec is None and self.open_keys is not None:
-                spec = self.open_keys
-            if spec is None:
-                raise ProfileError(f"unknown field; expected one of {sorted(self.fields)}", file=file, field=sub)
-            out[key] = spec.check(val, sub, file)
-        for key, spec in self.fields.items():
-            if spec.required and key not in value:
-                sub = f"{path}.{key}" if path else key
-                raise ProfileError(f"missing required field ({spec.describe()})", file=file, field=sub)
-        return out
-
-    def describe(self):
-        return "a mapping"
-
-
-def _tuple(t):
-    return t if isinstance(t, tuple) else (t,)
 
 
 _str = Scalar(str)
@@ -186,6 +90,13 @@ PROFILE = Section({
         "hardware_compatibility": Scalar(str, choices=("none", "ampere+")),
     }),
     "backends": ListOf(Scalar(str, choices=BACKENDS), min_len=1, unique=True),
+    "kubernetes": Section({
+        "cpu": Scalar(float, minimum=0.1, what="CPU cores (a number)"),
+        "memory_gb": Scalar(float, minimum=0.25),
+        "gpu_resource": Scalar(str, nullable=True, what="an extended resource name like nvidia.com/gpu, or null"),
+        "node_selector": Section({}, open_keys=_str),
+        "runtime_class": Scalar(str, nullable=True),
+    }),
     "accuracy": Section({p: THRESHOLDS for p in PRECISIONS}),
     "price_per_hour_usd": _num,
     "sources": Section({}, open_keys=ListOf(_str, min_len=1)),
@@ -227,6 +138,17 @@ class TensorRTPolicy:
     use_dla: bool = False
     dla_gpu_fallback: bool = True
     hardware_compatibility: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class KubernetesPolicy:
+    """Per-replica host resources and scheduling for `xinfer-sdk deploy k8s` (docs/kubernetes.md)."""
+
+    cpu: float = 2.0                       # host cores requested; the CPU engine's thread count on cpu
+    memory_gb: float = 2.0                 # host memory floor; a large bundle raises it
+    gpu_resource: str | None = None        # extended resource limited to 1 per pod (nvidia.com/gpu)
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    runtime_class: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +194,7 @@ class Profile:
     tensorrt: TensorRTPolicy
     backends: tuple[str, ...]
     accuracy: Mapping[str, Thresholds]
+    kubernetes: KubernetesPolicy
     price_per_hour_usd: float | None
     sources: Mapping[str, tuple[str, ...]]
     notes: tuple[str, ...]
@@ -333,6 +256,7 @@ class Profile:
             d[key] = list(d[key])
         d["tensorrt"]["versions"] = list(self.tensorrt.versions)
         d["match"] = {k: list(v) for k, v in d["match"].items()}
+        d["kubernetes"]["node_selector"] = dict(self.kubernetes.node_selector)
         return d
 
 
@@ -394,7 +318,8 @@ def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Prof
         tdp_w=data.get("tdp_w"), precisions=tuple(data["precisions"]), default_precision=data["default_precision"],
         quantization=QuantizationPolicy(**(data.get("quantization") or {})),
         memory=MemoryPolicy(**(data.get("memory") or {})), batch=batch, tensorrt=TensorRTPolicy(**trt),
-        backends=tuple(data["backends"]), accuracy=accuracy, price_per_hour_usd=data.get("price_per_hour_usd"),
+        backends=tuple(data["backends"]), accuracy=accuracy,
+        kubernetes=KubernetesPolicy(**(data.get("kubernetes") or {})), price_per_hour_usd=data.get("price_per_hour_usd"),
         sources={k: tuple(v) for k, v in (data.get("sources") or {}).items()}, notes=tuple(data.get("notes") or ()),
         file=file, extends=data.get("extends"), chain=chain,
     )

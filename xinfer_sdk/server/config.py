@@ -7,6 +7,7 @@ A config.yaml is either the seed's batch-policy file (``batch_size``, ``max_batc
       host: 127.0.0.1
       port: 8000
       grpc_port: 8001            # null = no gRPC
+      metrics_port: null         # e.g. 8002: health + /metrics on their own port (default: on the HTTP port)
       grpc_impl: native          # or grpcio (grpc.aio, the fallback)
       drain_timeout: 30s
       max_body: 64MiB
@@ -39,7 +40,7 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
           "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
 _MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
-_SERVER_KEYS = {"host", "port", "grpc_port", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
+_SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
 _GRPC_IMPLS = ("native", "grpcio")
 
 

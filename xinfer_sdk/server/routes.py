@@ -44,9 +44,10 @@ def _dumps(doc: Any) -> bytes:
 
 
 class Router:
-    def __init__(self, service: Service, *, metrics: Callable[[], bytes] | None = None):
+    def __init__(self, service: Service, *, metrics: Callable[[], bytes] | None = None, ops_only: bool = False):
         self.service = service
         self.metrics = metrics
+        self.ops_only = ops_only  # the metrics port: health and /metrics, nothing else
         self._routes: dict[tuple[bytes, str], tuple[str, Served | None]] = {}  # parsed model routes
 
     # -- dispatch ---------------------------------------------------------------------------------------
@@ -85,6 +86,9 @@ class Router:
             body = self.metrics() if self.metrics is not None else b""
             conn._answer(response(200, body, ctype=_METRICS_TYPE, close=close), close)
             return
+        if self.ops_only:
+            raise ModelNotFound(f"{path}: the metrics port serves /metrics and /v2/health/* only; send KServe requests "
+                           "to the HTTP port")
         svc.check_auth(req.headers.get(b"authorization"))
         if path == "/v2":
             self._method(req, b"GET")

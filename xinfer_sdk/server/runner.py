@@ -52,7 +52,7 @@ class Server:
                  grpc_port: int | None = 8001, api_key: str | None = None,
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
                  load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
-                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL):
+                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
@@ -61,6 +61,10 @@ class Server:
         self.grpc_impl = grpc_impl
         self.service = Service(models, api_key=api_key, load_seconds=load_seconds, allow_nonfinite=allow_nonfinite)
         self.host, self.port, self.grpc_port = host, int(port), grpc_port
+        # A second listener with health + /metrics only (Triton's 8002): scrapes and probes never queue behind
+        # inference traffic, and the API port can be exposed without exposing metrics.
+        self.metrics_port = metrics_port
+        self.ops_http: Any = None
         self.drain_timeout = float(drain_timeout)
         self.max_body = int(max_body)
         self._metrics = None
@@ -90,6 +94,16 @@ class Server:
         except OSError as exc:
             raise UserError(f"cannot listen on {self.host}:{self.port} for HTTP ({exc.strerror or exc})",
                             hint="pick another --port or stop what uses it") from None
+        if self.metrics_port is not None:
+            self.ops_http = HttpServer(Router(self.service, metrics=router.metrics, ops_only=True),
+                                       max_body=64 << 10)
+            try:
+                self.metrics_port = await self.ops_http.start(self.host, self.metrics_port)
+            except OSError as exc:
+                await self.http.close()
+                raise UserError(f"cannot listen on {self.host}:{self.metrics_port} for metrics "
+                                f"({exc.strerror or exc})", hint="pick another --metrics-port (0 = any free port)") \
+                    from None
         if self.grpc_port is not None:
             if self.grpc_impl == "native":
                 from .h2grpc import NativeGrpcServer as GrpcServer
@@ -101,10 +115,13 @@ class Server:
                 self.grpc_port = await self.grpc.start(self.host, self.grpc_port)
             except (OSError, RuntimeError) as exc:
                 await self.http.close()
+                if self.ops_http is not None:
+                    await self.ops_http.close(linger=0)
                 raise UserError(f"cannot listen on {self.host}:{self.grpc_port} for gRPC ({exc})",
                                 hint="pick another --grpc-port (0 = any free port)") from None
-        log.info("%-28s | HTTP on %s:%d, gRPC on %s, models: %s", "server", self.host, self.port,
+        log.info("%-28s | HTTP on %s:%d, gRPC on %s, metrics on %s, models: %s", "server", self.host, self.port,
                  f"{self.host}:{self.grpc_port} ({self.grpc_impl})" if self.grpc else "off",
+                 f"{self.host}:{self.metrics_port}" if self.ops_http else "the HTTP port",
                  ", ".join(self.service.models))
         self.started.set()
 
@@ -141,6 +158,8 @@ class Server:
         if self.grpc is not None:
             await self.grpc.stop(max(0.0, deadline - time.perf_counter()) if not self._force else 0)
         await self.http.close()
+        if self.ops_http is not None:  # kept open through the drain: readiness 503 and metrics stay visible
+            await self.ops_http.close(linger=0)
         loop = asyncio.get_running_loop()
         left = max(0.1, deadline - time.perf_counter())
         closed = await loop.run_in_executor(None, svc.close, left)

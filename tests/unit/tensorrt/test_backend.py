@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from xinfer_sdk.bundle import open_bundle
+from xinfer_sdk.bundle import Bundle, open_bundle
 from xinfer_sdk.errors import InvalidInput
 from xinfer_sdk.profiles import load_profile
 from xinfer_sdk.runtime.backends import tensorrt as backend_mod
@@ -119,7 +119,7 @@ def test_corrupted_plan_fails_its_checksum_and_is_rebuilt(trt, gpu, bundle, capl
 def test_read_only_bundle_caches_in_the_user_dir(trt, gpu, bundle, monkeypatch, tmp_path):
     mod = trt()
     b = bundle()
-    monkeypatch.setattr(backend_mod, "_writable", lambda d: False)
+    monkeypatch.setattr(Bundle, "engines_writable", lambda self: False)  # a readOnly volume
     _, info = run(b, np.ones((1, 4), np.float32))
     sha = b.manifest.artifacts_by_role("model")[0].sha256
     cached = tmp_path / "user-cache" / "engines" / sha[:16] / f"{info['key']}.plan"

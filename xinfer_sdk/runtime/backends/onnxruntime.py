@@ -59,9 +59,13 @@ class OnnxRuntimeBackend(Backend):
         chain: list[Any] = []
         plan = self.bundle.manifest.engine_plan
         if "TensorrtExecutionProvider" in working and "tensorrt" in self.profile.backends and plan:
-            from ...engine_plan import ort_trt_provider_options
+            from ...engine_plan import ort_trt_provider_options, user_engine_dir
 
-            cache = self.options.get("cache_dir") or str(self.bundle.engines_dir / "ort-trt")
+            cache = self.options.get("cache_dir")
+            if not cache:  # in the bundle, or the user cache when the bundle is mounted read-only
+                sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
+                cache = str(self.bundle.engines_dir / "ort-trt") if self.bundle.engines_writable() else \
+                    os.path.join(user_engine_dir(sha), "ort-trt")
             chain.append(("TensorrtExecutionProvider", ort_trt_provider_options(plan, cache, device_id=idx)))
         if "CUDAExecutionProvider" in working:
             chain.append(("CUDAExecutionProvider", {"device_id": idx}))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,14 +67,6 @@ def _plan(bundle: Bundle, profile: Profile) -> dict[str, Any]:
     prefs = (mf.batch or {}).get("preferred_batch_sizes")
     return make_build_plan(profile=profile, precision=mf.precision, inputs=mf.inputs,
                            max_batch_size=mf.max_batch_size, preferred_batch_sizes=prefs)
-
-
-def _writable(directory: Path) -> bool:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(directory, os.W_OK) and os.access(directory.parent, os.W_OK)
 
 
 def _io(trt: Any, engine: Any) -> tuple[list[tuple[str, np.dtype]], list[tuple[str, np.dtype]]]:
@@ -180,7 +171,7 @@ class TensorRTBackend(Backend):
             log.info("%-28s | loaded TensorRT engine %s (%s)", tag, path.name, source)
             return cls._wrap(trt, loaded, path, source, None, plan, cc, version)
 
-        in_bundle = _writable(bundle.engines_dir) and os.access(bundle.root, os.W_OK)
+        in_bundle = bundle.engines_writable()
         out_dir = bundle.engines_dir if in_bundle else cache_dir
         log.info("%-28s | no TensorRT engine for sm_%s / TensorRT %s in the bundle; building one from %s into %s",
                  tag, cc.replace(".", ""), version, bundle.model_file.name, out_dir)

@@ -1,0 +1,107 @@
+"""A tiny declarative checker for profile YAML: each spec checks a value at a field path.
+
+Every failure is a ``ProfileError`` naming the file, the field path (``batch.max_batch_size``) and what
+was expected, in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ProfileError
+
+
+class Spec:
+    required = False
+    nullable = False
+
+    def check(self, value: Any, path: str, file: str) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def fail(self, value: Any, path: str, file: str, expected: str) -> ProfileError:
+        return ProfileError(f"expected {expected}, got {value!r}", file=file, field=path)
+
+
+class Scalar(Spec):
+    def __init__(self, typ: type | tuple[type, ...], *, required=False, nullable=False, choices=None, minimum=None,
+                 maximum=None, what=None):
+        self.typ, self.required, self.nullable = typ, required, nullable
+        self.choices, self.minimum, self.maximum, self.what = choices, minimum, maximum, what
+
+    def check(self, value, path, file):
+        if value is None:
+            if self.nullable:
+                return None
+            raise self.fail(value, path, file, self.describe() + " (null is not allowed here)")
+        typ = self.typ
+        ok = isinstance(value, typ) and not (isinstance(value, bool) and bool not in _tuple(typ))
+        if not ok and float in _tuple(typ) and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.fail(value, path, file, self.describe())
+        if self.choices is not None and value not in self.choices:
+            raise self.fail(value, path, file, f"one of {list(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise self.fail(value, path, file, f"{self.describe()} >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise self.fail(value, path, file, f"{self.describe()} <= {self.maximum}")
+        return value
+
+    def describe(self):
+        if self.what:
+            return self.what
+        names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        return " or ".join(names.get(t, t.__name__) for t in _tuple(self.typ))
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec, *, required=False, nullable=False, min_len=0, unique=False):
+        self.item, self.required, self.nullable, self.min_len, self.unique = item, required, nullable, min_len, unique
+
+    def check(self, value, path, file):
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(value, path, file, f"a list of {self.item.describe()}")
+        out = [self.item.check(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+        if len(out) < self.min_len:
+            raise self.fail(value, path, file, f"at least {self.min_len} item(s)")
+        if self.unique and len(set(map(repr, out))) != len(out):
+            raise self.fail(value, path, file, "a list without duplicates")
+        return out
+
+    def describe(self):
+        return f"a list of {self.item.describe()}"
+
+
+class Section(Spec):
+    def __init__(self, fields: dict[str, Spec], *, required=False, nullable=False, open_keys: Spec | None = None):
+        self.fields, self.required, self.nullable, self.open_keys = fields, required, nullable, open_keys
+
+    def check(self, value, path, file):
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, Mapping):
+            raise self.fail(value, path, file, "a mapping")
+        out = {}
+        for key, val in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            spec = self.fields.get(key)
+            if spec is None and self.open_keys is not None:
+                spec = self.open_keys
+            if spec is None:
+                raise ProfileError(f"unknown field; expected one of {sorted(self.fields)}", file=file, field=sub)
+            out[key] = spec.check(val, sub, file)
+        for key, spec in self.fields.items():
+            if spec.required and key not in value:
+                sub = f"{path}.{key}" if path else key
+                raise ProfileError(f"missing required field ({spec.describe()})", file=file, field=sub)
+        return out
+
+    def describe(self):
+        return "a mapping"
+
+
+def _tuple(t):
+    return t if isinstance(t, tuple) else (t,)
