@@ -25,6 +25,8 @@ COMMANDS = {
     "bench": "xinfer_sdk.cli.bench_cmd:bench",
     "plan": "xinfer_sdk.cli.plan_cmd:plan",
     "tune": "xinfer_sdk.cli.plan_cmd:tune",
+    "deploy": "xinfer_sdk.cli.deploy_cmd:deploy",
+    "fetch": "xinfer_sdk.cli.deploy_cmd:fetch",
 }
 
 

@@ -1,0 +1,264 @@
+"""What `xinfer-sdk deploy k8s` deploys: the bundle, the profile and the plan turned into concrete settings.
+
+Everything the manifests need is decided here, once, with the reason kept where it is not obvious
+(``DeploySpec.notes``). ``manifests.py`` only arranges these values into Kubernetes objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..bundle import open_bundle
+from ..errors import UserError
+from ..policy import BatchPolicy, parse_duration
+from ..profiles import Profile, load_profile
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+RUN_AS = 10001                        # the image's non-root user (deploy/docker/Dockerfile.*)
+MODELS_DIR = "/models"                # the bundle is mounted read-only at /models/<name>
+CONFIG_DIR = "/etc/xinfer"            # config.yaml (+ user profiles) from the ConfigMap
+CACHE_DIR = "/var/cache/xinfer"       # writable emptyDir: TensorRT engines built on the node
+QUEUE_METRIC = "xinfer_queue_depth"   # per model, exported by the server's /metrics
+MONITORS = ("servicemonitor", "podmonitor")
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GIB = 1 << 30
+
+
+@dataclasses.dataclass
+class DeploySpec:
+    name: str
+    namespace: str | None
+    profile: Profile
+    bundle_name: str                  # the model's name as served (KServe /v2/models/<name>)
+    precision: str
+    image: str
+    image_pull_policy: str
+    replicas: int
+    autoscale: bool
+    min_replicas: int
+    max_replicas: int
+    target_queue_depth: float
+    target_cpu_utilization: int
+    policy: dict[str, Any] | None     # batch policy from the plan (None: the bundle's own)
+    threads: int | None               # CPU engine threads (cpu profile: the CPU request)
+    cpu: float
+    memory_bytes: int
+    bundle_pvc: str | None
+    bundle_subpath: str | None
+    bundle_url: str | None
+    drain_timeout_s: int
+    prestop_s: int
+    monitor: str | None
+    monitor_labels: dict[str, str]
+    scrape_interval: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+    runtime_class: str | None
+    api_key_secret: str | None
+    user_profiles: dict[str, str]     # file name -> YAML text, for profiles the image does not ship
+    source_plan: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.profile.kind
+
+    @property
+    def gpu(self) -> bool:
+        return bool(self.profile.kubernetes.gpu_resource)
+
+    @property
+    def grace_s(self) -> int:
+        """Above preStop + drain, so the kubelet never SIGKILLs a pod that is still answering."""
+        return self.prestop_s + self.drain_timeout_s + 5
+
+    @property
+    def bundle_mount(self) -> str:
+        return f"{MODELS_DIR}/{self.name}"
+
+    @property
+    def image_variant(self) -> str:
+        return {"gpu": "cuda", "jetson": "jetson"}.get(self.kind, "cpu")
+
+
+def _dns_name(text: str, what: str) -> str:
+    if len(text) > 52 or not _DNS1123.match(text):
+        raise UserError(f"{what} {text!r} is not a valid Kubernetes name: lowercase letters, digits and '-', "
+                        "starting and ending with a letter or digit, at most 52 characters (suffixes are added)",
+                        hint="pass --name with such a name")
+    return text
+
+
+def default_name(bundle_name: str) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", bundle_name.lower()).strip("-")[:52].strip("-")
+    return s or "xinfer"
+
+
+def _quantity_gi(nbytes: float) -> int:
+    """Round up to 256 MiB steps (so requests read like 2560Mi, not 2684354560)."""
+    step = 256 << 20
+    return int(math.ceil(nbytes / step) * step)
+
+
+def memory_mi(nbytes: int) -> str:
+    return f"{nbytes >> 20}Mi"
+
+
+def _plan_entry(plan_path: str, profile: str, model: str, notes: list[str]) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--from-plan {plan_path}: no such file",
+                        hint="write one with: xinfer-sdk plan BUNDLE -p PROFILE --target-qps N --json > plan.json") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--from-plan {plan_path}: not a JSON plan ({exc})",
+                        hint="write one with: xinfer-sdk plan BUNDLE -p PROFILE --target-qps N --json > plan.json") \
+            from None
+    entries = data.get("profiles") if isinstance(data, Mapping) else None
+    if not isinstance(entries, list):
+        raise UserError(f"--from-plan {plan_path}: no 'profiles' list; expected the output of `xinfer-sdk plan --json`")
+    entry = next((e for e in entries if isinstance(e, Mapping) and e.get("profile") == profile), None)
+    if entry is None:
+        have = ", ".join(str(e.get("profile")) for e in entries if isinstance(e, Mapping)) or "none"
+        raise UserError(f"--from-plan {plan_path}: the plan has no entry for profile '{profile}' (it has: {have})",
+                        hint=f"plan it with: xinfer-sdk plan BUNDLE -p {profile} --target-qps N --json")
+    rec = entry.get("recommendation") or {}
+    if not rec.get("feasible", False) or not rec.get("replicas"):
+        raise UserError(f"--from-plan {plan_path}: profile '{profile}' cannot meet the plan's SLO "
+                        f"({rec.get('reason') or 'no feasible policy'})",
+                        hint="relax --p99 / --target-qps in `xinfer-sdk plan`, or pick another profile")
+    if data.get("model") not in (None, model):
+        notes.append(f"the plan was made for model '{data.get('model')}', this bundle is '{model}'")
+    return dict(entry)
+
+
+def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = None, namespace: str | None = None,
+                 replicas: int | None = None, min_replicas: int | None = None, max_replicas: int | None = None,
+                 autoscale: bool = True, target_queue_depth: float = 8.0, target_cpu_utilization: int = 70,
+                 from_plan: str | None = None, cpu: float | None = None, memory: str | None = None,
+                 bundle_pvc: str | None = None, bundle_subpath: str | None = None, bundle_url: str | None = None,
+                 drain_timeout: str = "30s", prestop_delay: str = "10s", monitor: str | None = None,
+                 monitor_labels: Sequence[str] = (), scrape_interval: str = "15s",
+                 node_selector: Sequence[str] = (), runtime_class: str | None = None,
+                 api_key_secret: str | None = None, image_pull_policy: str = "IfNotPresent",
+                 profiles_dirs: Sequence[str] = ()) -> DeploySpec:
+    notes: list[str] = []
+    b = open_bundle(bundle)
+    prof = load_profile(profile, profiles_dirs=profiles_dirs)
+    built_for = (b.manifest.profile or {}).get("name")
+    if built_for and built_for != prof.name:
+        notes.append(f"the bundle was built for profile '{built_for}', deployed with '{prof.name}'")
+    if not image or image.startswith("-"):
+        raise UserError("--image is required: the server image in your registry, e.g. registry.example.com/xinfer:0.1",
+                        hint="build it with deploy/docker/Dockerfile.cpu or Dockerfile.cuda (docs/kubernetes.md)")
+    if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        notes.append(f"image {image!r} has no tag: Kubernetes pulls ':latest', which makes rollbacks ambiguous")
+    dns = _dns_name(name or default_name(b.name), "name")
+    if namespace is not None:
+        _dns_name(namespace, "namespace")
+    if bundle_pvc and bundle_url:
+        raise UserError("--bundle-pvc and --bundle-url are exclusive: mount the bundle from a volume, or fetch it "
+                        "with an init container")
+    if bundle_url and not re.match(r"^(https?|file)://", bundle_url):
+        raise UserError(f"--bundle-url {bundle_url!r}: expected an http(s):// (or file://) URL of a .tar.gz bundle",
+                        hint="pack it with: tar -czf model.tar.gz -C BUNDLE .")
+    if monitor is not None and monitor not in MONITORS:
+        raise UserError(f"--monitor {monitor!r}: expected one of {', '.join(MONITORS)}")
+
+    policy: dict[str, Any] | None = None
+    plan_act: float = 0.0
+    if from_plan:
+        entry = _plan_entry(from_plan, prof.name, b.name, notes)
+        rec = entry["recommendation"]
+        policy = BatchPolicy.from_dict(rec["policy"], source=f"{from_plan}: policy").to_dict()
+        if replicas is None:
+            replicas = int(rec["replicas"])
+        if min_replicas is None:
+            min_replicas = int(rec["replicas"])
+        notes.append(f"from the plan: {rec['replicas']} replica(s) for its target rate, batch policy "
+                     f"max_batch_size {policy['max_batch_size']}, delay {policy['max_batch_delay']}, "
+                     f"workers {policy['device_concurrency']}")
+        act = float((entry.get("memory") or {}).get("activation_per_sample") or 0)
+        plan_act = act * policy["max_batch_size"] * policy["device_concurrency"]
+    replicas = 1 if replicas is None else int(replicas)
+    min_r = replicas if min_replicas is None else int(min_replicas)
+    max_r = max(min_r * 2, min_r + 1) if max_replicas is None else int(max_replicas)
+    if replicas < 1 or min_r < 1:
+        raise UserError(f"--replicas / --min-replicas must be at least 1, got {replicas} / {min_r}")
+    if max_r < min_r:
+        raise UserError(f"--max-replicas {max_r} is below --min-replicas {min_r}")
+    if target_queue_depth <= 0:
+        raise UserError(f"--target-queue-depth must be above 0, got {target_queue_depth}")
+    if not 1 <= target_cpu_utilization <= 100:
+        raise UserError(f"--target-cpu must be a percentage in 1..100, got {target_cpu_utilization}")
+
+    k8s = prof.kubernetes
+    cpu_req = float(cpu if cpu is not None else k8s.cpu)
+    if cpu_req <= 0:
+        raise UserError(f"--cpu must be above 0, got {cpu}")
+    model_bytes = sum(a.bytes for a in b.manifest.artifacts.values() if a.role in ("model", "engine"))
+    if memory is not None:
+        from ..server.config import parse_size
+
+        mem = parse_size(memory, field="--memory")
+        if mem < 128 << 20:
+            raise UserError(f"--memory {memory}: at least 128Mi is needed to start the server")
+    else:
+        # the profile's floor (libraries, runtime) + the weights three times over (file, session, prepacked),
+        # + activations on the host where the engine runs there (cpu, Jetson's unified memory)
+        mem = k8s.memory_gb * _GIB + 3 * model_bytes + (plan_act if prof.kind != "gpu" else 0)
+    threads = max(1, int(cpu_req)) if prof.kind == "cpu" else None
+
+    selector: dict[str, str] = {"kubernetes.io/os": "linux", **dict(k8s.node_selector)}
+    if prof.kind == "gpu" and prof.match.k8s_gpu_product:
+        # GPU Feature Discovery's label: the NVML name with spaces as '-' (shared/reference/gpu-specs.yaml)
+        selector["nvidia.com/gpu.product"] = prof.match.k8s_gpu_product[0]
+    elif prof.kind == "jetson":
+        notes.append("Jetson: GFD labels every Orin module alike ('Orin'), so pods select arm64 nodes; add "
+                     "--node-selector with a label of your own to pin one module type")
+    for item in node_selector:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UserError(f"--node-selector {item!r}: expected KEY=VALUE")
+        selector[k] = v
+    labels: dict[str, str] = {}
+    for item in monitor_labels:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UserError(f"--monitor-label {item!r}: expected KEY=VALUE (e.g. release=kube-prometheus-stack)")
+        labels[k] = v
+    tolerations = [{"key": k8s.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}] if k8s.gpu_resource else []
+    drain = parse_duration(drain_timeout, field="--drain-timeout")
+    prestop = parse_duration(prestop_delay, field="--prestop-delay")
+    parse_duration(scrape_interval, field="--scrape-interval")
+    return DeploySpec(
+        name=dns, namespace=namespace, profile=prof, bundle_name=b.name, precision=b.manifest.precision,
+        image=image, image_pull_policy=image_pull_policy, replicas=replicas, autoscale=autoscale,
+        min_replicas=min_r, max_replicas=max_r, target_queue_depth=float(target_queue_depth),
+        target_cpu_utilization=int(target_cpu_utilization), policy=policy, threads=threads, cpu=cpu_req,
+        memory_bytes=_quantity_gi(mem), bundle_pvc=None if bundle_url else (bundle_pvc or f"{dns}-bundle"),
+        bundle_subpath=bundle_subpath, bundle_url=bundle_url, drain_timeout_s=int(math.ceil(drain)),
+        prestop_s=int(math.ceil(prestop)), monitor=monitor, monitor_labels=labels, scrape_interval=scrape_interval,
+        node_selector=selector, tolerations=tolerations, runtime_class=runtime_class or k8s.runtime_class,
+        api_key_secret=api_key_secret, user_profiles=_user_profiles(prof, profiles_dirs), source_plan=from_plan, notes=notes)
+
+
+def _user_profiles(prof: Profile, profiles_dirs: Sequence[str]) -> dict[str, str]:
+    """YAML files of the profile's chain that the image does not ship (they travel in the ConfigMap)."""
+    from ..profiles.loader import ProfileRegistry, builtin_dir
+
+    builtin = builtin_dir().resolve()
+    files = ProfileRegistry(profiles_dirs).files
+    out: dict[str, str] = {}
+    for i, name in enumerate(prof.chain or (prof.name,)):
+        f = Path(prof.file) if i == 0 and prof.file else files.get(name)
+        if f is not None and f.is_file() and f.resolve().parent != builtin:
+            out[f"{name}.yaml"] = f.read_text(encoding="utf-8")
+    return out
