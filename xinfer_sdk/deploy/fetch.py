@@ -78,10 +78,10 @@ def fetch(url: str, dest: str | os.PathLike[str], *, retries: int = 3, timeout: 
                 raise UserError(f"{url}: HTTP {exc.code} {exc.reason}",
                                 hint="check the URL (a presigned URL may have expired)") from None
             last = exc
-        except (urllib.error.URLError, OSError, tarfile.ReadError, EOFError) as exc:
-            if isinstance(exc, tarfile.ReadError) and attempt == retries:
-                raise UserError(f"{url}: not a tar or tar.gz archive ({exc})",
-                                hint="pack the bundle with: tar -czf model.tar.gz -C BUNDLE .") from None
+        except tarfile.ReadError as exc:  # the bytes arrived and are no archive: retrying does not help
+            raise UserError(f"{url}: not a tar or tar.gz archive ({exc})",
+                            hint="pack the bundle with: tar -czf model.tar.gz -C BUNDLE .") from None
+        except (urllib.error.URLError, OSError, EOFError, tarfile.TarError) as exc:  # network, truncated stream
             last = exc
         if attempt < retries:
             log.warning("fetch %s failed (%s); retrying in %ds", url, last, 2 ** attempt)

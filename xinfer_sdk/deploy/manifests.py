@@ -109,7 +109,9 @@ def _volumes(spec: DeploySpec, v: Values) -> tuple[list[dict[str, Any]], list[di
 
 
 def _size_limit(spec: DeploySpec) -> str:
-    return memory_mi(max(1 << 30, 2 * spec.memory_bytes))
+    """Room for the unpacked bundle and an engine built beside it: twice its size + 1 GiB, in 256 MiB steps."""
+    step = 256 << 20
+    return memory_mi(-(-(2 * spec.bundle_bytes + (1 << 30)) // step) * step)
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict[str, Any]:

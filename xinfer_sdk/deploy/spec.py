@@ -49,6 +49,7 @@ class DeploySpec:
     threads: int | None               # CPU engine threads (cpu profile: the CPU request)
     cpu: float
     memory_bytes: int
+    bundle_bytes: int
     bundle_pvc: str | None
     bundle_subpath: str | None
     bundle_url: str | None
@@ -243,7 +244,8 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
         image=image, image_pull_policy=image_pull_policy, replicas=replicas, autoscale=autoscale,
         min_replicas=min_r, max_replicas=max_r, target_queue_depth=float(target_queue_depth),
         target_cpu_utilization=int(target_cpu_utilization), policy=policy, threads=threads, cpu=cpu_req,
-        memory_bytes=_quantity_gi(mem), bundle_pvc=None if bundle_url else (bundle_pvc or f"{dns}-bundle"),
+        memory_bytes=_quantity_gi(mem), bundle_bytes=sum(a.bytes for a in b.manifest.artifacts.values()),
+        bundle_pvc=None if bundle_url else (bundle_pvc or f"{dns}-bundle"),
         bundle_subpath=bundle_subpath, bundle_url=bundle_url, drain_timeout_s=int(math.ceil(drain)),
         prestop_s=int(math.ceil(prestop)), monitor=monitor, monitor_labels=labels, scrape_interval=scrape_interval,
         node_selector=selector, tolerations=tolerations, runtime_class=runtime_class or k8s.runtime_class,

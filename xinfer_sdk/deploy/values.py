@@ -38,6 +38,12 @@ class Ref:
     kind: str = SCALAR      # scalar | block (a mapping or list) | text (YAML text of a mapping) | hash
     when: str | None = None
 
+    def __str__(self) -> str:  # a Ref formatted into a longer string could not be read back from values.yaml
+        raise TypeError(f"values reference {self.path!r} must be a whole YAML value, not part of a string")
+
+    def __format__(self, spec: str) -> str:
+        return self.__str__()
+
 
 class Values:
     """Registers Refs and builds the values tree (the chart's values.yaml) from them."""
@@ -107,13 +113,15 @@ def config_hash(value: Any) -> str:
 
 
 def resolve(obj: Any, values: Values) -> Any:
-    """The plain manifest: Refs replaced by their values, conditional keys kept or dropped."""
+    """The plain manifest: Refs replaced by their values (read from ``values``, as Helm would), conditional
+    keys kept or dropped."""
     if isinstance(obj, Ref):
+        value = values.get(obj.path)
         if obj.kind == TEXT:
-            return yaml_text(obj.value)
+            return yaml_text(value)
         if obj.kind == HASH:
-            return config_hash(obj.value)
-        return copy.deepcopy(obj.value)
+            return config_hash(value)
+        return copy.deepcopy(value)
     if isinstance(obj, Mapping):
         return {k: resolve(v, values) for k, v in obj.items()
                 if not (isinstance(v, Ref) and not values.holds(v.when))}

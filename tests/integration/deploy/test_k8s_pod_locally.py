@@ -1,0 +1,245 @@
+"""The generated pod, run here as the kubelet would run it (minus the container runtime): the Deployment's own
+args, env and mounts (relocated under a temp folder), the ConfigMap's config.yaml. Its probes answer on the
+named ports, the metrics port exports the series the HPA and the prometheus-adapter rule read (checked with a
+real Prometheus), and preStop + SIGTERM under load lose no request within terminationGracePeriodSeconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xinfer_sdk.deploy import render, resolve_spec
+from xinfer_sdk.deploy.manifests import adapter_rule
+
+IMAGE = "registry.example.com/xinfer:0.1.0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalPod:
+    """The container of the generated Deployment as a local process."""
+
+    def __init__(self, spec, tmp: Path, bundle: Path):
+        objs = {o["kind"]: o for _, o in render(spec).manifests() if not o["metadata"]["name"].endswith("-headless")}
+        self.objs = objs
+        pod = objs["Deployment"]["spec"]["template"]["spec"]
+        self.pod, c = pod, pod["containers"][0]
+        self.container = c
+        self.root = tmp / "rootfs"
+        cfg = yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        # the server listens where the container ports say
+        assert (cfg["server"]["port"], cfg["server"]["grpc_port"], cfg["server"]["metrics_port"]) == \
+            (named["http"], named["grpc"], named["metrics"])
+        self.ports = {name: free_port() for name in named}  # relocated: tests run side by side
+        cfg["server"].update(host="127.0.0.1", port=self.ports["http"], grpc_port=self.ports["grpc"],
+                             metrics_port=self.ports["metrics"])
+        for mount in c["volumeMounts"]:
+            self.host(mount["mountPath"]).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(bundle, self.host(spec.bundle_mount), dirs_exist_ok=True)
+        for m in cfg["models"]:
+            m["path"] = str(self.host(m["path"]))
+        self.config = cfg
+        conf = self.host(c["args"][c["args"].index("--config") + 1])
+        conf.write_text(yaml.safe_dump(cfg))
+        self.argv = [sys.executable, "-m", "xinfer_sdk", *[str(conf) if a.endswith("config.yaml") else a
+                                                             for a in c["args"]]]
+        env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+        for k in ("XINFER_CACHE_DIR", "HOME"):
+            env[k] = str(self.host(env[k]))
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen | None = None
+
+    def host(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def probe_url(self, probe: str) -> str:
+        get = self.container[probe]["httpGet"]
+        return f"http://127.0.0.1:{self.ports[get['port']]}{get['path']}"
+
+    def start(self) -> LocalPod:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sp = self.container["startupProbe"]
+        deadline = time.time() + sp["periodSeconds"] * sp["failureThreshold"]
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if status(self.probe_url("startupProbe")) == 200:
+                return self
+            time.sleep(0.2)
+        raise AssertionError("the startup probe never passed")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def pod(bundles, tmp_path_factory):
+    spec = resolve_spec(str(bundles["cpu"]), profile="cpu", image=IMAGE, cpu=1)
+    p = LocalPod(spec, tmp_path_factory.mktemp("pod"), bundles["cpu"]).start()
+    yield p
+    p.stop()
+
+
+def test_probes_answer_on_the_named_ports(pod):
+    assert status(pod.probe_url("readinessProbe")) == 200
+    assert status(pod.probe_url("livenessProbe")) == 200
+    # the metrics port answers health and /metrics, nothing else
+    assert status(f"http://127.0.0.1:{pod.ports['metrics']}/v2/health/ready") == 200
+    assert status(f"http://127.0.0.1:{pod.ports['metrics']}/v2/models/mlp") == 404
+
+
+def test_metrics_port_exports_what_the_hpa_reads(pod):
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 8], "data": [0.5] * 16}]})
+    req = urllib.request.Request(f"http://127.0.0.1:{pod.ports['http']}/v2/models/mlp/infer", data=body.encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200 and json.loads(r.read())["outputs"][0]["shape"] == [2, 4]
+    with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports['metrics']}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    hpa = pod.objs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]
+    model = hpa["selector"]["matchLabels"]["model"]
+    assert f'{hpa["name"]}{{model="{model}"' in text  # the series, with the label the HPA selects on
+    assert f'xinfer_request_success_total{{model="{model}",version="1"}} 1.0' in text
+
+
+def test_prometheus_adapter_rule_queries_per_pod(pod, tmp_path):
+    """The adapter's seriesQuery finds the series and its metricsQuery (with the adapter's template filled in
+    as it does for a Pods metric) returns one value per pod, on a real Prometheus scraping the metrics port with
+    the namespace/pod labels Kubernetes service discovery attaches."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.skip("the 'prometheus' binary is not installed (Debian package 'prometheus'; "
+                    "bash .ci/install-system-deps.sh installs it)")
+    port = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: pods\n"
+                   f"    static_configs:\n      - targets: ['127.0.0.1:{pod.ports['metrics']}']\n"
+                   "        labels: {namespace: ml, pod: mlp-7d9f8-abcde}\n")
+    proc = subprocess.Popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    rule = adapter_rule()
+    query = (rule["metricsQuery"].replace("<<.Series>>", "xinfer_queue_depth")
+             .replace("<<.LabelMatchers>>", 'namespace="ml",pod=~"mlp-7d9f8-abcde",model="mlp"')
+             .replace("<<.GroupBy>>", "pod"))
+    try:
+        series, result = None, None
+        deadline = time.time() + 40
+        while time.time() < deadline and not (series and result):
+            time.sleep(0.5)
+            try:
+                series = api(port, "series", {"match[]": rule["seriesQuery"]})
+                result = api(port, "query", {"query": query})["result"]
+            except OSError:
+                continue
+        assert series and series[0]["__name__"] == "xinfer_queue_depth", series
+        assert {s["pod"] for s in series} == {"mlp-7d9f8-abcde"}
+        assert len(result) == 1 and result[0]["metric"] == {"pod": "mlp-7d9f8-abcde"}
+        assert float(result[0]["value"][1]) == 0.0  # idle: nothing queued
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def api(port: int, what: str, params: dict) -> object:
+    url = f"http://127.0.0.1:{port}/api/v1/{what}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())["data"]
+
+
+BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}).encode()
+REQ = (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
+
+
+async def caller(port, stats, stop_at):
+    """Keep one request outstanding; 'lost' = sent and never answered."""
+    while time.time() < stop_at:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            stats["refused"] += 1
+            return
+        try:
+            while time.time() < stop_at:
+                writer.write(REQ)
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    stats["lost"] += 1
+                    return
+                code = int(head.split(b" ", 2)[1])
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                stats[code] = stats.get(code, 0) + 1
+                if code == 503:
+                    return
+                if b"connection: close" in head.lower():
+                    break
+        finally:
+            writer.close()
+
+
+def test_prestop_then_sigterm_under_load_loses_nothing_within_the_grace_period(bundles, tmp_path):
+    spec = resolve_spec(str(bundles["cpu"]), profile="cpu", image=IMAGE, cpu=1, prestop_delay="1s",
+                        drain_timeout="10s")
+    pod = LocalPod(spec, tmp_path, bundles["cpu"]).start()
+    grace = pod.pod["terminationGracePeriodSeconds"]
+    sleep_s = float(pod.container["lifecycle"]["preStop"]["exec"]["command"][1])
+    stats = {"refused": 0, "lost": 0}
+
+    async def run():
+        stop_at = time.time() + 30
+        tasks = [asyncio.ensure_future(caller(pod.ports["http"], stats, stop_at)) for _ in range(8)]
+        await asyncio.sleep(1.0)
+        # the kubelet: preStop (the pod keeps serving while endpoints drop it), then SIGTERM
+        before = stats.get(200, 0)
+        await asyncio.sleep(sleep_s)
+        assert stats.get(200, 0) > before and stats["lost"] == 0  # still serving during preStop
+        t0 = time.time()
+        pod.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*tasks), 40)
+        return t0
+
+    try:
+        t0 = asyncio.run(run())
+        code = pod.proc.wait(grace)
+        took = time.time() - t0
+        err = pod.proc.stderr.read().decode()
+        assert code == 0, err[-2000:]
+        assert sleep_s + took < grace  # the kubelet would not have SIGKILLed it
+        assert stats["lost"] == 0 and set(stats) <= {"refused", "lost", 200, 503}, stats
+        assert stats.get(200, 0) > 50
+    finally:
+        pod.stop()
