@@ -32,8 +32,8 @@ class Rendered:
 
     def manifests(self) -> list[tuple[str, dict[str, Any]]]:
         """The plain objects, enabled ones only, as (file name, object)."""
-        return [(f"{i:02d}-{fname}", resolve(obj, self.values)) for i, (fname, obj, flag) in
-                enumerate(self.docs) if flag is None or self.values.holds(flag)]
+        on = [(fname, obj) for fname, obj, flag in self.docs if flag is None or self.values.holds(flag)]
+        return [(f"{i:02d}-{fname}", resolve(obj, self.values)) for i, (fname, obj) in enumerate(on)]
 
     def chart_files(self) -> dict[str, str]:
         s = self.spec

@@ -57,13 +57,22 @@ class LocalPod:
         for m in cfg["models"]:
             m["path"] = str(self.host(m["path"]))
         self.config = cfg
+        # the ConfigMap volume: its keys (or its items' key -> path) as files under the mount
+        vol = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "config")["mountPath"]
+        items = vol.get("items") or [{"key": k, "path": k} for k in objs["ConfigMap"]["data"]]
+        for it in items:
+            f = self.host(mount) / it["path"]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(objs["ConfigMap"]["data"][it["key"]])
         conf = self.host(c["args"][c["args"].index("--config") + 1])
         conf.write_text(yaml.safe_dump(cfg))
         self.argv = [sys.executable, "-m", "xinfer_sdk", *[str(conf) if a.endswith("config.yaml") else a
                                                              for a in c["args"]]]
         env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-        for k in ("XINFER_CACHE_DIR", "HOME"):
-            env[k] = str(self.host(env[k]))
+        for k in ("XINFER_CACHE_DIR", "HOME", "XINFER_PROFILES_PATH"):
+            if k in env:
+                env[k] = str(self.host(env[k]))
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen | None = None
 
@@ -177,6 +186,27 @@ def api(port: int, what: str, params: dict) -> object:
     url = f"http://127.0.0.1:{port}/api/v1/{what}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=2) as r:
         return json.loads(r.read())["data"]
+
+
+def test_a_user_profile_travels_in_the_configmap(bundles, tmp_path):
+    """A profile the image does not ship (here: cpu with other batch defaults) reaches the pod."""
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "edge-box.yaml").write_text(
+        "name: edge-box\nextends: cpu\nbatch: {max_batch_size: 4}\nkubernetes: {cpu: 1, memory_gb: 0.5}\n")
+    spec = resolve_spec(str(bundles["cpu"]), profile="edge-box", image=IMAGE,
+                        profiles_dirs=[str(tmp_path / "profiles")])
+    assert set(spec.user_profiles) == {"edge-box.yaml"}
+    pod = LocalPod(spec, tmp_path / "pod", bundles["cpu"])
+    env = {e["name"]: e.get("value") for e in pod.container["env"]}
+    assert env["XINFER_PROFILES_PATH"] == "/etc/xinfer/profiles"
+    pod.start()  # `profile: edge-box` resolved from the ConfigMap's profiles/ folder
+    try:
+        assert status(pod.probe_url("readinessProbe")) == 200
+    finally:
+        pod.stop()
+    del pod.env["XINFER_PROFILES_PATH"]  # without it, the same pod cannot start
+    with pytest.raises(AssertionError, match="unknown profile 'edge-box'"):
+        pod.start()
 
 
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}).encode()

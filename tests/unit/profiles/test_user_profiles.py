@@ -28,6 +28,14 @@ def test_user_profile_extends_a_builtin_one(tmp_path):
     assert p.batch.max_batch_delay == 0.002  # inherited from _datacenter
 
 
+def test_kubernetes_section_is_inherited_and_overridable(tmp_path):
+    write(tmp_path, "t4-big", "name: t4-big\nextends: t4\nkubernetes: {cpu: 6, node_selector: {pool: infer}}\n")
+    p = load_profile("t4-big", profiles_dirs=[tmp_path])
+    assert p.kubernetes.cpu == 6 and p.kubernetes.memory_gb == 6  # memory from _datacenter
+    assert p.kubernetes.gpu_resource == "nvidia.com/gpu" and dict(p.kubernetes.node_selector) == {"pool": "infer"}
+    assert load_profile("cpu").kubernetes.gpu_resource is None
+
+
 def test_env_path_is_searched(tmp_path, monkeypatch):
     write(tmp_path, "mybox", "name: mybox\nextends: cpu\n")
     monkeypatch.setenv("XINFER_PROFILES_PATH", str(tmp_path))
@@ -60,6 +68,8 @@ def test_bad_override_names_the_field(override, message):
     ("name: bad\nextends: t4\npeak_tflops: {fp16: 65}\n", "peak_tflops", ""),
     ("name: other\nextends: t4\n", "name", "must equal the file name"),
     ("name: bad\nextends: t4\nprecisions: [fp17]\n", "precisions[0]", "one of"),
+    ("name: bad\nextends: t4\nkubernetes: {cpu: many}\n", "kubernetes.cpu", "CPU cores"),
+    ("name: bad\nextends: t4\nkubernetes: {gpus: 2}\n", "kubernetes.gpus", "unknown field"),
     ("name: bad\n  extends: t4\n", None, "not valid YAML"),
 ])
 def test_broken_profile_is_one_line_naming_file_field_and_expectation(tmp_path, body, field, expected):
