@@ -70,7 +70,7 @@ def serve_and_bench(bundle: Path, x: np.ndarray, port: int | None = None) -> Non
     port = port or free_port()
     grpc_port = free_port()
     url = f"http://127.0.0.1:{port}"
-    step(f"6. serve the bundle on {url} (KServe v2 HTTP + gRPC), bench it, one curl, graceful shutdown")
+    step(f"7. serve the bundle on {url} (KServe v2 HTTP + gRPC), bench it, one curl, graceful shutdown")
     cmd = [sys.executable, "-m", "xinfer_sdk", "serve", str(bundle), "--port", str(port), "--grpc-port",
            str(grpc_port)]
     print("$ xinfer-sdk " + " ".join(cmd[3:]), flush=True)
@@ -139,6 +139,15 @@ def main() -> None:
     print(f"backend {d['backend']} on {d['device']} ({d['why']})")
     print(f"INT8 accuracy through the runtime: {(pred == y).mean():.4f} on {len(y)} digits "
           f"(FP32 {ex.fp32_accuracy:.4f}); {s['batches']} batches, mean batch {s['mean_batch_size']:.1f}")
+
+    step("6. plan 2000 req/s at p99 20 ms on this profile, then Kubernetes manifests + a Helm chart from the plan")
+    plan = work / "plan.json"
+    print(f"$ xinfer-sdk plan {bundle} -p {profile} --target-qps 2000 --p99 20ms --json > {plan}", flush=True)
+    with open(plan, "w") as f:
+        subprocess.run([sys.executable, "-m", "xinfer_sdk", "plan", str(bundle), "-p", profile, "--target-qps",
+                        "2000", "--p99", "20ms", "--json"], stdout=f, check=True)
+    cli("deploy", "k8s", str(bundle), "--profile", profile, "--image", "registry.example.com/xinfer:0.1.0",
+        "--from-plan", str(plan), "--max-replicas", "4", "-o", str(work / "k8s"), "--force")
 
     if not args.skip_serve:
         serve_and_bench(bundle, x, args.port)

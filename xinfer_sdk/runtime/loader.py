@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -182,6 +183,15 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
         notes.append("this INT8 graph uses the symmetric scheme TensorRT needs, which ONNX Runtime's CPU provider "
                      "runs slower than FP32; build for the 'cpu' profile for a fast CPU INT8 graph")
         log.warning("%s: %s", bundle.name, notes[-1])
+    plan_max = int(((bundle.manifest.engine_plan or {}).get("batch") or {}).get("max") or 0)
+    if plan_max and dev != "cpu" and policy.max_batch_size > plan_max:
+        # a TensorRT engine (or ORT's TensorRT EP) is built for batch <= the plan's max: bigger batches would fail
+        notes.append(f"max_batch_size {policy.max_batch_size} lowered to {plan_max}, the largest batch the bundle's "
+                     "TensorRT engine plan covers (rebuild with --max-batch-size for more); larger requests are split")
+        log.warning("%s: %s", bundle.name, notes[-1])
+        policy = dataclasses.replace(policy, max_batch_size=plan_max,
+                                     preferred_batch_sizes=tuple(b for b in policy.preferred_batch_sizes
+                                                                 if b <= plan_max))
     if threads is None:
         threads = default_threads(dev, policy.device_concurrency)
     log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)

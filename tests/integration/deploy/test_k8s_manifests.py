@@ -115,7 +115,8 @@ def test_gpu_parts_follow_the_profile(bundles, profile):
     if prof.kind == "cpu":
         assert "nvidia.com" not in text  # no GPU request, label or toleration anywhere
         assert "tolerations" not in pod or pod["tolerations"] == []
-        assert cfg["device"] == "cpu" and cfg["threads"] == int(float(res["requests"]["cpu"]))
+        workers = (cfg.get("batch") or {}).get("device_concurrency") or prof.batch.device_concurrency
+        assert cfg["device"] == "cpu" and cfg["threads"] * workers <= float(res["requests"]["cpu"])
         return
     assert res["limits"]["nvidia.com/gpu"] == "1" and res["requests"]["nvidia.com/gpu"] == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -184,7 +185,9 @@ def test_from_plan_takes_replicas_and_batch_policy(bundles, plan_json):
     rec = plan["cpu"]
     assert rec["replicas"] > 1  # the plan's rate needs several replicas
     assert objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == rec["replicas"]
-    batch = yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])["models"][0]["batch"]
+    model = yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])["models"][0]
+    batch = model["batch"]
+    assert model["threads"] == max(1, int(spec.cpu // batch["device_concurrency"]))  # cores split over workers
     assert batch["max_batch_size"] == rec["policy"]["max_batch_size"]
     assert batch["device_concurrency"] == rec["policy"]["device_concurrency"]
     fixed = objects(spec_for(bundles, "cpu", from_plan=str(plan_json), autoscale=False))

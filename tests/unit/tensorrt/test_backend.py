@@ -13,7 +13,6 @@ import yaml
 from xinfer_sdk.bundle import Bundle, open_bundle
 from xinfer_sdk.errors import InvalidInput
 from xinfer_sdk.profiles import load_profile
-from xinfer_sdk.runtime.backends import tensorrt as backend_mod
 from xinfer_sdk.runtime.backends.tensorrt import TensorRTBackend
 
 A10 = load_profile("a10")
@@ -260,3 +259,18 @@ def test_engine_io_without_a_numpy_type_is_refused(trt, gpu, bundle):
     mod.Runtime.deserialize_cuda_engine = bf16_outputs
     with pytest.raises(Exception, match="no numpy equivalent"):
         run(b, np.ones((1, 4), np.float32))
+
+
+def test_policy_above_the_engine_plan_is_capped_and_larger_requests_split(trt, gpu, bundle):
+    """A plan or tune may ask for batches the bundle's engine was not built for: the runtime caps the policy at
+    the engine plan's max (saying so) and splits a bigger request instead of failing it."""
+    import xinfer_sdk as xs
+
+    trt()
+    b = bundle(max_batch_size=8)
+    with xs.load(b.root, profile="a10", device="cuda", backend="tensorrt",
+                 batching={"max_batch_size": 64, "preferred_batch_sizes": [8, 32]}) as m:
+        assert m.policy.max_batch_size == 8 and m.policy.preferred_batch_sizes == (8,)
+        assert any("lowered to 8" in n for n in m.describe()["notes"])
+        out = m.infer({"x": np.ones((20, 4), np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full((20, 4), 2, np.float32))
