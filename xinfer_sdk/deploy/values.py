@@ -50,6 +50,22 @@ class Values:
 
     def __init__(self) -> None:
         self.tree: dict[str, Any] = {}
+        self.kinds: dict[str, str] = {}  # path -> scalar | block | text | flag
+
+    def schema(self) -> dict[str, Any]:
+        """A JSON schema of values.yaml (Helm checks ``--set`` / ``-f`` values against values.schema.json):
+        types of the knobs; mappings and lists (resources, tolerations, serverConfig) are not constrained inside,
+        and a quantity-like string ('8', '10') also takes a number, as ``--set x=8`` gives one."""
+        root: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                                "properties": {}}
+        for path, kind in self.kinds.items():
+            node = root
+            *parents, leaf = path.split(".")
+            for p in parents:
+                node = node["properties"].setdefault(p, {"type": "object", "properties": {}})
+            value = self.get(path)
+            node["properties"][leaf] = _json_type(value, kind)
+        return root
 
     def _set(self, path: str, value: Any) -> None:
         node = self.tree
@@ -69,15 +85,18 @@ class Values:
     def ref(self, path: str, value: Any, *, when: str | None = None) -> Ref:
         self._set(path, value)
         kind = BLOCK if isinstance(value, (Mapping, list, tuple)) else SCALAR
+        self.kinds[path] = kind
         return Ref(path, list(value) if isinstance(value, tuple) else value, kind, when)
 
     def flag(self, path: str, value: bool) -> bool:
         self._set(path, bool(value))
+        self.kinds[path] = "flag"
         return bool(value)
 
     def text(self, path: str, value: Mapping[str, Any]) -> Ref:
         """A mapping stored in values.yaml and written into the manifest as YAML text (a ConfigMap file)."""
         self._set(path, value)
+        self.kinds[path] = TEXT
         return Ref(path, dict(value), TEXT)
 
     def hash_of(self, path: str) -> Ref:
@@ -189,24 +208,15 @@ def helm_template(obj: Any, *, when: str | None = None) -> str:
     return text
 
 
-def values_schema(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON schema of values.yaml (Helm checks ``--set`` / ``-f`` values against values.schema.json)."""
-
-    def node(v: Any) -> dict[str, Any]:
-        if isinstance(v, bool):
-            return {"type": "boolean"}
-        if isinstance(v, int):
-            return {"type": "integer"}
-        if isinstance(v, float):
-            return {"type": "number"}
-        if isinstance(v, str):
-            return {"type": "string"}
-        if isinstance(v, (list, tuple)):
-            return {"type": "array"}
-        if isinstance(v, Mapping):
-            return {"type": "object", "properties": {k: node(x) for k, x in v.items()}}
-        return {}
-
-    schema = node(tree)
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    return schema
+def _json_type(value: Any, kind: str) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, float):
+        return {"type": "number"}
+    if isinstance(value, str):
+        return {"type": ["string", "number"]} if re.fullmatch(r"[0-9.]+m?", value) else {"type": "string"}
+    if isinstance(value, (list, tuple)):
+        return {"type": "array"}
+    return {"type": "object"}

@@ -278,5 +278,9 @@ def test_values_yaml_matches_its_schema(bundles):
     jsonschema.validate(values, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(merge(values, {"replicas": "three"}), schema)
+    # what `helm --set` produces for the usual knobs passes (numbers where the generator wrote strings)
+    jsonschema.validate(merge(values, {"autoscaling": {"targetQueueDepth": 4, "enabled": False},
+                                       "resources": {"requests": {"cpu": 4}}, "lifecycle": {"preStopSleepSeconds": 20}}),
+                        schema)
     chart = yaml.safe_load(files["Chart.yaml"])
     assert chart["apiVersion"] == "v2" and chart["name"] == "mlp" and chart["type"] == "application"

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helm_render import merge, render
 
-from xinfer_sdk.deploy.values import Values, config_hash, helm_template, resolve, values_schema
+from xinfer_sdk.deploy.values import Values, config_hash, helm_template, resolve
 
 
 def sample(v: Values) -> dict:
@@ -88,7 +88,11 @@ def test_a_ref_inside_a_longer_string_is_refused():
 
 
 def test_values_schema_types():
-    s = values_schema({"replicas": 2, "image": "x", "autoscaling": {"enabled": True}, "tolerations": []})
-    assert s["properties"]["replicas"] == {"type": "integer"}
-    assert s["properties"]["autoscaling"]["properties"]["enabled"] == {"type": "boolean"}
-    assert s["properties"]["tolerations"] == {"type": "array"}
+    v = Values()
+    sample(v)
+    s = v.schema()["properties"]
+    assert s["port"] == {"type": "integer"} and s["image"] == {"type": "string"}
+    assert s["autoscaling"]["properties"]["enabled"] == {"type": "boolean"}
+    assert s["tolerations"] == {"type": "array"}
+    assert s["resources"] == {"type": "object"}  # free inside: --set resources.requests.cpu=4 must pass
+    assert s["sleep"] == {"type": ["string", "number"]}  # '10' from the generator, 10 from --set
