@@ -2,7 +2,7 @@
 
 There is no helm binary on the test machines, so the suite renders the chart itself and compares the result
 with the plain manifests. Supported, with Helm's semantics: ``{{ .Values.a.b }}``, ``| quote``,
-``toYaml X | nindent N``, ``toYaml X | sha256sum``, ``{{- if [not] X }}`` / ``{{- end }}`` and the ``{{-`` /
+``toYaml X | nindent N``, ``add (int X) (int Y) N``, ``toYaml X | sha256sum``, ``{{- if [not] X }}`` / ``{{- end }}`` and the ``{{-`` /
 ``-}}`` whitespace trimming. Anything else raises, so a template the generator starts writing in a new form
 fails here instead of being skipped.
 """
@@ -43,6 +43,11 @@ def _scalar(value: Any) -> str:
 def _pipeline(values: dict[str, Any], text: str) -> str:
     stages = [s.strip() for s in text.split("|")]
     head = stages[0].split()
+    if head[0] == "add":  # add (int .Values.a) (int .Values.b) 5
+        total = 0
+        for term in re.findall(r"\(int (\S+)\)|(-?\d+)", stages[0][3:]):
+            total += int(float(_lookup(values, term[0]))) if term[0] else int(term[1])
+        return str(total)
     if head[0] == "toYaml":
         cur: Any = _to_yaml(_lookup(values, head[1]))
     elif len(head) == 1:

@@ -40,6 +40,11 @@ def deploy() -> None:
 @click.option("--bundle-subpath", default=None, help="Folder of the bundle inside that volume.")
 @click.option("--bundle-url", default=None, metavar="URL",
               help="Fetch the bundle (.tar.gz) from this URL in an init container instead of a volume.")
+@click.option("--bundle-url-secret", default=None, metavar="SECRET",
+              help="Like --bundle-url, the URL read from this Secret's 'url' entry (for presigned URLs).")
+@click.option("--gpu-label", type=click.Choice(["gfd", "gke", "none"]), default="gfd", show_default=True,
+              help="How GPU nodes of the profile's model are selected: GPU Feature Discovery's "
+                   "nvidia.com/gpu.product (GPU Operator), GKE's cloud.google.com/gke-accelerator, or none.")
 @click.option("--drain-timeout", default="30s", show_default=True,
               help="How long the server answers accepted requests after SIGTERM.")
 @click.option("--prestop-delay", default="10s", show_default=True,
@@ -63,6 +68,7 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
         namespace: str | None, replicas: int | None, min_replicas: int | None, max_replicas: int | None,
         target_queue_depth: float, target_cpu: int, no_autoscale: bool, from_plan: str | None, cpu: float | None,
         memory: str | None, bundle_pvc: str | None, bundle_subpath: str | None, bundle_url: str | None,
+        bundle_url_secret: str | None, gpu_label: str,
         drain_timeout: str, prestop_delay: str, monitor: str | None, monitor_labels: tuple[str, ...],
         scrape_interval: str, node_selector: tuple[str, ...], runtime_class: str | None,
         api_key_secret: str | None, image_pull_policy: str, force: bool, as_json: bool) -> None:
@@ -78,7 +84,8 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
                         min_replicas=min_replicas, max_replicas=max_replicas, autoscale=not no_autoscale,
                         target_queue_depth=target_queue_depth, target_cpu_utilization=target_cpu,
                         from_plan=from_plan, cpu=cpu, memory=memory, bundle_pvc=bundle_pvc,
-                        bundle_subpath=bundle_subpath, bundle_url=bundle_url, drain_timeout=drain_timeout,
+                        bundle_subpath=bundle_subpath, bundle_url=bundle_url, bundle_url_secret=bundle_url_secret,
+                        gpu_label=gpu_label, drain_timeout=drain_timeout,
                         prestop_delay=prestop_delay, monitor=monitor, monitor_labels=monitor_labels,
                         scrape_interval=scrape_interval, node_selector=node_selector, runtime_class=runtime_class,
                         api_key_secret=api_key_secret, image_pull_policy=image_pull_policy,
@@ -99,12 +106,28 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
 
 
 @click.command()
-@click.argument("url")
-@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, required=True, metavar="[URL] DEST")
+@click.option("--url", "url_opt", default=None, help="The archive's URL (instead of the URL argument).")
+@click.option("--url-env", default=None, metavar="VAR", help="Read the URL from this environment variable (a "
+              "presigned URL is a credential: Kubernetes passes it from a Secret).")
+@click.option("--sha256", default=None, metavar="HEX", help="Expected sha256 of the bundle's xinfer.yaml (pins the "
+              "bundle: every artifact's digest is in it).")
 @click.option("--retries", type=int, default=3, show_default=True)
-def fetch(url: str, dest: str, retries: int) -> None:
+def fetch(paths: tuple[str, ...], url_opt: str | None, url_env: str | None, sha256: str | None, retries: int) -> None:
     """Download a bundle archive (.tar / .tar.gz) from URL into DEST and verify its checksums."""
-    from ..deploy.fetch import fetch as do_fetch
+    import os
 
-    path = do_fetch(url, dest, retries=retries)
+    from ..deploy.fetch import fetch as do_fetch
+    from ..errors import UserError
+
+    if len(paths) > 2:
+        raise UserError("expected [URL] DEST")
+    url = paths[0] if len(paths) == 2 else url_opt
+    if url_env:
+        url = os.environ.get(url_env) or None
+        if url is None:
+            raise UserError(f"--url-env {url_env}: the environment variable is not set or empty")
+    if not url:
+        raise UserError("no URL: pass URL DEST, --url URL or --url-env VAR")
+    path = do_fetch(url, paths[-1], sha256=sha256, retries=retries)
     err.print(f"bundle verified in {path}", markup=False)

@@ -19,6 +19,8 @@ from ._common import err, obj, set_option
               help="Also serve /metrics and /v2/health/* on this port, e.g. 8002 (default: only on the HTTP port).")
 @click.option("--grpc-impl", type=click.Choice(["native", "grpcio"]), default=None,
               help="gRPC transport: native (our HTTP/2 on the server's event loop; default) or grpcio (grpc.aio).")
+@click.option("--grpc-max-connection-age", default=None, metavar="DURATION",
+              help="GOAWAY gRPC connections older than this (e.g. 2m) so clients re-resolve and reach new replicas.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="config.yaml: models, server settings and batch policy (see docs/serving.md).")
 @click.option("--api-key-env", default=None, metavar="VAR",
@@ -36,7 +38,7 @@ from ._common import err, obj, set_option
 @set_option
 @click.pass_context
 def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
-          no_grpc: bool, metrics_port: int | None, grpc_impl: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
+          no_grpc: bool, metrics_port: int | None, grpc_impl: str | None, grpc_max_connection_age: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
           max_body: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
           overrides: tuple[str, ...]) -> int:
     """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
@@ -67,7 +69,9 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
                     s.get("port", 8000), grpc_port=gport, api_key=api_key, drain_timeout=drain, max_body=body,
                     load_seconds=seconds, allow_nonfinite=allow_nonfinite,
                     grpc_impl=grpc_impl or s.get("grpc_impl", DEFAULT_GRPC_IMPL),
-                    metrics_port=metrics_port if metrics_port is not None else s.get("metrics_port"))
+                    metrics_port=metrics_port if metrics_port is not None else s.get("metrics_port"),
+                    grpc_max_connection_age=parse_duration(grpc_max_connection_age, field="--grpc-max-connection-age")
+                    if grpc_max_connection_age is not None else s.get("grpc_max_connection_age"))
 
     import asyncio
 

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from ..bundle import MANIFEST_NAME, open_bundle
+from ..bundle import MANIFEST_NAME, open_bundle, sha256_file
 from ..errors import BundleError, UserError
 
 log = logging.getLogger("xinfer_sdk.deploy")
@@ -57,8 +57,13 @@ def _flatten(dest: Path) -> None:
         top.rmdir()
 
 
-def fetch(url: str, dest: str | os.PathLike[str], *, retries: int = 3, timeout: float = 60.0) -> Path:
-    """Download and unpack the bundle at ``url`` into ``dest`` (emptied first); return the verified folder."""
+def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, retries: int = 3,
+          timeout: float = 60.0) -> Path:
+    """Download and unpack the bundle at ``url`` into ``dest`` (emptied first); return the verified folder.
+
+    ``sha256``: the expected digest of the bundle's manifest (``xinfer.yaml``). The manifest lists every
+    artifact's digest, so with this pin an archive swapped for another bundle, or rebuilt, is refused; without it
+    only corruption and edits that forget the manifest are caught."""
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     if not url.startswith(("http://", "https://", "file://")):
@@ -74,7 +79,7 @@ def fetch(url: str, dest: str | os.PathLike[str], *, retries: int = 3, timeout: 
             log.info("fetched %s: %d entries in %.1fs", url, n, time.perf_counter() - t0)
             break
         except urllib.error.HTTPError as exc:
-            if exc.code < 500:  # 403 (expired presigned URL), 404: retrying does not help
+            if exc.code < 500 and exc.code != 429:  # 403 (expired presigned URL), 404: retrying does not help
                 raise UserError(f"{url}: HTTP {exc.code} {exc.reason}",
                                 hint="check the URL (a presigned URL may have expired)") from None
             last = exc
@@ -92,6 +97,13 @@ def fetch(url: str, dest: str | os.PathLike[str], *, retries: int = 3, timeout: 
     if not (out / MANIFEST_NAME).is_file():
         raise BundleError(f"{url}: the archive holds no {MANIFEST_NAME} at its top (or in one top folder)",
                           hint="pack the bundle with: tar -czf model.tar.gz -C BUNDLE .")
+    if sha256 is not None:
+        got = sha256_file(out / MANIFEST_NAME)
+        if got != sha256.lower():
+            raise BundleError(f"{url}: the archive holds a different bundle than this deployment pins ({MANIFEST_NAME} "
+                              f"sha256 {got[:16]}..., expected {sha256[:16]}...)",
+                              hint="regenerate the manifests for this bundle (xinfer-sdk deploy k8s), or upload the "
+                                   "bundle they were generated from")
     bundle = open_bundle(out, verify=True)
     log.info("bundle %r verified (%d artifacts)", bundle.name, len(bundle.manifest.artifacts))
     return out

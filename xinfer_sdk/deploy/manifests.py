@@ -12,6 +12,7 @@ from .._version import __version__
 from .spec import (
     CACHE_DIR,
     CONFIG_DIR,
+    GRPC_MAX_CONNECTION_AGE,
     GRPC_PORT,
     HTTP_PORT,
     METRICS_PORT,
@@ -49,8 +50,9 @@ def _meta(spec: DeploySpec, name: str, extra: dict[str, str] | None = None) -> d
 
 def server_config(spec: DeploySpec) -> dict[str, Any]:
     """The server's config.yaml (docs/serving.md), mounted from the ConfigMap."""
+    # drain_timeout is on the command line (a value the grace period is computed from, in the chart too)
     server: dict[str, Any] = {"host": "0.0.0.0", "port": HTTP_PORT, "grpc_port": GRPC_PORT,
-                              "metrics_port": METRICS_PORT, "drain_timeout": f"{spec.drain_timeout_s}s"}
+                              "metrics_port": METRICS_PORT, "grpc_max_connection_age": GRPC_MAX_CONNECTION_AGE}
     if spec.api_key_secret:
         server["api_key_env"] = API_KEY_ENV
     model: dict[str, Any] = {"name": spec.bundle_name, "path": spec.bundle_mount, "profile": spec.profile.name,
@@ -94,14 +96,13 @@ def _volumes(spec: DeploySpec, v: Values) -> tuple[list[dict[str, Any]], list[di
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.bundle_url:
+    if spec.bundle_pvc is None:  # fetched by the init container
         bundle: dict[str, Any] = {"name": "bundle", "emptyDir": {"sizeLimit": v.ref("bundle.sizeLimit",
                                                                                   _size_limit(spec))}}
     else:
         pvc: dict[str, Any] = {"claimName": v.ref("bundle.pvc.claimName", spec.bundle_pvc), "readOnly": True}
         bundle = {"name": "bundle", "persistentVolumeClaim": pvc}
-        if spec.bundle_subpath:
-            mounts[0]["subPath"] = v.ref("bundle.pvc.subPath", spec.bundle_subpath)
+        mounts[0]["subPath"] = v.ref("bundle.pvc.subPath", spec.bundle_subpath or "", when="bundle.pvc.subPath")
     vols = [bundle, {"name": "config", "configMap": {"name": f"{spec.name}-config"}},
             {"name": "cache", "emptyDir": {"sizeLimit": "8Gi" if spec.gpu else "1Gi"}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}]
@@ -115,7 +116,8 @@ def _size_limit(spec: DeploySpec) -> str:
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
+    # on the metrics port: it serves health only, stays open through a drain, and never needs the API key
+    return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "failureThreshold": failures,
             "timeoutSeconds": timeout}
 
 
@@ -137,7 +139,8 @@ def deployment(spec: DeploySpec, v: Values) -> dict[str, Any]:
         "name": "server",
         "image": v.ref("image", spec.image),
         "imagePullPolicy": v.ref("imagePullPolicy", spec.image_pull_policy),
-        "args": ["serve", "--config", f"{CONFIG_DIR}/config.yaml"],
+        "args": ["serve", "--config", f"{CONFIG_DIR}/config.yaml",
+                 "--drain-timeout", v.ref("drainTimeoutSeconds", str(spec.drain_timeout_s))],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
                   {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
@@ -155,7 +158,8 @@ def deployment(spec: DeploySpec, v: Values) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": v.ref("terminationGracePeriodSeconds", spec.grace_s),
+        # preStop + drain + 5 s, computed from the two values, so raising either cannot get a pod SIGKILLed
+        "terminationGracePeriodSeconds": v.sum_of(("lifecycle.preStopSleepSeconds", "drainTimeoutSeconds"), 5),
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "nodeSelector": v.ref("nodeSelector", spec.node_selector),
@@ -166,15 +170,24 @@ def deployment(spec: DeploySpec, v: Values) -> dict[str, Any]:
         "containers": [server],
         "volumes": volumes,
     }
-    if spec.runtime_class:
-        pod["runtimeClassName"] = v.ref("runtimeClassName", spec.runtime_class)
-    if spec.bundle_url:
+    pod["runtimeClassName"] = v.ref("runtimeClassName", spec.runtime_class or "", when="runtimeClassName")
+    if spec.bundle_pvc is None:
+        fetch_env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
+        if spec.bundle_url_secret:  # the URL is a credential: from a Secret, never in the pod spec
+            source: Any = "--url-env"
+            fetch_env.append({"name": "XINFER_BUNDLE_URL", "valueFrom": {"secretKeyRef": {
+                "name": v.ref("bundle.urlSecret", spec.bundle_url_secret), "key": "url"}}})
+            url: Any = "XINFER_BUNDLE_URL"
+        else:
+            source, url = "--url", v.ref("bundle.url", spec.bundle_url)
         pod["initContainers"] = [{
             "name": "fetch-bundle",
             "image": v.ref("image", spec.image),
             "imagePullPolicy": v.ref("imagePullPolicy", spec.image_pull_policy),
-            "args": ["fetch", v.ref("bundle.url", spec.bundle_url), spec.bundle_mount],
-            "env": [{"name": "HOME", "value": "/tmp"}],
+            # --sha256 pins the bundle's manifest, which lists every artifact's checksum: a swapped archive fails
+            "args": ["fetch", source, url, "--sha256", v.ref("bundle.manifestSha256", spec.manifest_sha256),
+                     spec.bundle_mount],
+            "env": fetch_env,
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
             "securityContext": _security(),
             "volumeMounts": [{"name": "bundle", "mountPath": spec.bundle_mount},
@@ -186,6 +199,9 @@ def deployment(spec: DeploySpec, v: Values) -> dict[str, Any]:
                             "prometheus.io/path": "/metrics"})
     body: dict[str, Any] = {
         "replicas": v.ref("replicas", spec.replicas, when="!autoscaling.enabled"),
+        # the startup budget plus an image pull (GB-sized CUDA / L4T images), so `kubectl rollout status` and
+        # GitOps tools do not report a slow but healthy first start as failed
+        "progressDeadlineSeconds": 5 * startup_failures + (900 if spec.kind != "cpu" else 300),
         "revisionHistoryLimit": 5,
         "selector": {"matchLabels": selector_labels(spec)},
         # never below the current capacity during a rollout (a GPU cluster needs one spare GPU for the surge)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..bundle import open_bundle
+from ..bundle import MANIFEST_NAME, open_bundle, sha256_file
 from ..errors import UserError
 from ..policy import BatchPolicy, parse_duration
 from ..profiles import Profile, load_profile
@@ -26,6 +26,8 @@ CONFIG_DIR = "/etc/xinfer"            # config.yaml (+ user profiles) from the C
 CACHE_DIR = "/var/cache/xinfer"       # writable emptyDir: TensorRT engines built on the node
 QUEUE_METRIC = "xinfer_queue_depth"   # per model, exported by the server's /metrics
 MONITORS = ("servicemonitor", "podmonitor")
+GPU_LABELS = ("gfd", "gke", "none")
+GRPC_MAX_CONNECTION_AGE = "2m"        # gRPC clients re-resolve at least this often: new replicas get traffic
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GIB = 1 << 30
 
@@ -53,6 +55,8 @@ class DeploySpec:
     bundle_pvc: str | None
     bundle_subpath: str | None
     bundle_url: str | None
+    bundle_url_secret: str | None       # Secret holding the URL (key 'url'): a presigned URL is a credential
+    manifest_sha256: str                # of the bundle's xinfer.yaml: pins what the init container may accept
     drain_timeout_s: int
     prestop_s: int
     monitor: str | None
@@ -147,7 +151,8 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
                  bundle_pvc: str | None = None, bundle_subpath: str | None = None, bundle_url: str | None = None,
                  drain_timeout: str = "30s", prestop_delay: str = "10s", monitor: str | None = None,
                  monitor_labels: Sequence[str] = (), scrape_interval: str = "15s",
-                 node_selector: Sequence[str] = (), runtime_class: str | None = None,
+                 node_selector: Sequence[str] = (), runtime_class: str | None = None, gpu_label: str = "gfd",
+                 bundle_url_secret: str | None = None,
                  api_key_secret: str | None = None, image_pull_policy: str = "IfNotPresent",
                  profiles_dirs: Sequence[str] = ()) -> DeploySpec:
     notes: list[str] = []
@@ -164,9 +169,11 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
     dns = _dns_name(name or default_name(b.name), "name")
     if namespace is not None:
         _dns_name(namespace, "namespace")
-    if bundle_pvc and bundle_url:
-        raise UserError("--bundle-pvc and --bundle-url are exclusive: mount the bundle from a volume, or fetch it "
-                        "with an init container")
+    if sum(bool(x) for x in (bundle_pvc, bundle_url, bundle_url_secret)) > 1:
+        raise UserError("--bundle-pvc, --bundle-url and --bundle-url-secret are exclusive: mount the bundle from a "
+                        "volume, or fetch it with an init container")
+    if gpu_label not in GPU_LABELS:
+        raise UserError(f"--gpu-label {gpu_label!r}: expected one of {', '.join(GPU_LABELS)}")
     if bundle_url and not re.match(r"^(https?|file)://", bundle_url):
         raise UserError(f"--bundle-url {bundle_url!r}: expected an http(s):// (or file://) URL of a .tar.gz bundle",
                         hint="pack it with: tar -czf model.tar.gz -C BUNDLE .")
@@ -220,9 +227,17 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
     threads = max(1, int(cpu_req // max(1, workers))) if prof.kind == "cpu" else None
 
     selector: dict[str, str] = {"kubernetes.io/os": "linux", **dict(k8s.node_selector)}
-    if prof.kind == "gpu" and prof.match.k8s_gpu_product:
-        # GPU Feature Discovery's label: the NVML name with spaces as '-' (shared/reference/gpu-specs.yaml)
+    if prof.kind == "gpu" and gpu_label == "gfd" and prof.match.k8s_gpu_product:
+        # GPU Feature Discovery's label (GPU Operator): the NVML name with spaces as '-' (gpu-specs.yaml)
         selector["nvidia.com/gpu.product"] = prof.match.k8s_gpu_product[0]
+    elif prof.kind == "gpu" and gpu_label == "gke":
+        if not prof.match.gke_accelerator:
+            raise UserError(f"--gpu-label gke: GKE offers no accelerator known for profile '{prof.name}'",
+                            hint="use --gpu-label none with --node-selector KEY=VALUE of your node pool")
+        selector["cloud.google.com/gke-accelerator"] = prof.match.gke_accelerator[0]
+    elif prof.kind == "gpu":
+        notes.append("--gpu-label none: pods go to any node with a free nvidia.com/gpu, whatever its model; add "
+                     "--node-selector to pin the GPU type the bundle was planned for")
     elif prof.kind == "jetson":
         notes.append("Jetson: GFD labels every Orin module alike ('Orin'), so pods select arm64 nodes; add "
                      "--node-selector with a label of your own to pin one module type")
@@ -237,6 +252,9 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
         if not sep or not k:
             raise UserError(f"--monitor-label {item!r}: expected KEY=VALUE (e.g. release=kube-prometheus-stack)")
         labels[k] = v
+    if monitor is not None and not labels:
+        notes.append("--monitor without --monitor-label: kube-prometheus-stack only selects monitors labelled "
+                     "release=<its release name>; add --monitor-label release=...")
     tolerations = [{"key": k8s.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}] if k8s.gpu_resource else []
     drain = parse_duration(drain_timeout, field="--drain-timeout")
     prestop = parse_duration(prestop_delay, field="--prestop-delay")
@@ -247,8 +265,9 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
         min_replicas=min_r, max_replicas=max_r, target_queue_depth=float(target_queue_depth),
         target_cpu_utilization=int(target_cpu_utilization), policy=policy, threads=threads, cpu=cpu_req,
         memory_bytes=_quantity_gi(mem), bundle_bytes=sum(a.bytes for a in b.manifest.artifacts.values()),
-        bundle_pvc=None if bundle_url else (bundle_pvc or f"{dns}-bundle"),
-        bundle_subpath=bundle_subpath, bundle_url=bundle_url, drain_timeout_s=int(math.ceil(drain)),
+        bundle_pvc=None if (bundle_url or bundle_url_secret) else (bundle_pvc or f"{dns}-bundle"),
+        bundle_subpath=bundle_subpath, bundle_url=bundle_url, bundle_url_secret=bundle_url_secret,
+        manifest_sha256=sha256_file(b.root / MANIFEST_NAME), drain_timeout_s=int(math.ceil(drain)),
         prestop_s=int(math.ceil(prestop)), monitor=monitor, monitor_labels=labels, scrape_interval=scrape_interval,
         node_selector=selector, tolerations=tolerations, runtime_class=runtime_class or k8s.runtime_class,
         api_key_secret=api_key_secret, user_profiles=_user_profiles(prof, profiles_dirs), source_plan=from_plan, notes=notes)

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-SCALAR, BLOCK, TEXT, HASH = "scalar", "block", "text", "hash"
+SCALAR, BLOCK, TEXT, HASH, SUM = "scalar", "block", "text", "hash", "sum"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Ref:
 
     path: str
     value: Any
-    kind: str = SCALAR      # scalar | block (a mapping or list) | text (YAML text of a mapping) | hash
+    kind: str = SCALAR      # scalar | block (a mapping or list) | text (YAML text of a mapping) | hash | sum
     when: str | None = None
 
     def __str__(self) -> str:  # a Ref formatted into a longer string could not be read back from values.yaml
@@ -103,6 +103,12 @@ class Values:
         """A checksum of the values at ``path`` (a pod annotation: a changed config rolls the pods)."""
         return Ref(path, self.get(path), HASH)
 
+    def sum_of(self, paths: tuple[str, ...], const: int) -> Ref:
+        """An integer computed from other values (grace period = preStop + drain + margin): Helm's ``add``."""
+        for p in paths:
+            self.get(p)  # must be registered already
+        return Ref(",".join(paths), const, SUM)
+
     def holds(self, cond: str | None) -> bool:
         if cond is None:
             return True
@@ -134,12 +140,16 @@ def config_hash(value: Any) -> str:
 def resolve(obj: Any, values: Values) -> Any:
     """The plain manifest: Refs replaced by their values (read from ``values``, as Helm would), conditional
     keys kept or dropped."""
+    if isinstance(obj, Ref) and obj.kind == SUM:
+        return sum(int(float(values.get(p))) for p in obj.path.split(",")) + int(obj.value)
     if isinstance(obj, Ref):
         value = values.get(obj.path)
         if obj.kind == TEXT:
             return yaml_text(value)
         if obj.kind == HASH:
             return config_hash(value)
+        if obj.kind == SCALAR and isinstance(obj.value, str) and not isinstance(value, str):
+            return _quoted(value)  # the chart writes `| quote`: a number from --set still lands as a string
         return copy.deepcopy(value)
     if isinstance(obj, Mapping):
         return {k: resolve(v, values) for k, v in obj.items()
@@ -147,6 +157,14 @@ def resolve(obj: Any, values: Values) -> Any:
     if isinstance(obj, (list, tuple)):
         return [resolve(v, values) for v in obj]
     return obj
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,6 +209,9 @@ def helm_template(obj: Any, *, when: str | None = None) -> str:
             out = f"{head.rstrip()}\n{{{{- toYaml {e} | nindent {col + 2} }}}}"
         elif ref.kind == TEXT:
             out = f"{head}|\n{{{{- toYaml {e} | nindent {col + 2} }}}}"
+        elif ref.kind == SUM:
+            terms = " ".join(f"(int {_expr(p)})" for p in ref.path.split(","))
+            out = f"{head}{{{{ add {terms} {int(ref.value)} }}}}"
         elif ref.kind == HASH:
             out = f"{head}{{{{ toYaml {e} | sha256sum | quote }}}}"
         elif isinstance(ref.value, str):

@@ -49,6 +49,7 @@ PROFILE = Section({
         "cuda_names": ListOf(_str),
         "device_tree": ListOf(_str),
         "k8s_gpu_product": ListOf(_str),
+        "gke_accelerator": ListOf(_str),
     }),
     "compute_capability": Scalar(str, nullable=True, what="a string like '7.5'"),
     "memory_gb": _num,
@@ -112,6 +113,7 @@ class Match:
     cuda_names: tuple[str, ...] = ()
     device_tree: tuple[str, ...] = ()
     k8s_gpu_product: tuple[str, ...] = ()
+    gke_accelerator: tuple[str, ...] = ()  # GKE's node label cloud.google.com/gke-accelerator
 
 
 @dataclasses.dataclass(frozen=True)

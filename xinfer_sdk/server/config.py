@@ -8,6 +8,7 @@ A config.yaml is either the seed's batch-policy file (``batch_size``, ``max_batc
       port: 8000
       grpc_port: 8001            # null = no gRPC
       metrics_port: null         # e.g. 8002: health + /metrics on their own port (default: on the HTTP port)
+      grpc_max_connection_age: null  # e.g. 2m: GOAWAY older connections so clients reach new replicas
       grpc_impl: native          # or grpcio (grpc.aio, the fallback)
       drain_timeout: 30s
       max_body: 64MiB
@@ -40,7 +41,7 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
           "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
 _MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
-_SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
+_SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_max_connection_age", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
 _GRPC_IMPLS = ("native", "grpcio")
 
 
@@ -146,6 +147,9 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
         raise UserError(f"{p}: no models to serve (add a 'models:' list or BUNDLE paths)")
     if "drain_timeout" in server:
         server["drain_timeout"] = parse_duration(server["drain_timeout"], field="server.drain_timeout")
+    if server.get("grpc_max_connection_age") is not None:
+        server["grpc_max_connection_age"] = parse_duration(server["grpc_max_connection_age"],
+                                                           field="server.grpc_max_connection_age")
     if "max_body" in server:
         server["max_body"] = parse_size(server["max_body"], field="server.max_body")
     return ServeConfig(entries, server)

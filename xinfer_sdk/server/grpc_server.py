@@ -355,9 +355,10 @@ def add_to_server(server: Any, servicer: InferenceServicer) -> None:
 class GrpcServer:
     """The grpc.aio transport (C-core): ``--grpc-impl grpcio``."""
 
-    def __init__(self, service: Service, *, max_message: int):
+    def __init__(self, service: Service, *, max_message: int, max_connection_age: float | None = None):
         self.service = service
         self.max_message = int(max_message)
+        self.max_connection_age = max_connection_age
         self._server: Any = None
 
     async def start(self, host: str, port: int) -> int:
@@ -365,6 +366,9 @@ class GrpcServer:
         opts = [("grpc.max_receive_message_length", self.max_message),
                 ("grpc.max_send_message_length", max(self.max_message, 64 << 20)),
                 ("grpc.so_reuseport", 0)]
+        if self.max_connection_age:  # GOAWAY old connections so clients re-resolve and reach new replicas
+            opts += [("grpc.max_connection_age_ms", int(self.max_connection_age * 1000)),
+                     ("grpc.max_connection_age_grace_ms", 30_000)]
         self._server = grpc.aio.server(options=opts)
         add_to_server(self._server, InferenceServicer(self.service))
         bound = self._server.add_insecure_port(f"{host}:{port}")

@@ -81,9 +81,9 @@ class Router:
             self._method(req, b"GET")
             conn._answer(response(200 if svc.ready else 503, b"", close=close), close)
             return
-        if path == "/metrics":
+        if path == "/metrics" and self.metrics is not None:
             self._method(req, b"GET")
-            body = self.metrics() if self.metrics is not None else b""
+            body = self.metrics()
             conn._answer(response(200, body, ctype=_METRICS_TYPE, close=close), close)
             return
         if self.ops_only:

@@ -52,7 +52,8 @@ class Server:
                  grpc_port: int | None = 8001, api_key: str | None = None,
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
                  load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
-                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None):
+                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None,
+                 grpc_max_connection_age: float | None = None):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
@@ -65,6 +66,7 @@ class Server:
         # inference traffic, and the API port can be exposed without exposing metrics.
         self.metrics_port = metrics_port
         self.ops_http: Any = None
+        self.grpc_max_connection_age = grpc_max_connection_age
         self.drain_timeout = float(drain_timeout)
         self.max_body = int(max_body)
         self._metrics = None
@@ -87,7 +89,9 @@ class Server:
 
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        router = Router(self.service, metrics=self._metrics.render if self._metrics else None)
+        render = self._metrics.render if self._metrics else None
+        # with a metrics port, /metrics lives there only: the API port can be exposed without it
+        router = Router(self.service, metrics=render if self.metrics_port is None else None)
         self.http = HttpServer(router, max_body=self.max_body)
         try:
             self.port = await self.http.start(self.host, self.port)
@@ -95,7 +99,7 @@ class Server:
             raise UserError(f"cannot listen on {self.host}:{self.port} for HTTP ({exc.strerror or exc})",
                             hint="pick another --port or stop what uses it") from None
         if self.metrics_port is not None:
-            self.ops_http = HttpServer(Router(self.service, metrics=router.metrics, ops_only=True),
+            self.ops_http = HttpServer(Router(self.service, metrics=render, ops_only=True),
                                        max_body=64 << 10)
             try:
                 self.metrics_port = await self.ops_http.start(self.host, self.metrics_port)
@@ -110,7 +114,8 @@ class Server:
             else:
                 from .grpc_server import GrpcServer
 
-            self.grpc = GrpcServer(self.service, max_message=self.max_body)
+            self.grpc = GrpcServer(self.service, max_message=self.max_body,
+                                   max_connection_age=self.grpc_max_connection_age)
             try:
                 self.grpc_port = await self.grpc.start(self.host, self.grpc_port)
             except (OSError, RuntimeError) as exc:
@@ -151,12 +156,17 @@ class Server:
         deadline = t0 + self.drain_timeout
         svc.begin_drain()
         self.http.stop_listening()
+        # gRPC: GOAWAY at once, so clients move their next calls to other replicas while these finish
+        grpc_stop = asyncio.ensure_future(self.grpc.stop(0 if self._force else self.drain_timeout)) \
+            if self.grpc is not None else None
         log.info("%-28s | draining: %d request(s) in flight", "server", svc.in_flight())
         while (svc.in_flight() or self.http.pending_answers()) and time.perf_counter() < deadline and not self._force:
             await asyncio.sleep(_POLL)
         clean = not svc.in_flight() and not self.http.pending_answers()
-        if self.grpc is not None:
-            await self.grpc.stop(max(0.0, deadline - time.perf_counter()) if not self._force else 0)
+        if grpc_stop is not None:
+            if self._force:
+                await self.grpc.stop(0)
+            await asyncio.wait_for(grpc_stop, max(0.1, deadline - time.perf_counter()) + 3)
         await self.http.close()
         if self.ops_http is not None:  # kept open through the drain: readiness 503 and metrics stay visible
             await self.ops_http.close(linger=0)

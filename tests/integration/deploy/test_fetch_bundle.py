@@ -91,3 +91,20 @@ def test_bad_downloads_fail_at_once_with_one_line(http_root, tmp_path, cli_run, 
     code, _, err = cli_run("fetch", f"{base}/{name}", str(tmp_path / "dest"))
     assert code == 2 and match in err, err
     assert "Traceback" not in err
+
+
+def test_pinned_manifest_refuses_another_bundle(bundles, tmp_path, cli_run):
+    """The deployment pins the bundle's manifest digest: a different (even internally consistent) bundle behind
+    the same URL is refused, the pinned one accepted; the URL may come from an env var (a Secret)."""
+    from xinfer_sdk.bundle import MANIFEST_NAME, sha256_file
+
+    pin = sha256_file(bundles["cpu"] / MANIFEST_NAME)
+    other = pack(bundles["t4"], tmp_path / "other.tar.gz")  # a valid bundle, just not this one
+    code, _, err = cli_run("fetch", other.as_uri(), str(tmp_path / "d1"), "--sha256", pin)
+    assert code == 2 and "different bundle than this deployment pins" in err
+    good = pack(bundles["cpu"], tmp_path / "good.tar.gz")
+    code, _, err = cli_run("fetch", "--url-env", "BUNDLE_URL", "--sha256", pin, str(tmp_path / "d2"),
+                           env={"BUNDLE_URL": good.as_uri()})
+    assert code == 0, err
+    code, _, err = cli_run("fetch", "--url-env", "NOT_SET_ANYWHERE", str(tmp_path / "d3"))
+    assert code == 2 and "NOT_SET_ANYWHERE" in err

@@ -76,6 +76,7 @@ def test_all_variants_validate(bundles, plan_json):
         dict(bundle_url="https://storage.example.com/models/mlp.tar.gz", monitor="podmonitor"),
         dict(no := {"autoscale": False, "replicas": 3, "namespace": "ml", "api_key_secret": "xinfer-key"}),
         dict(bundle_pvc="models", bundle_subpath="mlp/v3", runtime_class="nvidia", node_selector=["pool=gpu"]),
+        dict(bundle_url_secret="mlp-url", gpu_label="none", monitor="servicemonitor"),
         dict(from_plan=str(plan_json), cpu=4, memory="3Gi"),
     ]
     assert no
@@ -137,9 +138,13 @@ def test_deployment_contract(bundles):
     c = pod["containers"][0]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["readinessProbe"]["httpGet"]["port"] == "metrics"  # health-only port, open through the drain
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    assert c["args"][c["args"].index("--drain-timeout") + 1] == "40"
     assert pod["terminationGracePeriodSeconds"] > 15 + 40  # preStop + the server's drain, then SIGKILL
-    assert yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])["server"]["drain_timeout"] == "40s"
+    assert "runtimeClassName" not in pod
+    startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+    assert objs["Deployment"]["spec"]["progressDeadlineSeconds"] > startup  # a slow first start is not "failed"
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -157,14 +162,34 @@ def test_deployment_contract(bundles):
 
 
 def test_init_container_fetches_the_bundle_into_a_read_only_mount(bundles):
+    from xinfer_sdk.bundle import MANIFEST_NAME, sha256_file
+
     objs = objects(spec_for(bundles, "cpu", bundle_url="https://s3.example.com/b/mlp.tar.gz?X-Amz-Signature=abc"))
     pod = _pod(objs)
     init = pod["initContainers"][0]
-    assert init["args"] == ["fetch", "https://s3.example.com/b/mlp.tar.gz?X-Amz-Signature=abc", "/models/mlp"]
+    pin = sha256_file(bundles["cpu"] / MANIFEST_NAME)
+    assert init["args"] == ["fetch", "--url", "https://s3.example.com/b/mlp.tar.gz?X-Amz-Signature=abc",
+                            "--sha256", pin, "/models/mlp"]
     assert next(m for m in init["volumeMounts"] if m["name"] == "bundle").get("readOnly") is not True
     assert next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "bundle")["readOnly"] is True
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "bundle")
+    # a presigned URL is a credential: with --bundle-url-secret it never appears in the pod spec
+    objs = objects(spec_for(bundles, "cpu", bundle_url_secret="mlp-bundle-url"))
+    init = _pod(objs)["initContainers"][0]
+    assert init["args"][:3] == ["fetch", "--url-env", "XINFER_BUNDLE_URL"]
+    assert {"name": "XINFER_BUNDLE_URL", "valueFrom": {"secretKeyRef": {"name": "mlp-bundle-url", "key": "url"}}} \
+        in init["env"]
 
+
+def test_gpu_label_choices(bundles):
+    gke = _pod(objects(spec_for(bundles, "l4", gpu_label="gke")))["nodeSelector"]
+    assert gke["cloud.google.com/gke-accelerator"] == "nvidia-l4" and "nvidia.com/gpu.product" not in gke
+    spec = spec_for(bundles, "t4", gpu_label="none")
+    sel = _pod(objects(spec))["nodeSelector"]
+    assert not any(k.startswith(("nvidia.com", "cloud.google.com")) for k in sel)
+    assert any("any node with a free nvidia.com/gpu" in n for n in spec.notes)
+    with pytest.raises(UserError, match="GKE offers no accelerator known for profile 'a10g'"):
+        spec_for(bundles, "a10g", gpu_label="gke")
 
 def test_hpa_scales_on_queue_depth_with_cpu_fallback(bundles):
     objs = objects(spec_for(bundles, "l4", min_replicas=2, max_replicas=8, target_queue_depth=4))
@@ -199,6 +224,7 @@ def test_from_plan_takes_replicas_and_batch_policy(bundles, plan_json):
     (dict(from_plan="/nonexistent/plan.json"), "no such file"),
     (dict(name="My_Model"), "not a valid Kubernetes name"),
     (dict(bundle_pvc="x", bundle_url="https://h/b.tar.gz"), "exclusive"),
+    (dict(bundle_url_secret="s", bundle_url="https://h/b.tar.gz"), "exclusive"),
     (dict(bundle_url="s3://bucket/b.tar.gz"), "expected an http"),
     (dict(min_replicas=4, max_replicas=2), "below --min-replicas"),
     (dict(image=""), "--image is required"),
@@ -232,7 +258,8 @@ def _without_hash(obj):
     return obj
 
 
-@pytest.mark.parametrize("profile,kw", [("t4", dict(monitor="servicemonitor")),
+@pytest.mark.parametrize("profile,kw", [("t4", dict(monitor="servicemonitor", bundle_subpath="m/v1")),
+                                        ("l4", dict(bundle_url_secret="u", gpu_label="gke")),
                                         ("cpu", dict(bundle_url="https://h/m.tar.gz", api_key_secret="k")),
                                         ("jetson-agx-orin-64gb", dict(runtime_class="nvidia", monitor="podmonitor"))])
 def test_chart_with_its_values_renders_the_plain_manifests(bundles, profile, kw):
@@ -255,8 +282,12 @@ def test_chart_values_overrides_render_valid_objects(bundles):
             "podMonitor": {"enabled": True}, "resources": {"requests": {"cpu": "8", "memory": "16Gi",
                                                                          "nvidia.com/gpu": "1"},
                                                             "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}}
+    over.update({"drainTimeoutSeconds": 120, "runtimeClassName": "nvidia"})
     chart, values = chart_objects(rendered, over)
     assert "HorizontalPodAutoscaler" not in chart and "PodMonitor" in chart
+    pod = chart["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 10 + 120 + 5  # follows the drain: never SIGKILL mid-drain
+    assert pod["runtimeClassName"] == "nvidia"  # a knob even when the generator was not given one
     dep = chart["Deployment"]
     assert dep["spec"]["replicas"] == 5
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/xinfer:0.2"

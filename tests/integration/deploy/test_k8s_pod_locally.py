@@ -125,6 +125,7 @@ def test_probes_answer_on_the_named_ports(pod):
     # the metrics port answers health and /metrics, nothing else
     assert status(f"http://127.0.0.1:{pod.ports['metrics']}/v2/health/ready") == 200
     assert status(f"http://127.0.0.1:{pod.ports['metrics']}/v2/models/mlp") == 404
+    assert status(f"http://127.0.0.1:{pod.ports['http']}/metrics") == 404  # metrics stay off the API port
 
 
 def test_metrics_port_exports_what_the_hpa_reads(pod):

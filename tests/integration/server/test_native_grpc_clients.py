@@ -9,6 +9,7 @@ import asyncio
 import csv
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -194,3 +195,84 @@ def test_serve_command_selects_the_grpc_transport(model_files, impl, cli_run):
     assert f"gRPC 127.0.0.1:{gport} ({impl})" in err.decode()
     code, _, err = cli_run("serve", str(model_files["mlp"]), "--grpc-impl", "h2")
     assert code == 2 and "--grpc-impl" in err
+
+
+class CountingProxy:
+    """A TCP forwarder that counts the connections a client opens (what the server-side age policy causes)."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target, self.connections = target_port, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("impl", ["native", "grpcio"])
+def test_max_connection_age_moves_clients_to_a_fresh_connection(model_files, impl):
+    """An aged connection gets a graceful GOAWAY: the client's next calls reconnect (re-resolving DNS, which is
+    how a headless Service spreads long-lived gRPC clients over replicas the autoscaler added); none fails."""
+    import xinfer_sdk as xs
+    from xinfer_sdk.server.runner import Server
+
+    model = xs.load(model_files["mlp"], profile="cpu", name="mlp", threads=1)
+    srv = Server([model], port=0, grpc_port=0, gpu_metrics=False, drain_timeout=5, grpc_impl=impl,
+                 grpc_max_connection_age=0.5).start_background()
+    try:
+        proxy = CountingProxy(srv.grpc_port)
+        c = tg.InferenceServerClient(f"127.0.0.1:{proxy.port}")
+        x = np.ones((1, 8), np.float32)
+        for _ in range(8):  # 2 s of calls over a 0.5 s connection age
+            c.infer("mlp", [mlp_input(x)])
+            time.sleep(0.25)
+        assert model.stats()["requests"]["success"] == 8
+        assert proxy.connections >= 3, proxy.connections  # reconnected at least twice
+    finally:
+        srv.stop()
+
+
+def test_without_max_connection_age_one_connection_serves_all(model_files):
+    import xinfer_sdk as xs
+    from xinfer_sdk.server.runner import Server
+
+    model = xs.load(model_files["mlp"], profile="cpu", name="mlp", threads=1)
+    srv = Server([model], port=0, grpc_port=0, gpu_metrics=False, drain_timeout=5).start_background()
+    try:
+        proxy = CountingProxy(srv.grpc_port)
+        c = tg.InferenceServerClient(f"127.0.0.1:{proxy.port}")
+        for _ in range(6):
+            c.infer("mlp", [mlp_input(np.ones((1, 8), np.float32))])
+            time.sleep(0.2)
+        assert proxy.connections == 1
+    finally:
+        srv.stop()

@@ -25,6 +25,7 @@ class GatedDoubler(Backend):
         self.batches = self.options.setdefault("batches", [])
 
     def infer_impl(self, feeds):
+        self.options.setdefault("entered", []).append(feeds["x"].shape[0])  # a batch reached the engine
         if self.gate is not None:
             self.gate.wait(30)
         x = feeds["x"]
@@ -38,10 +39,12 @@ def make_model(name="dbl", gate=None, **policy):
     manifest = Manifest(name=name, inputs=[spec_in], outputs=[spec_out], precision="fp32", max_batch_size=8,
                         profile={}, batch={})
     pol = BatchPolicy(**{"max_batch_size": 8, "max_batch_delay": 0.0, **policy})
-    opts = {"gate": gate, "batches": []}
-    return Model(Bundle(root=Path("."), manifest=manifest), profile=load_profile("cpu"), backend_cls=GatedDoubler,
+    opts = {"gate": gate, "batches": [], "entered": []}
+    model = Model(Bundle(root=Path("."), manifest=manifest), profile=load_profile("cpu"), backend_cls=GatedDoubler,
                  backend_reason="test double", skipped={}, device="cpu", threads=1, policy=pol, options=opts,
                  warmup=False)
+    model.entered = opts["entered"]  # batches that reached the engine (running or done)
+    return model
 
 
 def x(n=1, value=1.0):

@@ -190,6 +190,9 @@ class H2Output:
 
     def _close_if_idle(self) -> None:
         if not self.streams and not self.closed:
+            if not self.goaway_sent:  # RFC 9113 6.8: endpoints SHOULD send GOAWAY before closing a connection
+                self.goaway_sent = True
+                self._write(F.goaway(self.accepted_sid, F.NO_ERROR))
             self._flush()
             self.closed = True
             self.transport.close()
