@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from live import caller, free_port, prometheus
 
 from xinfer_sdk.deploy import render, resolve_spec
 from xinfer_sdk.deploy.manifests import adapter_rule
 
 IMAGE = "registry.example.com/xinfer:0.1.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalPod:
@@ -145,48 +139,24 @@ def test_prometheus_adapter_rule_queries_per_pod(pod, tmp_path):
     """The adapter's seriesQuery finds the series and its metricsQuery (with the adapter's template filled in
     as it does for a Pods metric) returns one value per pod, on a real Prometheus scraping the metrics port with
     the namespace/pod labels Kubernetes service discovery attaches."""
-    exe = shutil.which("prometheus")
-    if exe is None:
-        pytest.skip("the 'prometheus' binary is not installed (Debian package 'prometheus'; "
-                    "bash .ci/install-system-deps.sh installs it)")
-    port = free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: pods\n"
-                   f"    static_configs:\n      - targets: ['127.0.0.1:{pod.ports['metrics']}']\n"
-                   "        labels: {namespace: ml, pod: mlp-7d9f8-abcde}\n")
-    proc = subprocess.Popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
     rule = adapter_rule()
     query = (rule["metricsQuery"].replace("<<.Series>>", "xinfer_queue_depth")
              .replace("<<.LabelMatchers>>", 'namespace="ml",pod=~"mlp-7d9f8-abcde",model="mlp"')
              .replace("<<.GroupBy>>", "pod"))
-    try:
+    with prometheus(tmp_path, f"127.0.0.1:{pod.ports['metrics']}", "{namespace: ml, pod: mlp-7d9f8-abcde}") as api:
         series, result = None, None
         deadline = time.time() + 40
         while time.time() < deadline and not (series and result):
             time.sleep(0.5)
             try:
-                series = api(port, "series", {"match[]": rule["seriesQuery"]})
-                result = api(port, "query", {"query": query})["result"]
+                series = api("series", {"match[]": rule["seriesQuery"]})
+                result = api("query", {"query": query})["result"]
             except OSError:
                 continue
-        assert series and series[0]["__name__"] == "xinfer_queue_depth", series
-        assert {s["pod"] for s in series} == {"mlp-7d9f8-abcde"}
-        assert len(result) == 1 and result[0]["metric"] == {"pod": "mlp-7d9f8-abcde"}
-        assert float(result[0]["value"][1]) == 0.0  # idle: nothing queued
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def api(port: int, what: str, params: dict) -> object:
-    url = f"http://127.0.0.1:{port}/api/v1/{what}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=2) as r:
-        return json.loads(r.read())["data"]
+    assert series and series[0]["__name__"] == "xinfer_queue_depth", series
+    assert {s["pod"] for s in series} == {"mlp-7d9f8-abcde"}
+    assert len(result) == 1 and result[0]["metric"] == {"pod": "mlp-7d9f8-abcde"}
+    assert float(result[0]["value"][1]) == 0.0  # idle: nothing queued
 
 
 def test_a_user_profile_travels_in_the_configmap(bundles, tmp_path):
@@ -208,38 +178,6 @@ def test_a_user_profile_travels_in_the_configmap(bundles, tmp_path):
     del pod.env["XINFER_PROFILES_PATH"]  # without it, the same pod cannot start
     with pytest.raises(AssertionError, match="unknown profile 'edge-box'"):
         pod.start()
-
-
-BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}).encode()
-REQ = (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
-
-
-async def caller(port, stats, stop_at):
-    """Keep one request outstanding; 'lost' = sent and never answered."""
-    while time.time() < stop_at:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            stats["refused"] += 1
-            return
-        try:
-            while time.time() < stop_at:
-                writer.write(REQ)
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    stats["lost"] += 1
-                    return
-                code = int(head.split(b" ", 2)[1])
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                stats[code] = stats.get(code, 0) + 1
-                if code == 503:
-                    return
-                if b"connection: close" in head.lower():
-                    break
-        finally:
-            writer.close()
 
 
 def test_prestop_then_sigterm_under_load_loses_nothing_within_the_grace_period(bundles, tmp_path):

@@ -7,21 +7,15 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from live import BODY, caller, free_port
 
 SERVE = [sys.executable, "-m", "xinfer_sdk"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(args, env=None):
@@ -40,38 +34,6 @@ def start(args, env=None):
             time.sleep(0.2)
     p.kill()
     raise AssertionError("serve did not become ready")
-
-
-BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}).encode()
-REQ = (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
-
-
-async def caller(port, stats, stop_at):
-    """Keep one request outstanding; 'refused' = never sent, 'lost' = sent and never answered."""
-    while time.time() < stop_at:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            stats["refused"] += 1
-            return
-        try:
-            while time.time() < stop_at:
-                writer.write(REQ)
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    stats["lost"] += 1
-                    return
-                status = int(head.split(b" ", 2)[1])
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                stats[status] = stats.get(status, 0) + 1
-                if status == 503:
-                    return  # told the server is closing
-                if b"connection: close" in head.lower():
-                    break  # reconnect
-        finally:
-            writer.close()
 
 
 def test_sigterm_under_load_loses_no_request_and_exits_0(model_files):
