@@ -30,7 +30,7 @@ IMAGE = "registry.example.com/xinfer:0.1.0"
 class LocalPod:
     """The container of the generated Deployment as a local process."""
 
-    def __init__(self, spec, tmp: Path, bundle: Path):
+    def __init__(self, spec, tmp: Path, bundle: Path, init_env: dict | None = None):
         objs = {o["kind"]: o for _, o in render(spec).manifests() if not o["metadata"]["name"].endswith("-headless")}
         self.objs = objs
         pod = objs["Deployment"]["spec"]["template"]["spec"]
@@ -47,7 +47,14 @@ class LocalPod:
                              metrics_port=self.ports["metrics"])
         for mount in c["volumeMounts"]:
             self.host(mount["mountPath"]).mkdir(parents=True, exist_ok=True)
-        shutil.copytree(bundle, self.host(spec.bundle_mount), dirs_exist_ok=True)
+        if pod.get("initContainers"):  # the bundle comes from the init container, run as the kubelet would
+            for init in pod["initContainers"]:
+                args = [str(self.host(a)) if a.startswith("/models/") else a for a in init["args"]]
+                res = subprocess.run([sys.executable, "-m", "xinfer_sdk", *args], capture_output=True, text=True,
+                                     timeout=120, env={**os.environ, **(init_env or {})})
+                assert res.returncode == 0, res.stderr[-2000:]
+        else:
+            shutil.copytree(bundle, self.host(spec.bundle_mount), dirs_exist_ok=True)
         for m in cfg["models"]:
             m["path"] = str(self.host(m["path"]))
         self.config = cfg
@@ -157,6 +164,24 @@ def test_prometheus_adapter_rule_queries_per_pod(pod, tmp_path):
     assert {s["pod"] for s in series} == {"mlp-7d9f8-abcde"}
     assert len(result) == 1 and result[0]["metric"] == {"pod": "mlp-7d9f8-abcde"}
     assert float(result[0]["value"][1]) == 0.0  # idle: nothing queued
+
+
+def test_init_container_fetches_then_the_server_serves_it(bundles, tmp_path):
+    """--bundle-url-secret: the init container (its own args, the URL from the Secret's env var) unpacks and
+    verifies the pinned bundle into the volume the server then mounts read-only."""
+    import tarfile
+
+    arc = tmp_path / "mlp.tar.gz"
+    with tarfile.open(arc, "w:gz") as tar:
+        for f in sorted(bundles["cpu"].iterdir()):
+            tar.add(f, arcname=f.name)
+    spec = resolve_spec(str(bundles["cpu"]), profile="cpu", image=IMAGE, cpu=1, bundle_url_secret="mlp-url")
+    pod = LocalPod(spec, tmp_path / "pod", bundles["cpu"], init_env={"XINFER_BUNDLE_URL": arc.as_uri()}).start()
+    try:
+        assert status(pod.probe_url("readinessProbe")) == 200
+        assert (pod.host(spec.bundle_mount) / "xinfer.yaml").is_file()
+    finally:
+        pod.stop()
 
 
 def test_a_user_profile_travels_in_the_configmap(bundles, tmp_path):
