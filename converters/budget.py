@@ -3,7 +3,7 @@
 weights + peak activations at ``max_batch_size`` (the largest ``--shapes`` for other axes) + the TensorRT
 workspace, at the build's precision, against the profile's usable memory ((total - reserve) x usable
 fraction; on Jetson that memory is shared with the CPU; for the ``cpu`` profile it is this host's RAM).
-Sizes come from ``xinfer_sdk.graphcost`` on the cleaned FP32 graph, scaled to the target precision. A
+Sizes come from ``xinfer_sdk.graph`` on the cleaned FP32 graph, scaled to the target precision. A
 build that cannot fit is refused with the numbers and what would fit (a smaller max batch, INT8).
 """
 
@@ -47,7 +47,7 @@ def usable_gb(profile) -> tuple[float | None, str]:
 
 
 def estimate(ctx) -> dict[str, Any]:
-    from xinfer_sdk import graphcost
+    from xinfer_sdk import graph as graphcost
 
     opts = ctx.options
     batch = opts.max_batch_size if ctx.batched else None

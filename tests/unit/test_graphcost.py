@@ -1,4 +1,4 @@
-"""graphcost: FLOPs and bytes checked against hand-computed values on tiny graphs built with onnx.helper."""
+"""xinfer_sdk.graph: FLOPs and bytes checked against hand-computed values on tiny graphs built with onnx.helper."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from xinfer_sdk.errors import ConversionError, UserError  # noqa: E402
-from xinfer_sdk.graphcost import analyze  # noqa: E402
+from xinfer_sdk.graph import analyze  # noqa: E402
 from xinfer_sdk.shapes import parse_shapes  # noqa: E402
 
 F = TensorProto.FLOAT

@@ -2,7 +2,7 @@
 
 Every per-op figure of an ONNX graph (FLOPs, bytes read / written, weights) is affine in the batch size
 when the batch axis is a pure batch axis: ``cost(b) = cost(1) + (cost(2) - cost(1)) x (b - 1)``. So the graph
-is analysed twice (``graphcost.analyze`` at batch 1 and 2) per shape choice, and any batch size is then
+is analysed twice (``graph.analyze`` at batch 1 and 2) per shape choice, and any batch size is then
 priced without touching the graph again: latency uses the OPT shapes of ``--shapes`` (the typical request),
 memory uses the MAX shapes (the worst request the engine must hold).
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _opcost
 from ..errors import UserError
-from ..graphcost import ModelCost, analyze, load_model
+from ..graph import ModelCost, analyze, load_model
+from ..graph import opcost as _opcost
 from ..shapes import ShapeRange
 
 # bytes per element of an activation / weight at each planned precision

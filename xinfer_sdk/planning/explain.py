@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .device import batch_time
 from .recommend import DELAY_FRACTIONS, HEADROOM, NEAR_BEST
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .planner import ProfilePlan
+from .result import ProfilePlan
 
 
 def si(value: float | None, unit: str) -> str:

@@ -23,86 +23,14 @@ from ..profiles import Profile, load_profile, read_host
 from ..shapes import ShapeRange
 from . import explain as _explain
 from .cost import CostCurve, build_curve
-from .device import BatchTime, DeviceModel, batch_time, device_model
+from .device import DeviceModel, batch_time, device_model
 from .recommend import Choice, Recommender
+from .result import MemoryFit, Plan, ProfilePlan
 
 log = logging.getLogger(__name__)
 
 SEED_RULE = 1.5  # the seed's sizing rule: GPU memory >= 1.5 x model parameters
 TABLE_MAX = 128
-
-
-@dataclasses.dataclass
-class MemoryFit:
-    usable_bytes: float | None
-    usable_basis: str
-    weights_bytes: float
-    weights_per_worker: bool  # CPU: each worker's session holds its own weights; GPU: contexts share one engine
-    activation_per_sample: float
-    activation_fixed: float
-    io_per_sample: float
-    max_batch: int  # largest batch that fits with one worker (0: not even batch 1)
-    seed_rule_bytes: float
-    seed_rule_ok: bool | None
-    total_bytes: float | None
-
-    def need(self, b: int, workers: int = 1) -> float:
-        copies = workers if self.weights_per_worker else 1
-        return self.weights_bytes * copies + workers * (self.activation_fixed + (self.activation_per_sample
-                                                                                 + self.io_per_sample) * b)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class ProfilePlan:
-    profile: Profile
-    precision: str
-    device: DeviceModel
-    curve: CostCurve
-    table: list[BatchTime]
-    memory: MemoryFit
-    choice: Choice
-    explain: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
-    calibration: dict[str, Any] | None = None
-
-    @property
-    def devices(self) -> int | None:
-        return self.choice.replicas
-
-    @property
-    def cost_per_hour(self) -> float | None:
-        price = self.profile.price_per_hour_usd
-        if price is None or self.choice.replicas is None:
-            return None
-        return price * self.choice.replicas
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile.name, "device_name": self.profile.display_name, "kind": self.profile.kind,
-            "precision": self.precision, "device_model": self.device.to_dict(), "cost": self.curve.summary(),
-            "table": [bt.to_dict() | {"memory_bytes": self.memory.need(bt.batch), "fits": bt.batch <= self.memory.max_batch}
-                      for bt in self.table],
-            "memory": self.memory.to_dict(), "bound": _explain.bound_summary(self),
-            "recommendation": self.choice.to_dict(), "price_per_hour_usd": self.profile.price_per_hour_usd,
-            "cost_per_hour_usd": self.cost_per_hour, "calibration": self.calibration,
-            "explain": [{"figure": f, "value": v, "derivation": d} for f, v, d in self.explain],
-        }
-
-
-@dataclasses.dataclass
-class Plan:
-    model: str
-    p99: float
-    target_qps: float | None
-    plans: list[ProfilePlan]
-    best: dict[str, Any]
-    notes: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "slo": {"p99_s": self.p99, "target_qps": self.target_qps},
-                "profiles": [p.to_dict() for p in self.plans], "best": self.best, "notes": self.notes}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -201,6 +129,7 @@ def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float 
         sizes = sorted(set(sizes) | {choice.policy.max_batch_size})
     pp = ProfilePlan(profile=profile, precision=prec, device=dev, curve=curve, table=[times(b) for b in sizes],
                      memory=mem, choice=choice, calibration=calibration)
+    pp.bound = _explain.bound_summary(pp)
     pp.explain = _explain.lines(pp, p99=p99, target_qps=target_qps)
     return pp
 

@@ -1,4 +1,4 @@
-"""The per-node pass of ``graphcost.analyze``: FLOPs, bytes at stored precision, epilogue fusion, operand
+"""The per-node pass of ``xinfer_sdk.graph.analyze``: FLOPs, bytes at stored precision, epilogue fusion, operand
 layouts, and the peak of live activation memory, in one walk over a shape-inferred graph."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import _opcost
-from ._graphshapes import _init_numel
-from ._lazy import require
-from .graphcost import ModelCost, OpCost
+from .._lazy import require
+from . import opcost as _opcost
+from .result import ModelCost, OpCost
+from .shapes import init_numel
 
 # ONNX TensorProto element type -> (bytes per element, precision name used by the profiles)
 _TYPES: dict[int, tuple[float, str]] = {
@@ -215,7 +215,7 @@ class Walk:
         use = self._weight_use(ops)
         by_use = {"matrix": 0.0, "other": 0.0, "int": 0.0}
         for t in self.proto.graph.initializer:
-            k = _init_numel(t)
+            k = init_numel(t)
             param_count += k
             nbytes = k * _TYPES.get(t.data_type, (4, ""))[0]
             param_bytes += nbytes
@@ -225,7 +225,7 @@ class Walk:
             if n.op_type == "Constant":
                 for a in n.attribute:
                     if a.name == "value" and a.t.data_type not in (6, 7):  # not int32/int64 shape constants
-                        k = _init_numel(a.t)
+                        k = init_numel(a.t)
                         param_count += k
                         param_bytes += k * _TYPES.get(a.t.data_type, (4, ""))[0]
                         by_use["other"] += k * _TYPES.get(a.t.data_type, (4, ""))[0]

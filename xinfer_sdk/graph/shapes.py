@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from ._lazy import require
-from .errors import ConversionError, UserError
-from .shapes import ShapeRange, check_names
+from .._lazy import require
+from ..errors import ConversionError, UserError
+from ..shapes import ShapeRange, check_names
 
-log = logging.getLogger("xinfer_sdk.graphcost")
+log = logging.getLogger(__name__)
 
 SHAPES_HINT = "--shapes NAME:MIN..OPT..MAX, e.g. input_ids:1x8..32x128..64x512"
 # Initializers larger than this many elements are moved out of the copy given to shape inference (they only
@@ -113,7 +113,7 @@ def static_copy(model, input_shapes: Mapping[str, tuple[int, ...]]):
 
 
 def _has_big_inits(model) -> bool:
-    return any(_init_numel(t) > _INLINE_MAX for t in model.graph.initializer)
+    return any(init_numel(t) > _INLINE_MAX for t in model.graph.initializer)
 
 
 def _copy_light(model, m) -> None:
@@ -122,7 +122,7 @@ def _copy_light(model, m) -> None:
     keep = []
     existing = {i.name for i in m.graph.input}
     for t in m.graph.initializer:
-        if _init_numel(t) > _INLINE_MAX:
+        if init_numel(t) > _INLINE_MAX:
             if t.name not in existing:
                 m.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         else:
@@ -131,7 +131,7 @@ def _copy_light(model, m) -> None:
     m.graph.initializer.extend(keep)
 
 
-def _init_numel(t) -> int:
+def init_numel(t) -> int:
     n = 1
     for d in t.dims:
         n *= d
