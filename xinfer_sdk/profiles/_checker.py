@@ -23,17 +23,23 @@ class Spec:
         return ProfileError(f"expected {expected}, got {value!r}", file=file, field=path)
 
 
+UNKNOWN = "unknown"  # a figure the vendor has not published (kept as this string until Profile exposes None)
+
+
 class Scalar(Spec):
     def __init__(self, typ: type | tuple[type, ...], *, required=False, nullable=False, choices=None, minimum=None,
-                 maximum=None, what=None):
+                 maximum=None, what=None, unknown_ok=False):
         self.typ, self.required, self.nullable = typ, required, nullable
         self.choices, self.minimum, self.maximum, self.what = choices, minimum, maximum, what
+        self.unknown_ok = unknown_ok
 
     def check(self, value, path, file):
         if value is None:
             if self.nullable:
                 return None
             raise self.fail(value, path, file, self.describe() + " (null is not allowed here)")
+        if self.unknown_ok and value == UNKNOWN:
+            return UNKNOWN
         typ = self.typ
         ok = isinstance(value, typ) and not (isinstance(value, bool) and bool not in _tuple(typ))
         if not ok and float in _tuple(typ) and isinstance(value, int) and not isinstance(value, bool):
@@ -50,9 +56,32 @@ class Scalar(Spec):
 
     def describe(self):
         if self.what:
-            return self.what
+            return self.what + (f" or '{UNKNOWN}'" if self.unknown_ok else "")
         names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-        return " or ".join(names.get(t, t.__name__) for t in _tuple(self.typ))
+        text = " or ".join(names.get(t, t.__name__) for t in _tuple(self.typ))
+        return text + (f" or '{UNKNOWN}'" if self.unknown_ok else "")
+
+
+class Date(Spec):
+    """A calendar date: YAML's unquoted 2026-07-20 (a datetime.date) or the same as a string; kept as ISO text."""
+
+    def __init__(self, *, required=False):
+        self.required = required
+
+    def check(self, value, path, file):
+        import datetime
+
+        if isinstance(value, datetime.date):
+            return value.isoformat()[:10]
+        if isinstance(value, str):
+            try:
+                return datetime.date.fromisoformat(value.strip()).isoformat()
+            except ValueError:
+                pass
+        raise self.fail(value, path, file, self.describe())
+
+    def describe(self):
+        return "a date like 2026-07-20"
 
 
 class ListOf(Spec):

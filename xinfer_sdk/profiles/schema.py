@@ -6,18 +6,24 @@ field path (``batch.max_batch_size``) and what was expected, in one line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ProfileError, UserError
 from ..policy import BatchPolicy
-from ._checker import ListOf, Scalar, Section
+from ._checker import UNKNOWN, Date, ListOf, Scalar, Section
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # Precisions xinfer-sdk can produce as a deployable graph today (FP8 needs TensorRT's own quantizer).
 BUILDABLE_PRECISIONS = ("fp32", "fp16", "int8")
 KINDS = ("gpu", "jetson", "cpu")
+VENDORS = ("nvidia", "amd")
+# Architecture families the planner keys its efficiency tables on (``Profile.arch_family``).
+ARCH_FAMILIES = ("volta", "volta-xavier", "turing", "ampere-dc", "ampere", "ada", "hopper", "blackwell",
+                 "blackwell-thor", "cdna2", "cdna3", "cdna4", "cpu", "unknown")
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 # Figures a GPU/Jetson profile must state (null allowed where the vendor publishes nothing) with sources.
 FIGURES = ("compute_capability", "memory_gb", "memory_bandwidth_gbps", "peak_tflops", "tdp_w", "dla_cores")
@@ -25,10 +31,28 @@ FIGURES = ("compute_capability", "memory_gb", "memory_bandwidth_gbps", "peak_tfl
 
 _str = Scalar(str)
 _num = Scalar(float, nullable=True, minimum=0)
+# A vendor figure: a number, null (not applicable / none) or 'unknown' (exists but unpublished; exposed as None).
+_fig = Scalar(float, nullable=True, minimum=0, unknown_ok=True)
 _prec = Scalar(str, choices=PRECISIONS)
 
-PEAKS = Section({p: Scalar(float, required=True, nullable=True, minimum=0, what="a number (TFLOPS / TOPS) or null")
+PEAKS = Section({p: Scalar(float, required=True, nullable=True, minimum=0, what="a number (TFLOPS / TOPS) or null",
+                           unknown_ok=True)
                  for p in PRECISIONS})
+OFFER = Section({
+    "provider": Scalar(str, required=True, what="a cloud provider like aws"),
+    "name": Scalar(str, required=True, what="an instance type like g6.xlarge"),
+    "gpus": Scalar(int, required=True, minimum=1),
+    "usd_per_hour": Scalar(float, required=True, minimum=0, what="the instance's on-demand USD per hour"),
+    "region": _str,
+    "date": Date(),
+    "secondary": Scalar(bool, what="true when the price comes only from a third-party copy"),
+    "note": _str,
+})
+PRICING = Section({
+    "usd_per_gpu_hour": Scalar(float, required=True, minimum=0, what="USD per GPU-hour (a number)"),
+    "instance": Section(OFFER.fields, required=True),
+    "offers": ListOf(OFFER),
+}, nullable=True)
 DERIVED = Section({}, open_keys=Section({"value": Scalar(float, required=True, minimum=0),
                                          "derivation": Scalar(str, required=True)}))
 THRESHOLDS = Section({
@@ -43,23 +67,27 @@ PROFILE = Section({
     "extends": Scalar(str, nullable=True),
     "abstract": Scalar(bool),
     "kind": Scalar(str, choices=KINDS),
+    "vendor": Scalar(str, choices=VENDORS),
+    "arch_family": Scalar(str, choices=ARCH_FAMILIES),
     "description": _str,
     "match": Section({
         "nvml_names": ListOf(_str),
         "cuda_names": ListOf(_str),
         "device_tree": ListOf(_str),
+        "amd_product_names": ListOf(_str),
         "k8s_gpu_product": ListOf(_str),
         "gke_accelerator": ListOf(_str),
     }),
     "compute_capability": Scalar(str, nullable=True, what="a string like '7.5'"),
     "memory_gb": _num,
-    "memory_bandwidth_gbps": _num,
+    "memory_bandwidth_gbps": _fig,
+    "l2_cache_mb": _fig,
     "unified_memory": Scalar(bool),
     "peak_tflops": PEAKS,
     "peak_basis": _str,
     "derived_tflops": DERIVED,
     "dla_cores": Scalar(int, nullable=True, minimum=0),
-    "tdp_w": _num,
+    "tdp_w": _fig,
     "precisions": ListOf(_prec, min_len=1, unique=True),
     "default_precision": _prec,
     "quantization": Section({
@@ -100,6 +128,7 @@ PROFILE = Section({
     }),
     "accuracy": Section({p: THRESHOLDS for p in PRECISIONS}),
     "price_per_hour_usd": _num,
+    "pricing": PRICING,
     "sources": Section({}, open_keys=ListOf(_str, min_len=1)),
     "notes": ListOf(_str),
 })
@@ -112,6 +141,7 @@ class Match:
     nvml_names: tuple[str, ...] = ()
     cuda_names: tuple[str, ...] = ()
     device_tree: tuple[str, ...] = ()
+    amd_product_names: tuple[str, ...] = ()  # amdsmi_get_gpu_asic_info(h)["market_name"]
     k8s_gpu_product: tuple[str, ...] = ()
     gke_accelerator: tuple[str, ...] = ()  # GKE's node label cloud.google.com/gke-accelerator
 
@@ -203,11 +233,43 @@ class Profile:
     file: str = ""
     extends: str | None = None
     chain: tuple[str, ...] = ()
+    vendor: str = "nvidia"
+    l2_cache_mb: float | None = None         # on-chip L2 / last-level cache, MB (None: not given or unknown)
+    pricing: Mapping[str, Any] | None = None  # the YAML `pricing` section (docs/profiles.md), None when unpriced
+    arch_family_override: str | None = None  # the YAML `arch_family`, when the profile states it
+    unknown: frozenset[str] = frozenset()    # figure paths written as 'unknown' (exposed as None)
 
     # -- derived views ---------------------------------------------------------------------------------
     @property
     def sm(self) -> str | None:
-        return None if not self.compute_capability else "sm_" + self.compute_capability.replace(".", "")
+        if not self.compute_capability or self.vendor != "nvidia":
+            return None
+        return "sm_" + self.compute_capability.replace(".", "")
+
+    @property
+    def arch_family(self) -> str:
+        """The planner's architecture family: stated in the YAML, else derived from the compute capability."""
+        if self.arch_family_override:
+            return self.arch_family_override
+        return arch_family_of(self.compute_capability, kind=self.kind)
+
+    def figure_unknown(self, path: str) -> bool:
+        """True when the figure at ``path`` (``peak_tflops.int8``, ``tdp_w``) is 'unknown', not merely absent."""
+        return path in self.unknown
+
+    @property
+    def usd_per_gpu_hour(self) -> float | None:
+        """Price of one GPU-hour: the profile's own ``price_per_hour_usd`` (user or --price) over the sourced one."""
+        if self.price_per_hour_usd is not None:
+            return float(self.price_per_hour_usd)
+        return float(self.pricing["usd_per_gpu_hour"]) if self.pricing else None
+
+    @property
+    def gpus_per_instance(self) -> int:
+        """GPUs in the instance the sourced price is for (1 when unknown or overridden by price_per_hour_usd)."""
+        if self.price_per_hour_usd is not None or not self.pricing:
+            return 1
+        return int(self.pricing["instance"]["gpus"])
 
     @property
     def display_name(self) -> str:
@@ -221,6 +283,8 @@ class Profile:
         d = self.derived_tflops.get(precision)
         if d:
             return float(d["value"]), "derived: " + d["derivation"]
+        if self.figure_unknown(f"peak_tflops.{precision}"):
+            return None, "unknown (the vendor publishes no dense figure)"
         return None, "not published"
 
     def usable_memory_gb(self) -> float | None:
@@ -259,7 +323,33 @@ class Profile:
         d["tensorrt"]["versions"] = list(self.tensorrt.versions)
         d["match"] = {k: list(v) for k, v in d["match"].items()}
         d["kubernetes"]["node_selector"] = dict(self.kubernetes.node_selector)
+        d["pricing"] = copy.deepcopy(dict(self.pricing)) if self.pricing else None
+        d["unknown"] = sorted(self.unknown)
+        d.pop("arch_family_override")
+        d["arch_family"] = self.arch_family
+        d["usd_per_gpu_hour"] = self.usd_per_gpu_hour
+        d["gpus_per_instance"] = self.gpus_per_instance
         return d
+
+
+_FAMILY_BY_CC = {"7.0": "volta", "7.2": "volta-xavier", "7.5": "turing", "8.0": "ampere-dc", "8.6": "ampere",
+                 "8.7": "ampere", "8.9": "ada", "9.0": "hopper", "11.0": "blackwell-thor"}
+_FAMILY_BY_GFX = {"gfx90a": "cdna2", "gfx940": "cdna3", "gfx941": "cdna3", "gfx942": "cdna3", "gfx950": "cdna4"}
+
+
+def arch_family_of(compute_capability: str | None, *, kind: str = "gpu") -> str:
+    """7.5 turing, 8.0 ampere-dc, 8.6/8.7 ampere, 8.9 ada, 9.0 hopper, 10.x/12.x blackwell, 11.0 blackwell-thor,
+    7.2 volta-xavier, gfx942 cdna3, gfx950 cdna4; 'cpu' for kind cpu; 'unknown' otherwise."""
+    if kind == "cpu":
+        return "cpu"
+    cc = (compute_capability or "").strip().lower()
+    if cc in _FAMILY_BY_CC:
+        return _FAMILY_BY_CC[cc]
+    if cc in _FAMILY_BY_GFX:
+        return _FAMILY_BY_GFX[cc]
+    if cc.split(".")[0] in ("10", "12"):
+        return "blackwell"
+    return "unknown"
 
 
 def validate(raw: Any, file: str) -> dict[str, Any]:
@@ -286,8 +376,16 @@ def check_complete(data: Mapping[str, Any], file: str) -> None:
                 raise ProfileError("this figure cannot be null for a GPU or Jetson profile", file=file, field=fig)
         sources = data.get("sources") or {}
         for fig in FIGURES:
-            if data.get(fig) not in (None, 0) and fig not in sources and fig != "dla_cores":
+            if data.get(fig) not in (None, 0, UNKNOWN) and fig not in sources and fig != "dla_cores":
                 raise ProfileError(f"figure has no source URL; add sources.{fig}", file=file, field=f"sources.{fig}")
+    _check_vendor(data, file)
+    sources = data.get("sources") or {}
+    if data.get("l2_cache_mb") not in (None, UNKNOWN) and "l2_cache_mb" not in sources:
+        raise ProfileError("figure has no source URL; add sources.l2_cache_mb", file=file, field="sources.l2_cache_mb")
+    if data.get("pricing"):
+        _check_pricing(data["pricing"], file)
+        if "pricing" not in sources:
+            raise ProfileError("prices have no source URL; add sources.pricing", file=file, field="sources.pricing")
     if "peak_tflops" not in data:
         raise ProfileError("missing figure", file=file, field="peak_tflops")
     if data["default_precision"] not in data["precisions"]:
@@ -297,9 +395,54 @@ def check_complete(data: Mapping[str, Any], file: str) -> None:
         raise ProfileError("missing required field (true or false)", file=file, field="unified_memory")
 
 
+_CC_FORMS = {"nvidia": (re.compile(r"\d+\.\d+"), "a string like '8.6'"),
+             "amd": (re.compile(r"gfx[0-9a-f]+"), "an AMD LLVM target like 'gfx942'")}
+
+
+def _check_vendor(data: Mapping[str, Any], file: str) -> None:
+    vendor = data.get("vendor", "nvidia")
+    cc = data.get("compute_capability")
+    if cc is not None and data["kind"] != "cpu":
+        form, what = _CC_FORMS[vendor]
+        if not form.fullmatch(str(cc).strip()):
+            raise ProfileError(f"expected {what} for vendor {vendor}, got {cc!r}", file=file, field="compute_capability")
+    if vendor != "nvidia":
+        if data["kind"] != "gpu":
+            raise ProfileError(f"vendor {vendor} needs kind gpu, got {data['kind']!r}", file=file, field="vendor")
+        if "tensorrt" in data["backends"]:
+            raise ProfileError(f"TensorRT runs only on NVIDIA GPUs; remove it from backends (vendor {vendor})",
+                               file=file, field="backends")
+
+
+def _check_pricing(pricing: Mapping[str, Any], file: str) -> None:
+    """The default price must be the instance's per-GPU price and no dearer than any primary offer."""
+    per_gpu = float(pricing["usd_per_gpu_hour"])
+    inst = pricing["instance"]
+    expect = inst["usd_per_hour"] / inst["gpus"]
+    if abs(per_gpu - expect) > max(0.0005, 0.005 * expect):
+        raise ProfileError(f"{per_gpu:g} is not instance.usd_per_hour / instance.gpus = {inst['usd_per_hour']:g} / "
+                           f"{inst['gpus']} = {expect:.4g}", file=file, field="pricing.usd_per_gpu_hour",
+                           hint="to price a profile yourself set price_per_hour_usd (or plan --price)")
+    for i, offer in enumerate(pricing.get("offers") or ()):
+        each = offer["usd_per_hour"] / offer["gpus"]
+        if not offer.get("secondary") and each < per_gpu - max(0.0005, 0.005 * each):
+            raise ProfileError(f"offer {offer['provider']} {offer['name']} costs {each:.4g} per GPU-hour, less than "
+                               f"usd_per_gpu_hour {per_gpu:g} (the default must be the cheapest primary offer)",
+                               file=file, field=f"pricing.offers[{i}]")
+
+
+UNKNOWN_FIGURES = ("memory_bandwidth_gbps", "l2_cache_mb", "tdp_w")
+
+
+def _known(value: Any) -> Any:
+    return None if value == UNKNOWN else value
+
+
 def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Profile:
     """Turn a merged, validated dict into the frozen Profile."""
     check_complete(data, file)
+    unknown = {f for f in UNKNOWN_FIGURES if data.get(f) == UNKNOWN}
+    unknown |= {f"peak_tflops.{p}" for p, v in data["peak_tflops"].items() if v == UNKNOWN}
     try:
         batch = BatchPolicy.from_dict(data.get("batch") or {}, source="batch")
     except UserError as exc:
@@ -313,15 +456,17 @@ def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Prof
         name=data["name"], kind=data["kind"], description=data.get("description", ""),
         match=Match(**{k: tuple(v) for k, v in m.items()}),
         compute_capability=data.get("compute_capability"), memory_gb=data.get("memory_gb"),
-        memory_bandwidth_gbps=data.get("memory_bandwidth_gbps"),
+        memory_bandwidth_gbps=_known(data.get("memory_bandwidth_gbps")),
         unified_memory=bool(data.get("unified_memory", data["kind"] != "gpu")),
-        peak_tflops={p: data["peak_tflops"].get(p) for p in PRECISIONS}, peak_basis=data.get("peak_basis", ""),
+        peak_tflops={p: _known(data["peak_tflops"].get(p)) for p in PRECISIONS}, peak_basis=data.get("peak_basis", ""),
         derived_tflops=dict(data.get("derived_tflops") or {}), dla_cores=int(data.get("dla_cores") or 0),
-        tdp_w=data.get("tdp_w"), precisions=tuple(data["precisions"]), default_precision=data["default_precision"],
+        tdp_w=_known(data.get("tdp_w")), precisions=tuple(data["precisions"]), default_precision=data["default_precision"],
         quantization=QuantizationPolicy(**(data.get("quantization") or {})),
         memory=MemoryPolicy(**(data.get("memory") or {})), batch=batch, tensorrt=TensorRTPolicy(**trt),
         backends=tuple(data["backends"]), accuracy=accuracy,
         kubernetes=KubernetesPolicy(**(data.get("kubernetes") or {})), price_per_hour_usd=data.get("price_per_hour_usd"),
         sources={k: tuple(v) for k, v in (data.get("sources") or {}).items()}, notes=tuple(data.get("notes") or ()),
-        file=file, extends=data.get("extends"), chain=chain,
+        file=file, extends=data.get("extends"), chain=chain, vendor=data.get("vendor", "nvidia"),
+        l2_cache_mb=_known(data.get("l2_cache_mb")), pricing=copy.deepcopy(data.get("pricing")) or None,
+        arch_family_override=data.get("arch_family"), unknown=frozenset(unknown),
     )
