@@ -25,11 +25,17 @@ def list_(ctx: click.Context, as_json: bool) -> int:
     if as_json:
         emit_json({"profiles": [_summary(p) for p in good], "errors": [str(e) for e in bad]})
         return 0
-    rows = [(p.name, p.kind, p.display_name, p.sm or "-", fmt(p.memory_gb, " GB"), fmt(p.memory_bandwidth_gbps, " GB/s"),
+    rows = [(p.name, p.kind, p.display_name, p.sm or "-", fmt(p.memory_gb, " GB"),
+             _fig(p, "memory_bandwidth_gbps", p.memory_bandwidth_gbps, " GB/s"),
              p.default_precision, ",".join(p.precisions), _origin(reg, p)) for p in good]
     out.print(table(None, ["name", "kind", "device", "sm", "memory", "bandwidth", "default", "precisions", "from"],
                     rows))
     return 0
+
+
+def _fig(prof, path: str, value, unit: str = "") -> str:
+    """A figure for display: 'unknown' where the profile says the vendor has not published it."""
+    return "unknown" if prof.figure_unknown(path) else fmt(value, unit)
 
 
 def _origin(reg, p) -> str:
@@ -40,7 +46,9 @@ def _origin(reg, p) -> str:
 
 def _summary(p) -> dict:
     return {"name": p.name, "kind": p.kind, "description": p.description, "compute_capability": p.compute_capability,
-            "memory_gb": p.memory_gb, "memory_bandwidth_gbps": p.memory_bandwidth_gbps,
+            "memory_gb": p.memory_gb, "memory_bandwidth_gbps": p.memory_bandwidth_gbps, "vendor": p.vendor,
+            "arch_family": p.arch_family, "l2_cache_mb": p.l2_cache_mb, "usd_per_gpu_hour": p.usd_per_gpu_hour,
+            "unknown": sorted(p.unknown),
             "default_precision": p.default_precision, "precisions": list(p.precisions), "file": p.file}
 
 
@@ -68,16 +76,21 @@ def show(ctx: click.Context, name: str, overrides: tuple[str, ...], as_json: boo
          "; ".join(src.get("memory_gb", ()))),
         ("usable by a model", fmt(round(prof.usable_memory_gb(), 2) if prof.memory_gb else None, " GB"),
          f"(memory - {prof.memory.reserve_gb:g} GB reserve) x {prof.memory.usable_fraction:g}"),
-        ("bandwidth", fmt(prof.memory_bandwidth_gbps, " GB/s"), "; ".join(src.get("memory_bandwidth_gbps", ()))),
-        ("TDP", fmt(prof.tdp_w, " W"), "; ".join(src.get("tdp_w", ()))),
+        ("bandwidth", _fig(prof, "memory_bandwidth_gbps", prof.memory_bandwidth_gbps, " GB/s"),
+         "; ".join(src.get("memory_bandwidth_gbps", ()))),
+        ("L2 cache", _fig(prof, "l2_cache_mb", prof.l2_cache_mb, " MB"), "; ".join(src.get("l2_cache_mb", ()))),
+        ("TDP", _fig(prof, "tdp_w", prof.tdp_w, " W"), "; ".join(src.get("tdp_w", ()))),
         ("DLA cores", str(prof.dla_cores), "; ".join(src.get("dla_cores", ()))),
+        ("architecture", f"{prof.arch_family} ({prof.vendor})", ""),
+        ("price", _price(prof), "; ".join(src.get("pricing", ()))),
     ]
     out.print(table("Figures", ["figure", "value", "source"], rows))
     rows = []
     for p in ("fp32", "tf32", "fp16", "bf16", "int8", "fp8"):
         value, basis = prof.peak(p)
         unit = " TOPS" if p == "int8" else " TFLOPS"
-        rows.append((p, fmt(value, unit), "yes" if p in prof.precisions else "no", basis))
+        shown = "unknown" if value is None and prof.figure_unknown(f"peak_tflops.{p}") else fmt(value, unit)
+        rows.append((p, shown, "yes" if p in prof.precisions else "no", basis))
     out.print(table(f"Dense peaks ({prof.peak_basis}); sources: {'; '.join(src.get('peak_tflops', ())) or '-'}",
                     ["precision", "peak", "supported", "basis"], rows))
     b = prof.batch.to_dict()
@@ -96,6 +109,17 @@ def show(ctx: click.Context, name: str, overrides: tuple[str, ...], as_json: boo
     out.print(table("Policy", ["setting", "value"], rows))
     for n in prof.notes:
         out.print(f"  note: {n}", markup=False)
+
+
+def _price(prof) -> str:
+    if prof.price_per_hour_usd is not None:
+        return f"${prof.price_per_hour_usd:g}/GPU-hour (set in the profile)"
+    if not prof.pricing:
+        return "-"
+    i = prof.pricing["instance"]
+    return (f"${prof.usd_per_gpu_hour:g}/GPU-hour: {i['provider']} {i['name']} ({i['gpus']} GPU), "
+            f"${i['usd_per_hour']:g}/h" + (f", {i['region']}" if i.get("region") else "")
+            + (f", {i['date']}" if i.get("date") else ""))
 
 
 @profiles.command()

@@ -184,3 +184,29 @@ def test_arch_family_of_shipped_profiles_and_override(tmp_path):
                                                   "jetson-agx-xavier", "jetson-orin-nx-16gb")] == [
         "turing", "ampere", "ada", "ampere-dc", "hopper", "cpu", "volta-xavier", "ampere"]
     assert load(tmp_path, "name: mine\nextends: l4\narch_family: hopper\n").arch_family == "hopper"
+
+
+def test_cli_shows_unknown_figures_as_unknown_and_the_price(cli_run, tmp_path):
+    import json
+
+    (tmp_path / "mine.yaml").write_text(textwrap.dedent("""
+        name: mine
+        extends: l4
+        peak_tflops: {fp32: 30.3, tf32: 60, fp16: 121, bf16: 121, int8: unknown, fp8: 242.5}
+        tdp_w: unknown
+        sources: {pricing: [https://example.com/prices]}
+    """) + textwrap.dedent(PRICING))
+    code, out, err = cli_run("--profiles-dir", str(tmp_path), "profiles", "show", "mine")
+    assert code == 0, err
+    rows = {cells[1]: cells[2] for cells in ([c.strip() for c in line.split("\u2502")] for line in out.splitlines())
+            if len(cells) > 3}
+    assert rows["int8"] == "unknown" and rows["TDP"] == "unknown" and rows["fp16"] == "121 TFLOPS"
+    assert "$0.805/GPU-hour: aws g6.xlarge (1 GPU)" in " ".join(out.split())
+    code, out, err = cli_run("--profiles-dir", str(tmp_path), "profiles", "show", "mine", "--json")
+    d = json.loads(out)
+    assert d["peak_tflops"]["int8"] is None and "peak_tflops.int8" in d["unknown"] and d["usd_per_gpu_hour"] == 0.805
+    code, out, err = cli_run("--profiles-dir", str(tmp_path), "profiles", "list", "--json")
+    assert code == 0 and any(p["name"] == "mine" and p["unknown"] == ["peak_tflops.int8", "tdp_w"]
+                             for p in json.loads(out)["profiles"])
+    code, out, err = cli_run("profiles", "validate", str(tmp_path / "mine.yaml"))
+    assert code == 0 and "ok" in out
