@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bill import bill_line
 from .device import batch_time
 from .recommend import DELAY_FRACTIONS, HEADROOM, NEAR_BEST
 from .result import ProfilePlan
@@ -136,7 +137,7 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
                 f"fewest n with {target_qps:g} / n req/s per device feasible; starts at ceil({target_qps:g} / capacity "
                 f"{(ch.capacity or 0):.4g})")
         if pp.cost_per_hour is not None:
-            add("cost", f"${pp.cost_per_hour:.4g}/h", f"{ch.replicas} x ${pp.profile.price_per_hour_usd:g}/h")
+            add("cost", f"${pp.cost_per_hour:.4g}/h", bill_line(pp, target_qps).arithmetic())
     if pp.calibration:
         cal = pp.calibration
         add("calibration", f"max error {cal['max_abs_error']:.1%} over batch {cal['batches'][0]}-{cal['batches'][-1]}",

@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError, UserError
+from ..errors import ConversionError, UserError, XinferError
 from ..policy import BatchPolicy, parse_duration
 from ..profiles import Profile, load_profile, read_host
 from ..shapes import ShapeRange
 from . import explain as _explain
+from .bill import check_price_names, expand_profiles
 from .cost import CostCurve, build_curve
 from .device import DeviceModel, batch_time, device_model
 from .recommend import Choice, Recommender
@@ -162,7 +163,7 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
     p99_s = parse_p99(p99)
     if target_qps is not None and (not isinstance(target_qps, (int, float)) or target_qps <= 0):
         raise UserError(f"--target-qps must be a positive number of requests per second, got {target_qps!r}")
-    names = [s.strip() for s in profiles.split(",")] if isinstance(profiles, str) else list(profiles)
+    names = expand_profiles(profiles, profiles_dirs)  # "all": every concrete profile but cpu
     if not names:
         raise UserError("give at least one profile, e.g. --profile t4,l4")
     if any(n == "auto" for n in names if isinstance(n, str)):
@@ -171,11 +172,12 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
         here = detect(ProfileRegistry(profiles_dirs)).profile
         names = [here if n == "auto" else n for n in names]
     profs = [p if isinstance(p, Profile) else load_profile(p, profiles_dirs=profiles_dirs) for p in names]
+    if prices:
+        from ..profiles import ProfileRegistry
+
+        check_price_names(prices, [p.name for p in profs], ProfileRegistry(profiles_dirs).names())
     for name, price in (prices or {}).items():
-        hit = [k for k, p in enumerate(profs) if p.name == name]
-        if not hit:
-            raise UserError(f"--price {name}=...: {name!r} is not among the planned profiles")
-        for k in hit:
+        for k in [k for k, p in enumerate(profs) if p.name == name]:
             profs[k] = dataclasses.replace(profs[k], price_per_hour_usd=float(price))
     onnx_model, bundle_policy, bundle_shapes, display = resolve_model(model)
     shapes = dict(shapes or bundle_shapes)
@@ -195,19 +197,26 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
             profs.append(present)
             notes.append(f"--measure ran on this machine ({present.name}); it is planned too, calibrated. The other "
                          "profiles stay uncalibrated roofline estimates.")
-    plans = []
+    plans, skipped, failures = [], [], []
     for k, prof in enumerate(profs):
         if progress:
             progress(k, len(profs), f"planning {prof.name}")
         dev, report = calibrations.get(prof.name, (None, None))
-        plans.append(plan_profile(prof, onnx_model, p99=p99_s, target_qps=target_qps, precision=precision,
-                                  shapes=shapes, base_policy=bundle_policy, curves=curves, device=dev,
-                                  sim_requests=sim_requests, screen=screen, calibration=report))
+        try:
+            plans.append(plan_profile(prof, onnx_model, p99=p99_s, target_qps=target_qps, precision=precision,
+                                      shapes=shapes, base_policy=bundle_policy, curves=curves, device=dev,
+                                      sim_requests=sim_requests, screen=screen, calibration=report))
+        except XinferError as exc:  # one profile that cannot be planned (an unknown peak ...) must not stop the rest
+            failures.append(exc)
+            skipped.append({"profile": prof.name, "reason": str(exc)})
+    if failures and not plans:
+        raise failures[0]
     if progress:
         progress(len(profs), len(profs), "done")
     graph = curves.get("_graph")
     notes.extend(graph.notes if graph is not None else ())
-    return Plan(model=display, p99=p99_s, target_qps=target_qps, plans=plans, best=choose_best(plans), notes=notes)
+    return Plan(model=display, p99=p99_s, target_qps=target_qps, plans=plans, best=choose_best(plans), notes=notes,
+                skipped=skipped)
 
 
 def parse_p99(value: str | float) -> float:

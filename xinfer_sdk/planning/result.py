@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from ..profiles import Profile
+from .bill import Bill, hourly_cost, make_bill
 from .cost import CostCurve
 from .device import BatchTime, DeviceModel
 from .recommend import Choice
@@ -57,10 +58,8 @@ class ProfilePlan:
 
     @property
     def cost_per_hour(self) -> float | None:
-        price = self.profile.price_per_hour_usd
-        if price is None or self.choice.replicas is None:
-            return None
-        return price * self.choice.replicas
+        """USD per hour of the devices needed, in whole instances (``bill.hourly_cost``); None without a price."""
+        return hourly_cost(self.profile, self.choice.replicas)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,7 +82,14 @@ class Plan:
     plans: list[ProfilePlan]
     best: dict[str, Any]
     notes: list[str]
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"profile", "reason"}: not plannable
+
+    @property
+    def bill(self) -> Bill:
+        """$/h, $ per 1M inferences, instances per profile; the cheapest and the fewest-devices choice."""
+        return make_bill(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "slo": {"p99_s": self.p99, "target_qps": self.target_qps},
-                "profiles": [p.to_dict() for p in self.plans], "best": self.best, "notes": self.notes}
+                "profiles": [p.to_dict() for p in self.plans], "best": self.best, "notes": self.notes,
+                "skipped": self.skipped, "bill": self.bill.to_dict()}

@@ -1,0 +1,293 @@
+"""The hardware bill: what each planned profile costs to serve the SLO, and which one to buy.
+
+    bill = make_bill(result)          # result: what plan() returned
+    bill.cheapest.arithmetic()        # 'l4: 12 GPUs = 12 x aws g6.xlarge x $0.805/h = $9.66/h; 20000 req/s -> $0.134 per 1M'
+    bill.to_dict()                    # the "bill" section of `plan --json`
+
+Prices are USD per GPU-hour, on demand. Each comes from the profile: ``price_per_hour_usd`` (a user profile, or
+``plan --price NAME=USD``, which sets it) before the sourced ``pricing`` section (the cheapest on-demand offer
+of ``shared/reference/cloud-prices.yaml``). A sourced offer is a whole instance: an 8-GPU node is bought whole,
+so GPUs round up to instances and the bill is instances x the instance's price. A user price is per GPU (one
+GPU per instance).
+
+With ``--target-qps`` the bill is for the target: $/h of every instance needed, and $ per million inferences
+= $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99 (per GPU-hour
+price, $ per million at that capacity). The cheapest choice is the lowest $/h (with a target) or $ per million
+(without) among the profiles that meet the SLO and have a price; the fewest-devices choice is the fewest GPUs
+(with a target; ties: the cheaper) or the most capacity per device (without). This module reads plans; it
+imports nothing else of ``planning``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..errors import UserError
+from ..profiles import Profile, ProfileRegistry
+
+SECONDS_PER_HOUR = 3600.0
+PER = 1e6  # cost per million inferences
+ALL = "all"  # --profile all: every concrete profile but the cpu kind (see expand_profiles)
+
+
+# -- prices ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """What one GPU-hour and one instance-hour of a profile cost, and where the figure comes from."""
+
+    usd_per_gpu_hour: float
+    gpus_per_instance: int
+    usd_per_instance_hour: float
+    instance: str | None  # "aws g6.xlarge" for a sourced offer; None for a user price (per GPU)
+    source: str
+
+    def cost(self, gpus: int) -> tuple[float, int]:
+        """(USD per hour, instances) to run ``gpus`` GPUs: whole instances, rounded up."""
+        instances = math.ceil(gpus / self.gpus_per_instance)
+        return instances * self.usd_per_instance_hour, instances
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def price_of(profile: Profile) -> Price | None:
+    """The profile's price (None when it has none): a user price per GPU, else the sourced instance offer."""
+    per_gpu = profile.usd_per_gpu_hour
+    if per_gpu is None:
+        return None
+    if profile.price_per_hour_usd is not None or not profile.pricing:
+        return Price(per_gpu, 1, per_gpu, None, f"price_per_hour_usd of profile {profile.name} (user or --price)")
+    inst = profile.pricing["instance"]
+    where = ", ".join(str(inst[k]) for k in ("region", "date") if inst.get(k))
+    return Price(per_gpu, profile.gpus_per_instance, float(inst["usd_per_hour"]), f"{inst['provider']} {inst['name']}",
+                 f"on-demand {inst['provider']} {inst['name']}" + (f" ({where})" if where else "")
+                 + " from the profile's pricing section")
+
+
+def unpriced_reason(profile: Profile) -> str:
+    """Why a profile has no price, and how to give it one."""
+    fix = f"give --price {profile.name}=USD_PER_GPU_HOUR (or price_per_hour_usd in a user profile) to rank it"
+    if profile.kind == "jetson":
+        return f"no price: a Jetson module is bought, not rented by the hour; {fix}"
+    if profile.kind == "cpu":
+        return f"no price: the {profile.name} profile describes this host, not a cloud instance; {fix}"
+    return f"no price: profile {profile.name} has no sourced on-demand offer (no pricing section); {fix}"
+
+
+def hourly_cost(profile: Profile, gpus: int | None) -> float | None:
+    """USD per hour to run ``gpus`` GPUs of ``profile`` in whole instances (None: no price or no count)."""
+    price = price_of(profile)
+    if price is None or gpus is None:
+        return None
+    return price.cost(gpus)[0]
+
+
+def parse_prices(items: Iterable[str]) -> dict[str, float]:
+    """``--price l4=0.70`` (repeatable, comma lists too) -> {"l4": 0.70}; USD per GPU-hour."""
+    prices: dict[str, float] = {}
+    for item in items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            name, sep, value = part.partition("=")
+            try:
+                price = float(value)
+            except ValueError:
+                price = None
+            if not sep or not name.strip() or price is None or not (0 <= price < math.inf):
+                raise UserError(f"--price {part!r}: expected PROFILE=USD_PER_GPU_HOUR, e.g. --price l4=0.70")
+            prices[name.strip()] = price
+    return prices
+
+
+def check_price_names(prices: Mapping[str, float], planned: Sequence[str], known: Sequence[str]) -> None:
+    """Every --price names a profile that is planned; a typo or an unplanned profile is one clear error."""
+    for name in prices:
+        if name in planned:
+            continue
+        if name not in known:
+            raise UserError(f"--price {name}=...: no profile named {name!r}",
+                            hint=f"planned here: {', '.join(planned)}; see `xinfer-sdk profiles list`")
+        raise UserError(f"--price {name}=...: {name!r} is not among the planned profiles ({', '.join(planned)})",
+                        hint="add it to --profile, or drop the price")
+
+
+# -- which profiles -------------------------------------------------------------------------------------
+def expand_profiles(spec: str | Sequence[str], profiles_dirs: Sequence[str] = ()) -> list[str]:
+    """``all`` in a --profile list -> every concrete profile the registry knows (shipped and user folders),
+    except the cpu kind: its figures describe the host running the planner, not hardware one buys (name
+    ``cpu`` explicitly to plan it). Other names pass through, in order, without duplicates."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if ALL not in names:
+        return names
+    registry = ProfileRegistry(profiles_dirs)
+    good, bad = registry.load_all()
+    if bad:
+        raise bad[0]
+    everything = [p.name for p in good if p.kind != "cpu"]
+    out: list[str] = []
+    for n in names:
+        for m in (everything if n == ALL else [n]):
+            if m not in out:
+                out.append(m)
+    return out
+
+
+# -- the bill -------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class BillLine:
+    """One profile's bill. With a target: for the target rate; without: one GPU at its capacity."""
+
+    profile: str
+    precision: str
+    kind: str
+    meets_slo: bool
+    devices: int | None  # GPUs (or Jetson modules) needed; None without a target rate or when infeasible
+    capacity_rps: float | None  # one device, within the p99
+    p99_s: float | None  # simulated p99 of the chosen policy
+    price: Price | None
+    instances: int | None = None
+    usd_per_hour: float | None = None
+    inferences_per_s: float | None = None
+    usd_per_million: float | None = None
+    target: bool = True
+    why_not_ranked: str | None = None
+
+    @property
+    def ranked(self) -> bool:
+        return self.why_not_ranked is None
+
+    @property
+    def idle_gpus(self) -> int | None:
+        if self.instances is None or self.devices is None or self.price is None:
+            return None
+        return self.instances * self.price.gpus_per_instance - self.devices
+
+    def arithmetic(self) -> str:
+        """The sum behind the figures, one line."""
+        pr = self.price
+        if not self.meets_slo or pr is None or self.usd_per_hour is None:
+            return f"{self.profile}: {self.why_not_ranked}"
+        rate = f"{_num(self.inferences_per_s)} req/s -> {_usd(self.usd_per_million)} per 1M"
+        if not self.target:
+            return (f"{self.profile}: 1 GPU at its capacity {_num(self.capacity_rps)} req/s x "
+                    f"{_usd(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}); {rate}")
+        gpus = f"{self.devices} GPU{'s' if self.devices != 1 else ''}"
+        if pr.instance is None:
+            return (f"{self.profile}: {gpus} = {self.devices} x {_usd(pr.usd_per_gpu_hour)}/GPU-h (user price) = "
+                    f"{_usd(self.usd_per_hour)}/h; {rate}")
+        if pr.gpus_per_instance == 1:
+            return (f"{self.profile}: {gpus} = {self.instances} x {pr.instance} x {_usd(pr.usd_per_instance_hour)}/h = "
+                    f"{_usd(self.usd_per_hour)}/h; {rate}")
+        idle = f", {self.idle_gpus} idle" if self.idle_gpus else ""
+        return (f"{self.profile}: {gpus} -> {self.instances} x {pr.instance} ({pr.gpus_per_instance} GPUs each{idle})"
+                f" x {_usd(pr.usd_per_instance_hour)}/h = {_usd(self.usd_per_hour)}/h; {rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        pr = self.price
+        return {"profile": self.profile, "precision": self.precision, "kind": self.kind, "meets_slo": self.meets_slo,
+                "devices": self.devices, "gpus_per_instance": pr.gpus_per_instance if pr else None,
+                "instances": self.instances, "idle_gpus": self.idle_gpus, "instance": pr.instance if pr else None,
+                "usd_per_gpu_hour": pr.usd_per_gpu_hour if pr else None,
+                "usd_per_instance_hour": pr.usd_per_instance_hour if pr else None,
+                "price_source": pr.source if pr else None, "usd_per_hour": self.usd_per_hour,
+                "inferences_per_s": self.inferences_per_s, "usd_per_million": self.usd_per_million,
+                "capacity_rps": self.capacity_rps, "p99_s": self.p99_s, "ranked": self.ranked,
+                "why_not_ranked": self.why_not_ranked, "arithmetic": self.arithmetic()}
+
+
+@dataclasses.dataclass
+class Bill:
+    target_qps: float | None
+    p99: float
+    lines: list[BillLine]
+    skipped: list[dict[str, str]]  # profiles that could not be planned: {"profile", "reason"}
+    cheapest: BillLine | None
+    fewest_devices: BillLine | None
+    reason: str  # why there is no cheapest choice, or which basis the ranking uses
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"currency": "USD", "basis": "target" if self.target_qps else "one device at capacity",
+                "target_qps": self.target_qps, "p99_s": self.p99, "lines": [ln.to_dict() for ln in self.lines],
+                "skipped": list(self.skipped),
+                "cheapest": _pick(self.cheapest), "fewest_devices": _pick(self.fewest_devices), "reason": self.reason}
+
+
+def _pick(line: BillLine | None) -> dict[str, Any] | None:
+    if line is None:
+        return None
+    return {"profile": line.profile, "devices": line.devices, "instances": line.instances,
+            "usd_per_hour": line.usd_per_hour, "usd_per_million": line.usd_per_million, "arithmetic": line.arithmetic()}
+
+
+def bill_line(pp: Any, target_qps: float | None) -> BillLine:
+    """The bill of one ProfilePlan (any object with .profile, .precision and .choice)."""
+    ch, prof = pp.choice, pp.profile
+    price = price_of(prof)
+    line = BillLine(profile=prof.name, precision=pp.precision, kind=prof.kind, meets_slo=bool(ch.feasible),
+                    devices=ch.replicas if ch.feasible else None, capacity_rps=ch.capacity or None,
+                    p99_s=ch.sim.p99 if ch.sim is not None else None, price=price, target=target_qps is not None)
+    if not ch.feasible:
+        line.why_not_ranked = f"does not meet the SLO: {ch.reason}"
+        return line
+    if target_qps is not None:
+        line.inferences_per_s = float(target_qps)
+        if price is not None and line.devices is not None:
+            line.usd_per_hour, line.instances = price.cost(line.devices)
+    elif price is not None and line.capacity_rps:
+        line.inferences_per_s = line.capacity_rps
+        line.usd_per_hour = price.usd_per_gpu_hour
+    if price is None:
+        line.why_not_ranked = unpriced_reason(prof)
+    elif line.usd_per_hour is not None and line.inferences_per_s:
+        line.usd_per_million = line.usd_per_hour / (line.inferences_per_s * SECONDS_PER_HOUR) * PER
+    return line
+
+
+def make_bill(result: Any) -> Bill:
+    """The bill of a Plan (what plan() returned): one line per planned profile, the cheapest, the fewest."""
+    target = result.target_qps
+    lines = [bill_line(pp, target) for pp in result.plans]
+    ok = [ln for ln in lines if ln.meets_slo]
+    priced = [ln for ln in ok if ln.ranked and ln.usd_per_hour is not None]
+    if target is not None:
+        cheapest = min(priced, key=lambda ln: (ln.usd_per_hour, ln.devices, ln.profile), default=None)
+        fewest = min(ok, key=lambda ln: (ln.devices, _inf(ln.usd_per_hour), -(ln.capacity_rps or 0.0), ln.profile),
+                     default=None)
+    else:
+        cheapest = min(priced, key=lambda ln: (ln.usd_per_million, ln.profile), default=None)
+        fewest = max(ok, key=lambda ln: (ln.capacity_rps or 0.0, -_inf(ln.usd_per_hour)), default=None)
+    if not ok:
+        reason = "no profile meets the SLO"
+    elif not priced:
+        reason = "no profile that meets the SLO has a price: give --price NAME=USD_PER_GPU_HOUR"
+    elif target is not None:
+        reason = "lowest $/h among the priced profiles that meet the SLO at the target rate"
+    else:
+        reason = "lowest $ per 1M inferences, one device at its capacity (no --target-qps)"
+    return Bill(target_qps=target, p99=result.p99, lines=lines, skipped=list(getattr(result, "skipped", None) or []),
+                cheapest=cheapest, fewest_devices=fewest, reason=reason)
+
+
+# -- formatting -----------------------------------------------------------------------------------------
+def _inf(x: float | None) -> float:
+    return math.inf if x is None else x
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 1:
+        return f"${x:,.2f}"
+    return f"${x:.3g}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _source_short(pr: Price) -> str:
+    return pr.instance or "user price"
