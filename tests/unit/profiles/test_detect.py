@@ -53,7 +53,7 @@ def test_nvml_names_map_to_profiles(registry, name, expected):
 
 def test_unknown_gpu_falls_back_to_cpu_and_says_so(registry, tmp_path):
     d = detect(registry, root=fake_root(tmp_path), nvml_names=["NVIDIA GeForce RTX 4090"], use_env=False)
-    assert d.profile == "cpu" and "match no profile" in d.reason
+    assert d.profile == "cpu" and "but no profile matches" in d.reason
 
 
 def test_nvml_detection_reports_the_name(registry, tmp_path):
