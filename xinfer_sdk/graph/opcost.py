@@ -192,3 +192,27 @@ def _rnn_flops(op_type: str, ins: Sequence[Shape | None], attrs: dict) -> float 
     hidden = int(attrs.get("hidden_size") or gates_hidden // {"LSTM": 4, "GRU": 3, "RNN": 1}[op_type])
     per_step = 2.0 * gates_hidden * (inp + hidden) + 4.0 * gates_hidden
     return float(seq * batch * dirs) * per_step
+
+
+def gemm_shape(op_type: str, ins: Sequence[Shape | None], outs: Sequence[Shape | None],
+               attrs: dict) -> tuple[int, int, int, int] | None:
+    """(M, N, K, count) of the matrix product a conv / matmul node runs: ``count`` products of M x K by K x N
+    (a convolution as an implicit GEMM: M = output pixels, N = output channels per group, K = input channels
+    per group x kernel taps, count = groups). None for other ops or when a shape is unknown."""
+    y = outs[0] if outs else None
+    x = ins[0] if ins else None
+    if y is None or x is None:
+        return None
+    if op_type in ("Conv", "ConvInteger", "FusedConv", "QLinearConv"):
+        w = ins[3] if op_type == "QLinearConv" else ins[1] if len(ins) > 1 else None
+        if w is None or len(y) < 2:
+            return None
+        groups = int(_k(attrs, "group", 1))
+        return numel(y) // max(y[1], 1), y[1] // max(groups, 1), numel(w[1:]), groups
+    if op_type in ("Gemm", "FusedGemm", "QGemm"):
+        k = x[0] if _k(attrs, "transA", 0) else x[-1]
+        return (y[0] if len(y) > 1 else 1), y[-1], k, 1
+    if op_type in ("MatMul", "MatMulInteger", "FusedMatMul", "DynamicQuantizeMatMul", "QLinearMatMul"):
+        rows = y[-2] if len(y) >= 2 else 1
+        return rows, y[-1], x[-1], max(1, numel(y[:-2]))
+    return None

@@ -24,6 +24,12 @@ class OpCost:
     out_elements: int = 0
     fused: bool = False  # runs in the epilogue of the conv/matmul before it (or is a Q/DQ / view)
     known: bool = True  # False when shape inference could not size a tensor this node touches
+    # How an engine that fuses like TensorRT runs it (``kernels``): the kernel this op belongs to (the index of
+    # the kernel's first op; -1 for ops that run nowhere: views, shape arithmetic, Q/DQ, absorbed layouts), the
+    # attention pattern it is part of (index of the QK^T MatMul; -1 if none), and the matrix product it runs.
+    kernel: int = -1
+    attention: int = -1
+    gemm: tuple[int, int, int, int] | None = None  # (M, N, K, count) for conv / matmul
 
     @property
     def bytes(self) -> float:
@@ -38,6 +44,17 @@ class OpCost:
         d = dataclasses.asdict(self)
         d["bytes"] = self.bytes
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Edge:
+    """An activation tensor that crosses a kernel boundary: written once by its producer kernel (-1: a graph
+    input) and read once by each consumer kernel (-1 among them: it is a graph output)."""
+
+    name: str
+    elements: int
+    producer: int
+    consumers: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +79,7 @@ class ModelCost:
     # norms), integer constants ("int": shapes, indices) -- so a planner can re-price each at another precision
     param_bytes_by_use: Mapping[str, float] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    edges: tuple[Edge, ...] = ()  # tensors between the kernels of a TensorRT-like fusion (``OpCost.kernel``)
 
     @property
     def bytes(self) -> float:
@@ -77,7 +95,7 @@ class ModelCost:
         return out
 
     def to_dict(self, *, ops: bool = False) -> dict[str, Any]:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "ops"}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("ops", "edges")}
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         d["output_shapes"] = {k: list(v) for k, v in self.output_shapes.items()}
         d["unknown"], d["notes"] = list(self.unknown), list(self.notes)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._lazy import require
 from . import opcost as _opcost
+from .kernels import plan_kernels
 from .result import ModelCost, OpCost
 from .shapes import init_numel
 
@@ -161,12 +162,17 @@ class Walk:
             if cls == "quant" and n.op_type == "QuantizeLinear" and n.input and fused_from.get(n.input[0]):
                 for o in n.output:
                     fused_from[o] = False
+            gemm = _opcost.gemm_shape(n.op_type, ins, outs, _attrs(n)) if cls in _opcost.MATRIX_CLASSES else None
             ops.append(OpCost(name=name, op_type=n.op_type, op_class=cls, flops=float(fl or 0.0), read_bytes=read_b,
                               weight_bytes=w_b, write_bytes=write_b, precision=self.precision(n), in_elements=act_in,
-                              weight_elements=w_in, out_elements=out_e, fused=fused, known=known))
+                              weight_elements=w_in, out_elements=out_e, fused=fused, known=known, gemm=gemm))
         self._absorb_layout(ops)
         self._fix_chain_writes(ops)
-        return self._totals(ops, unknown, notes)
+        kernel, attention, edges = plan_kernels(
+            self.nodes, ops, constants=self.constants, graph_inputs=list(self.input_shapes),
+            graph_outputs=self.graph_outputs, elements=lambda t: _opcost.numel(self.shape.get(t)))
+        ops = [dataclasses.replace(o, kernel=kk, attention=a) for o, kk, a in zip(ops, kernel, attention)]
+        return self._totals(ops, unknown, notes, edges)
 
     def _absorb_layout(self, ops: list[OpCost]) -> None:
         """Transposes and splits whose results only feed matrix ops (through views and other such ops) become
@@ -210,7 +216,7 @@ class Walk:
             if elems:
                 ops[k] = dataclasses.replace(ops[k], write_bytes=self.out_bytes(t, elems))
 
-    def _totals(self, ops: list[OpCost], unknown: list[str], notes: list[str]) -> ModelCost:
+    def _totals(self, ops: list[OpCost], unknown: list[str], notes: list[str], edges=()) -> ModelCost:
         param_count, param_bytes = 0, 0.0
         use = self._weight_use(ops)
         by_use = {"matrix": 0.0, "other": 0.0, "int": 0.0}
@@ -245,7 +251,7 @@ class Walk:
                          output_shapes=out_shapes, flops=sum(o.flops for o in ops), param_bytes=param_bytes,
                          param_count=param_count, activation_bytes=self._peak_live(), io_bytes=in_b + out_b,
                          input_bytes=in_b, output_bytes=out_b, precision=precision, ops=tuple(ops),
-                         unknown=tuple(unknown), notes=tuple(notes), param_bytes_by_use=by_use)
+                         unknown=tuple(unknown), notes=tuple(notes), param_bytes_by_use=by_use, edges=tuple(edges))
 
     def _weight_use(self, ops: list[OpCost]) -> dict[str, str]:
         """initializer -> 'matrix' when a conv/matmul reads it (directly, or through Identity / DequantizeLinear /
