@@ -33,6 +33,8 @@ from xinfer_sdk.engine_plan import (
 )
 from xinfer_sdk.errors import ConversionError, MissingDependency
 
+from . import engine_check
+
 __all__ = ["make_build_plan", "unavailable_reason", "build_engine", "load_tensorrt", "deserialize", "trt_logger"]
 
 _log = logging.getLogger(__name__)
@@ -296,19 +298,8 @@ def build_engine(onnx_path: str | os.PathLike[str], plan: Mapping[str, Any], out
     _add_profiles(trt, builder, network, config, plan)
     if plan.get("hardware_compatibility") == "ampere+":
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    dla = dict(plan.get("dla") or {})
-    dla_used = False
-    if dla.get("enabled"):
-        core = int(dla.get("core", 0))
-        if int(getattr(builder, "num_DLA_cores", 0) or 0) > core:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = core
-            if dla.get("gpu_fallback", True):
-                _set_flag(trt, config, "GPU_FALLBACK")
-            dla_used = True
-            say(f"TensorRT: layers go to DLA core {core}" + (" with GPU fallback" if dla.get("gpu_fallback") else ""))
-        else:
-            say(f"TensorRT {version} sees no DLA core {core} here; building for the GPU alone")
+    dla_used = _configure_dla(trt, builder, config, plan, say, version)
+    engine_check.set_detailed_profiling(trt, config)  # the engine inspector then reports layer formats
     tc_path = out / timing_cache_name(cc, version)
     _timing_cache(config, tc_path)
     monitor = _progress_monitor(trt, say)
@@ -325,6 +316,8 @@ def build_engine(onnx_path: str | os.PathLike[str], plan: Mapping[str, Any], out
         raise ConversionError(f"TensorRT {version} failed to build the engine for {onnx_path.name} (see the "
                               "TensorRT errors logged above)", hint="try the onnxruntime backend, or a smaller "
                               "max batch size / workspace if it ran out of memory")
+    layers = _verify_precision(trt, serialized, plan, key.filename, version, dla_core=0 if dla_used else None)
+    say(f"TensorRT: layer precisions of {key.filename}: {engine_check.describe(layers)} ({layers['verdict']})")
     engine_path = out / key.filename
     _atomic_write(engine_path, serialized)
     timing_path: Path | None = None
@@ -341,4 +334,56 @@ def build_engine(onnx_path: str | os.PathLike[str], plan: Mapping[str, Any], out
     return {"path": str(engine_path), "key": key.stem, "timing_cache": str(timing_path) if timing_path else None,
             "seconds": round(seconds, 3), "tensorrt_version": version, "compute_capability": cc,
             "precision": plan["precision"], "plan_hash": plan.get("hash"), "dla": dla_used,
-            "device_name": props["name"]}
+            "device_name": props["name"], "layer_precisions": layers}
+
+
+def _configure_dla(trt: ModuleType, builder: Any, config: Any, plan: Mapping[str, Any], say: Callable[[str], None],
+                   version: str) -> bool:
+    """DLA (with GPU fallback) only for a static plan on a TensorRT that sees DLA cores; True when used.
+
+    DLA needs min = opt = max: a plan recorded by an older xinfer-sdk with DLA on a dynamic profile is built
+    for the GPU, and the log says so instead of claiming DLA (with GPU fallback it would run on the GPU anyway).
+    """
+    dla = dict(plan.get("dla") or {})
+    if not dla.get("enabled"):
+        if dla.get("requested"):
+            say(f"TensorRT: DLA not used: {dla.get('reason')}")
+        return False
+    dynamic = [n for n, r in ((plan.get("profiles") or [{}])[0] or {}).items()
+               if not (list(r["min"]) == list(r["opt"]) == list(r["max"]))]
+    if dynamic:
+        say(f"TensorRT: DLA not used: DLA needs min = opt = max shapes and {', '.join(dynamic)} is dynamic in this "
+            "plan; building for the GPU")
+        return False
+    core = int(dla.get("core", 0))
+    if int(getattr(builder, "num_DLA_cores", 0) or 0) <= core:
+        say(f"TensorRT {version} sees no DLA core {core} here; building for the GPU alone")
+        return False
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    if dla.get("gpu_fallback", True):
+        _set_flag(trt, config, "GPU_FALLBACK")
+    say(f"TensorRT: layers go to DLA core {core} (static shapes)" +
+        (" with GPU fallback for layers DLA cannot run" if dla.get("gpu_fallback", True) else ""))
+    return True
+
+
+def _verify_precision(trt: ModuleType, serialized: Any, plan: Mapping[str, Any], name: str, version: str, *,
+                      dla_core: int | None) -> dict[str, Any]:
+    """Read the built engine's layer precisions; ConversionError when the requested precision did not happen."""
+    loaded = deserialize(trt, bytes(serialized), dla_core=dla_core)
+    if loaded is None:
+        layers = engine_check._unverified(str(plan["precision"]), "the built plan could not be deserialized for "
+                                                                   "inspection")
+    else:
+        engine, runtime = loaded
+        layers = engine_check.inspect_engine(trt, engine, plan)
+        del engine, runtime
+    if layers["verdict"] == "failed":
+        raise ConversionError(f"TensorRT {version} built {name} but the requested {plan['precision']} precision did "
+                              f"not happen: {layers['reason']}; the engine was not kept",
+                              hint="TensorRT 11 takes FP16/BF16 from the graph's types: rebuild the bundle with "
+                                   "this xinfer-sdk (it converts the graph), or build with TensorRT 10")
+    if layers["verdict"] == "unverified":
+        _log.warning("TensorRT: layer precisions of %s not verified: %s", name, layers.get("reason"))
+    return layers

@@ -102,13 +102,26 @@ def profile_ranges(inputs: Sequence[TensorSpec | Mapping[str, Any]], *, max_batc
 
 # ----------------------------------------------------------------------------------------------------------
 # Flags per TensorRT major, DLA, hardware compatibility
-def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True) -> dict[str, Any]:
-    """How to build for one TensorRT major: network typing and the builder flags to set / clear."""
+def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True,
+                    graph: str | None = None) -> dict[str, Any]:
+    """How to build for one TensorRT major: network typing and the builder flags to set / clear.
+
+    ``graph`` is the element type of the deployable ONNX graph ("fp32", "fp16", "bf16", "int8" for Q/DQ;
+    None = not recorded, assumed converted for ``precision``). TensorRT 11 is strongly typed: an FP16 or BF16
+    engine needs the graph in that type, so an FP32 graph with precision fp16/bf16 is refused for 11, never
+    silently built as FP32.
+    """
     clear = ["TF32"] if precision == "fp32" else []  # FP32 means FP32: the accuracy gate measured it so
     if major >= 11:
+        if precision in ("fp16", "bf16") and graph is not None and graph != precision:
+            return {"supported": False, "network": "strongly_typed", "set_flags": [], "clear_flags": [],
+                    "note": f"TensorRT {major} is strongly typed: a {precision.upper()} engine needs the graph's "
+                            f"tensors in {precision.upper()}, but this model.onnx is {graph.upper()} (the precision "
+                            f"builder flags were removed in TensorRT 11); rebuild the bundle with this xinfer-sdk "
+                            f"(its {precision} step converts the graph), or use TensorRT 10"}
         return {"supported": True, "network": "strongly_typed", "set_flags": [], "clear_flags": clear,
-                "note": "TensorRT 11 networks are strongly typed: FP16 comes from the graph's types, INT8 from its "
-                        "explicit Q/DQ nodes (the precision builder flags were removed)"}
+                "note": "TensorRT 11 networks are strongly typed: FP16/BF16 come from the graph's types, INT8 from "
+                        "its explicit Q/DQ nodes (the precision builder flags were removed)"}
     if major == 10:
         flags = list(_FLAGS_10[precision])
         if precision == "int8" and fp16_fallback:
@@ -121,7 +134,8 @@ def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True) -
 
 
 def dla_config(profile: Any, precision: str) -> dict[str, Any]:
-    """DLA with GPU fallback, only on Jetson profiles that have DLA cores and ask for it."""
+    """DLA with GPU fallback, only on Jetson profiles that have DLA cores and ask for it (shapes not yet known:
+    ``make_build_plan`` turns DLA off again for a dynamic profile, see ``_dla_for_ranges``)."""
     trt = profile.tensorrt
     if not trt.use_dla:
         return {"enabled": False, "reason": f"profile '{profile.name}' does not use DLA"}
@@ -130,8 +144,23 @@ def dla_config(profile: Any, precision: str) -> dict[str, Any]:
     if precision not in DLA_PRECISIONS:
         return {"enabled": False, "reason": f"DLA runs FP16 and INT8 only, not {precision.upper()}"}
     return {"enabled": True, "core": 0, "gpu_fallback": bool(trt.dla_gpu_fallback),
-            "note": "TensorRT 10.7 was the last release with DLA; the builder checks builder.num_DLA_cores and "
-                    "builds for the GPU alone when the installed TensorRT has no DLA"}
+            "note": "the builder checks builder.num_DLA_cores and builds for the GPU alone when this TensorRT sees "
+                    "no DLA (JetPack 6's TensorRT 10.3 has DLA on Orin; TensorRT 11 on JetPack 7 for AGX Orin)"}
+
+
+def _dla_for_ranges(dla: dict[str, Any], ranges: Mapping[str, Mapping[str, Sequence[int]]]) -> dict[str, Any]:
+    """DLA needs min = opt = max for every input ("DLA does not support dynamic dimensions", TensorRT's DLA
+    restrictions); with GPU fallback a dynamic profile silently runs every layer on the GPU. So a dynamic
+    plan gets DLA off, with the reason recorded, and only a static plan (max batch 1, or fixed shapes) uses it."""
+    if not dla.get("enabled"):
+        return dla
+    dynamic = [f"{n} {_shape_text(r['min'])}..{_shape_text(r['opt'])}..{_shape_text(r['max'])}"
+               for n, r in ranges.items() if not (list(r["min"]) == list(r["opt"]) == list(r["max"]))]
+    if not dynamic:
+        return {**dla, "static": True}
+    return {"enabled": False, "requested": True,
+            "reason": f"DLA needs min = opt = max shapes and this plan is dynamic ({'; '.join(dynamic)}); the "
+                      "engine is built for the GPU. For DLA, build with --max-batch-size 1 and fixed --shapes"}
 
 
 def cc_tuple(compute_capability: str | None) -> tuple[int, int] | None:
@@ -163,22 +192,32 @@ def hardware_compatibility(profile: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # The plan
 def plan_hash(plan: Mapping[str, Any]) -> str:
-    """Hash of everything besides GPU and TensorRT version that changes the engine (16 hex digits)."""
+    """Hash of everything besides GPU and TensorRT version that changes the engine (16 hex digits): the
+    precision, shapes, workspace, builder level, hardware compatibility, DLA, the INT8+FP16 fallback, the
+    graph's type and the recorded settings per TensorRT major (flags, typing)."""
     dla = plan.get("dla") or {}
     basis = {
         "precision": plan["precision"], "profiles": plan["profiles"], "workspace_bytes": plan.get("workspace_bytes"),
         "builder_optimization_level": plan.get("builder_optimization_level"),
         "hardware_compatibility": plan.get("hardware_compatibility", "none"),
         "dla": [dla.get("core"), dla.get("gpu_fallback")] if dla.get("enabled") else None,
+        "fp16_fallback": bool(plan.get("fp16_fallback", True)),
+        "per_major": {k: {f: v.get(f) for f in ("supported", "network", "set_flags", "clear_flags")}
+                      for k, v in sorted((plan.get("per_major") or {}).items())},
     }
+    if plan.get("graph") is not None:
+        basis["graph"] = plan["graph"]
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def make_build_plan(*, profile: Any, precision: str, inputs: Sequence[TensorSpec | Mapping[str, Any]],
                     max_batch_size: int, shapes: Mapping[str, ShapeRange] | None = None,
-                    preferred_batch_sizes: Iterable[int] | None = None) -> dict[str, Any]:
+                    preferred_batch_sizes: Iterable[int] | None = None, graph: str | None = None) -> dict[str, Any]:
     """The JSON-able TensorRT build plan recorded in the bundle manifest (``engine_plan``).
+
+    ``graph``: the element type of the deployable graph ("fp32", "fp16", "bf16", "int8"); recorded, and used
+    to refuse an FP16/BF16 engine from an FP32 graph on strongly typed TensorRT 11.
 
     Raises UserError for what the user must fix: an unsupported precision, a dynamic non-batch axis without
     a ``--shapes`` range, ``hardware_compatibility: ampere+`` on a GPU older than Ampere.
@@ -193,7 +232,7 @@ def make_build_plan(*, profile: Any, precision: str, inputs: Sequence[TensorSpec
     opt = opt_batch_size(max_batch_size, prefs) if max_batch_size > 0 else 0
     ranges = profile_ranges(inputs, max_batch_size=max_batch_size, opt_batch=opt, shapes=shapes)
     hw = hardware_compatibility(profile)
-    dla = dla_config(profile, precision)
+    dla = _dla_for_ranges(dla_config(profile, precision), ranges)
     fp16_fallback = "fp16" in profile.precisions
     workspace = int(round(profile.memory.workspace_gb * GIB)) if profile.memory.workspace_gb > 0 else None
     plan: dict[str, Any] = {
@@ -208,9 +247,11 @@ def make_build_plan(*, profile: Any, precision: str, inputs: Sequence[TensorSpec
         "hardware_compatibility": hw,
         "dla": dla,
         "fp16_fallback": fp16_fallback,
-        "per_major": {str(m): flags_for_major(precision, int(m), fp16_fallback=fp16_fallback)
+        "per_major": {str(m): flags_for_major(precision, int(m), fp16_fallback=fp16_fallback, graph=graph)
                       for m in profile.tensorrt.versions},
     }
+    if graph is not None:
+        plan["graph"] = graph
     plan["hash"] = plan_hash(plan)
     return plan
 
@@ -220,7 +261,8 @@ def settings_for(plan: Mapping[str, Any], major: int) -> dict[str, Any]:
     rec = (plan.get("per_major") or {}).get(str(major))
     if rec is not None:
         return dict(rec)
-    return flags_for_major(plan["precision"], major, fp16_fallback=bool(plan.get("fp16_fallback", True)))
+    return flags_for_major(plan["precision"], major, fp16_fallback=bool(plan.get("fp16_fallback", True)),
+                           graph=plan.get("graph"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -376,13 +418,35 @@ def _ort_shapes(ranges: Mapping[str, Mapping[str, Sequence[int]]], which: str) -
     return ",".join(parts)
 
 
+# ONNX Runtime added ``trt_bf16_enable`` to its TensorRT EP after 1.22.0 (2025-05-09): microsoft/onnxruntime
+# PR #24743 (requested in issue #24765), with the compute-capability check of PR #24915 (merged 2025-05-31).
+# Older releases reject unknown TensorRT EP options, which makes ORT drop the whole provider.
+ORT_TRT_BF16_SINCE = (1, 23)
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...] | None:
+    m = re.match(r"\s*(\d+)\.(\d+)", str(version or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _installed_ort_version() -> str | None:
+    """onnxruntime's version if it is already imported (no import here: this module stays light)."""
+    import sys
+
+    mod = sys.modules.get("onnxruntime")
+    return getattr(mod, "__version__", None) if mod is not None else None
+
+
 def ort_trt_provider_options(plan: Mapping[str, Any], cache_dir: str, *, device_id: int = 0,
-                             trt_major: int | None = None) -> dict[str, str]:
+                             trt_major: int | None = None, ort_version: str | None = None) -> dict[str, str]:
     """Options for ``("TensorrtExecutionProvider", options)`` in ONNX Runtime, from the bundle's plan.
 
     ``trt_major`` is the TensorRT major ONNX Runtime links against (10 when unknown and the plan lists it):
-    with 10 the precision flags are set; with 11 the graph's own types decide. INT8 comes from the graph's
-    Q/DQ nodes, so no calibration table is ever passed. Values are strings, as ONNX Runtime takes them.
+    with 10 the precision flags are set; with 11 the graph's own types decide (the FP16/BF16 graph, Q/DQ
+    nodes), so the flags are "False" there. INT8 comes from the graph's Q/DQ nodes, so no calibration table
+    is ever passed. ``trt_bf16_enable`` is passed only when ``ort_version`` (default: the imported
+    onnxruntime's) is 1.23 or newer, since older releases refuse the key. DLA options only for a static plan
+    (``plan["dla"]["enabled"]`` is set only then). Values are strings, as ONNX Runtime takes them.
     """
     per_major = plan.get("per_major") or {}
     if trt_major is None:
@@ -399,6 +463,9 @@ def ort_trt_provider_options(plan: Mapping[str, Any], cache_dir: str, *, device_
         "trt_timing_cache_path": str(cache_dir),
         "trt_builder_optimization_level": str(int(plan.get("builder_optimization_level", 3))),
     }
+    ort_v = _version_tuple(ort_version if ort_version is not None else _installed_ort_version())
+    if "BF16" in set_flags and ort_v is not None and ort_v >= ORT_TRT_BF16_SINCE:
+        opts["trt_bf16_enable"] = "True"
     if plan.get("workspace_bytes"):
         opts["trt_max_workspace_size"] = str(int(plan["workspace_bytes"]))
     ranges = (plan.get("profiles") or [{}])[0]
@@ -412,3 +479,16 @@ def ort_trt_provider_options(plan: Mapping[str, Any], cache_dir: str, *, device_
     if plan.get("hardware_compatibility") == "ampere+":
         opts["trt_engine_hw_compatible"] = "True"
     return opts
+
+
+def ort_precision_gap(plan: Mapping[str, Any], *, ort_version: str | None, trt_major: int = 10) -> str | None:
+    """Why ONNX Runtime's TensorRT EP would NOT run this plan in its precision (None when it would): a BF16
+    plan on TensorRT 10 needs ``trt_bf16_enable``, which ONNX Runtime before 1.23 does not have."""
+    flags = settings_for(plan, trt_major)
+    if "BF16" in (flags.get("set_flags") or []):
+        v = _version_tuple(ort_version)
+        if v is None or v < ORT_TRT_BF16_SINCE:
+            return (f"onnxruntime {ort_version or '(unknown)'} has no trt_bf16_enable (added in 1.23): its "
+                    "TensorRT EP builds this bf16 bundle without BF16 kernels; upgrade onnxruntime-gpu or use the "
+                    "tensorrt backend")
+    return None

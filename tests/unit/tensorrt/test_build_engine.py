@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from trt_doubles import MAGIC, write_fake_onnx
+from trt_doubles import MAGIC, ONNX_MAGIC, write_fake_onnx
 from xinfer_sdk.converters import tensorrt_engine as te
 
 from xinfer_sdk.bundle import TensorSpec
@@ -26,6 +26,14 @@ INPUTS = [TensorSpec("x", "float32", (-1, 4))]
 def onnx(tmp_path):
     path = tmp_path / "model.onnx"
     write_fake_onnx(path, {"x": ["float32", [-1, 4]]}, {"y": ["float32", [-1, 4]]})
+    return path
+
+
+def typed_onnx(path, graph):
+    """A fake ONNX whose tensors are ``graph`` typed (what the fp16/bf16 steps and Q/DQ produce)."""
+    body = {"inputs": {"x": ["float32", [-1, 4]]}, "outputs": {"y": ["float32", [-1, 4]]}, "op": "double",
+            "graph": graph}
+    path.write_bytes(ONNX_MAGIC + json.dumps(body).encode())
     return path
 
 
@@ -94,20 +102,56 @@ def test_fp32_clears_tf32_and_int8_sets_int8_plus_fp16_on_10(trt, gpu, onnx, tmp
     assert names(mod, "set_flag") == ["INT8", "FP16"]
 
 
-def test_tensorrt_11_builds_strongly_typed_without_precision_flags(trt, gpu, onnx, tmp_path):
+def test_tensorrt_11_builds_strongly_typed_without_precision_flags(trt, gpu, tmp_path):
     mod = trt("11.4.0.106")
     p = plan("a10", "fp16")
-    res = te.build_engine(onnx, p, tmp_path, log=lambda m: None)
+    res = te.build_engine(typed_onnx(tmp_path / "fp16.onnx", "fp16"), p, tmp_path, log=lambda m: None)
     assert names(mod, "create_network") == [0]  # strongly typed is the only mode in 11
     assert names(mod, "set_flag") == []
     assert res["key"].startswith("sm86_trt11.4.0.106_fp16_")
+    assert res["layer_precisions"]["verdict"] == "ok" and res["layer_precisions"]["flop_layers"] == {"fp16": 1}
 
 
-def test_a_plan_without_the_installed_major_is_derived_from_the_precision(trt, gpu, onnx, tmp_path):
+def test_fp16_engine_from_an_fp32_graph_on_tensorrt_11_fails_and_is_not_kept(trt, gpu, onnx, tmp_path):
+    # D2/D9: strongly typed TensorRT 11 builds an FP32 graph as FP32; the engine check refuses the "fp16" label
+    trt("11.4.0.106")
+    with pytest.raises(ConversionError) as exc:
+        te.build_engine(onnx, plan("a10", "fp16"), tmp_path / "out", log=lambda m: None)
+    msg = str(exc.value)
+    assert "requested fp16 precision did not happen" in msg and "no FLOP layer runs in FP16" in msg
+    assert "fp32 1 (100%)" in msg and "not kept" in msg
+    assert not list((tmp_path / "out").glob("*.plan"))
+
+
+def test_engine_is_built_detailed_and_inspected_at_the_opt_shapes(trt, gpu, onnx, tmp_path):
+    mod = trt("10.3.0")
+    res = te.build_engine(onnx, plan("a10", "fp16"), tmp_path, log=lambda m: None)
+    body = json.loads(Path(res["path"]).read_bytes()[len(MAGIC):])
+    assert body["verbosity"] == "DETAILED"  # without it the inspector lists layer names only
+    assert ("get_engine_information", "JSON") in mod.calls
+    lp = res["layer_precisions"]
+    assert lp["verdict"] == "ok" and lp["share"] == {"fp16": 1.0} and lp["requested"] == "fp16"
+    # int8 on TensorRT 10: INT8 + FP16 flags on the Q/DQ graph
+    res = te.build_engine(typed_onnx(tmp_path / "q.onnx", "int8"), plan("a10", "int8"), tmp_path / "i",
+                          log=lambda m: None)
+    assert res["layer_precisions"]["flop_layers"] == {"int8": 1}
+
+
+def test_an_uninspectable_engine_is_kept_and_recorded_as_unverified(monkeypatch, trt, gpu, onnx, tmp_path, caplog):
+    trt("10.3.0")
+    monkeypatch.setattr(te.engine_check, "set_detailed_profiling", lambda trt, config: False)  # names only
+    with caplog.at_level(logging.WARNING):
+        res = te.build_engine(onnx, plan("a10", "fp16"), tmp_path, log=lambda m: None)
+    assert res["layer_precisions"]["verdict"] == "unverified" and "names only" in res["layer_precisions"]["reason"]
+    assert Path(res["path"]).is_file() and "not verified" in caplog.text
+
+
+def test_a_plan_without_the_installed_major_is_derived_from_the_precision(trt, gpu, tmp_path):
     mod = trt("11.0.0")
     p = plan("t4", "int8")  # t4 lists TensorRT 10 only
     assert "11" not in p["per_major"]
-    te.build_engine(onnx, p, tmp_path, log=lambda m: None)  # would fail if it tried BuilderFlag.INT8 on 11
+    # would fail if it tried BuilderFlag.INT8 on 11
+    te.build_engine(typed_onnx(tmp_path / "q.onnx", "int8"), p, tmp_path, log=lambda m: None)
     assert names(mod, "set_flag") == []
 
 
@@ -139,7 +183,8 @@ def test_plan_for_an_input_the_graph_lacks_is_refused(trt, gpu, tmp_path):
 
 def test_dla_with_gpu_fallback_when_the_builder_has_dla(trt, gpu, onnx, tmp_path):
     gpu.devices[:] = [("Orin", 8, 7)]
-    p = plan("jetson-agx-orin-64gb", "fp16")
+    p = make_build_plan(profile=load_profile("jetson-agx-orin-64gb"), precision="fp16", inputs=INPUTS,
+                        max_batch_size=1)  # DLA needs a static profile: 1..1..1
     mod = trt("10.3.0", dla_cores=2)
     res = te.build_engine(onnx, p, tmp_path / "a", log=lambda m: None)
     assert "GPU_FALLBACK" in names(mod, "set_flag") and res["dla"] is True
@@ -202,3 +247,23 @@ def test_heartbeat_and_logger(monkeypatch, trt, gpu, onnx, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="xinfer_sdk.converters.tensorrt_engine"):
         logger.log(sev, "out of memory")
     assert "TensorRT: out of memory" in caplog.text
+
+
+def test_dla_is_never_claimed_for_a_dynamic_profile(trt, gpu, onnx, tmp_path):
+    # D5: the plan turns DLA off for 1..8..8 and says why; the build log repeats it and never claims DLA
+    gpu.devices[:] = [("Orin", 8, 7)]
+    p = plan("jetson-agx-orin-64gb", "fp16")
+    assert p["dla"]["enabled"] is False
+    mod = trt("10.3.0", dla_cores=2)
+    lines = []
+    res = te.build_engine(onnx, p, tmp_path / "a", log=lines.append)
+    assert res["dla"] is False and "GPU_FALLBACK" not in names(mod, "set_flag")
+    assert any("DLA not used" in ln and "min = opt = max" in ln for ln in lines)
+    assert not any("layers go to DLA" in ln for ln in lines)
+    # a plan recorded by an older xinfer-sdk with DLA on a dynamic profile is built for the GPU too
+    old = dict(p, dla={"enabled": True, "core": 0, "gpu_fallback": True})
+    mod = trt("10.3.0", dla_cores=2)
+    lines = []
+    res = te.build_engine(onnx, old, tmp_path / "b", log=lines.append)
+    assert res["dla"] is False and "GPU_FALLBACK" not in names(mod, "set_flag")
+    assert any("x is dynamic" in ln for ln in lines)

@@ -15,6 +15,7 @@ from xinfer_sdk.engine_plan import (
     make_build_plan,
     matching_engines,
     normalize_trt_version,
+    ort_precision_gap,
     ort_trt_provider_options,
     parse_device,
     timing_cache_name,
@@ -152,8 +153,13 @@ def test_ort_options_int8_uses_qdq_and_tensorrt_11_uses_graph_types(tmp_path):
 
 
 def test_ort_options_dla_and_hardware_compatibility(tmp_path):
-    o = ort_trt_provider_options(plan_for("jetson-agx-orin-64gb", "fp16"), str(tmp_path))
+    # D5: ORT's trt_dla_enable only for a static plan (DLA needs min = opt = max), never for 1..8..8
+    assert "trt_dla_enable" not in ort_trt_provider_options(plan_for("jetson-agx-orin-64gb", "fp16"), str(tmp_path))
+    static = make_build_plan(profile=load_profile("jetson-agx-orin-64gb"), precision="fp16", inputs=IMAGE,
+                             max_batch_size=1)
+    o = ort_trt_provider_options(static, str(tmp_path))
     assert o["trt_dla_enable"] == "True" and o["trt_dla_core"] == "0"
+    assert o["trt_profile_min_shapes"] == o["trt_profile_max_shapes"] == "images:1x3x32x32"
     o = ort_trt_provider_options(plan_for("a10", "fp16", hardware_compatibility="ampere+"), str(tmp_path))
     assert o["trt_engine_hw_compatible"] == "True"
 
@@ -167,3 +173,31 @@ def test_ort_profile_strings_for_several_dynamic_inputs(tmp_path):
     assert o["trt_profile_min_shapes"] == "input_ids:1x8,attention_mask:1x8"
     assert o["trt_profile_opt_shapes"] == "input_ids:4x64,attention_mask:4x64"
     assert o["trt_profile_max_shapes"] == "input_ids:4x128,attention_mask:4x128"
+
+
+def test_ort_bf16_option_only_where_onnxruntime_has_it(tmp_path):
+    # D2: trt_bf16_enable exists from onnxruntime 1.23 (PR #24743, after 1.22.0); older releases reject the key
+    plan = plan_for("h200", "bf16")
+    assert ort_trt_provider_options(plan, str(tmp_path), ort_version="1.23.0")["trt_bf16_enable"] == "True"
+    assert ort_trt_provider_options(plan, str(tmp_path), ort_version="1.31.1")["trt_bf16_enable"] == "True"
+    old = ort_trt_provider_options(plan, str(tmp_path), ort_version="1.22.0")
+    assert "trt_bf16_enable" not in old and old["trt_fp16_enable"] == "False"
+    assert "trt_bf16_enable" not in ort_trt_provider_options(plan, str(tmp_path), ort_version="garbage")
+    # on TensorRT 11 the BF16 graph carries the precision: no flag at all
+    assert "trt_bf16_enable" not in ort_trt_provider_options(plan, str(tmp_path), ort_version="1.31.1", trt_major=11)
+    # fp16 plans never get the bf16 key
+    assert "trt_bf16_enable" not in ort_trt_provider_options(plan_for("h200", "fp16"), str(tmp_path),
+                                                             ort_version="1.31.1")
+    assert "1.23" in ort_precision_gap(plan, ort_version="1.22.0")
+    assert ort_precision_gap(plan, ort_version="1.23.2") is None
+    assert ort_precision_gap(plan_for("h200", "fp16"), ort_version="1.20.0") is None
+
+
+def test_ort_bf16_default_version_is_the_imported_onnxruntime(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.24.4"))
+    assert ort_trt_provider_options(plan_for("h200", "bf16"), str(tmp_path))["trt_bf16_enable"] == "True"
+    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.20.1"))
+    assert "trt_bf16_enable" not in ort_trt_provider_options(plan_for("h200", "bf16"), str(tmp_path))

@@ -136,8 +136,24 @@ def test_dla_with_gpu_fallback_on_jetson_only():
     a100 = with_trt(load_profile("a100-sxm4-80gb"), use_dla=True)  # a data-center GPU asking for DLA gets none
     assert dla_config(a100, "fp16")["enabled"] is False
     assert dla_config(load_profile("t4"), "fp16")["enabled"] is False
-    plan = make_build_plan(profile=orin, precision="fp16", inputs=IMAGE, max_batch_size=8)
-    assert plan["dla"]["enabled"] is True
+    plan = make_build_plan(profile=orin, precision="fp16", inputs=IMAGE, max_batch_size=1)  # 1..1..1: static
+    assert plan["dla"]["enabled"] is True and plan["dla"]["static"] is True
+
+
+def test_dla_is_off_for_a_dynamic_profile_and_the_plan_says_why():
+    # D5: DLA needs min = opt = max; with GPU fallback a dynamic profile silently ran everything on the GPU
+    orin = load_profile("jetson-agx-orin-64gb")
+    plan = make_build_plan(profile=orin, precision="fp16", inputs=IMAGE, max_batch_size=16)
+    assert plan["dla"]["enabled"] is False and plan["dla"]["requested"] is True
+    assert "min = opt = max" in plan["dla"]["reason"] and "images 1x3x224x224..16x3x224x224..16x3x224x224" in \
+        plan["dla"]["reason"]
+    assert "--max-batch-size 1" in plan["dla"]["reason"]
+    nx = make_build_plan(profile=load_profile("jetson-orin-nx-16gb"), precision="int8", inputs=IMAGE, max_batch_size=8)
+    assert nx["dla"]["enabled"] is False
+    # an unbatched model with fixed shapes is static: DLA stays on
+    fixed = [TensorSpec("images", "float32", (1, 3, 224, 224))]
+    assert make_build_plan(profile=orin, precision="fp16", inputs=fixed, max_batch_size=0)["dla"]["enabled"] is True
+    assert "10.7" not in json.dumps(plan)  # D15: the stale "10.7 was the last release with DLA" note is gone
 
 
 def test_ampere_plus_refused_for_t4_and_jetson_accepted_for_a10():
@@ -174,9 +190,46 @@ def test_plan_is_json_and_yaml_and_its_hash_tracks_what_shapes_the_engine():
                   make_build_plan(profile=with_trt(prof, builder_optimization_level=5), precision="fp16",
                                   inputs=IMAGE, max_batch_size=8)):
         assert other["hash"] != plan["hash"]
-    # which TensorRT majors the profile lists does not change the engine built for one of them
-    both = make_build_plan(profile=with_trt(prof, versions=(10,)), precision="fp16", inputs=IMAGE, max_batch_size=8)
-    assert both["hash"] == plan["hash"]
+    # D15: the recorded settings per TensorRT major are part of the hash (a plan whose flags changed must not
+    # reuse an engine named for the old flags); listing another major costs a rebuild, never a wrong engine
+    only10 = make_build_plan(profile=with_trt(prof, versions=(10,)), precision="fp16", inputs=IMAGE,
+                             max_batch_size=8)
+    assert only10["hash"] != plan["hash"]
+    edited = json.loads(json.dumps(plan))
+    edited["per_major"]["10"]["set_flags"] = []
+    assert plan_hash(edited) != plan["hash"]
+
+
+def test_plan_hash_includes_the_int8_fp16_fallback():
+    # D15: two plans that differ only in the INT8+FP16 fallback used to share an engine file name
+    prof = load_profile("l4")
+    with_fb = make_build_plan(profile=prof, precision="int8", inputs=IMAGE, max_batch_size=8)
+    no_fp16 = dataclasses.replace(prof, precisions=tuple(p for p in prof.precisions if p != "fp16"))
+    without = make_build_plan(profile=no_fp16, precision="int8", inputs=IMAGE, max_batch_size=8)
+    assert with_fb["fp16_fallback"] is True and without["fp16_fallback"] is False
+    assert with_fb["hash"] != without["hash"]
+    # the fallback alone changes the hash, even with per_major recorded identically
+    flipped = dict(with_fb, fp16_fallback=False)
+    assert plan_hash(flipped) != with_fb["hash"]
+
+
+def test_bf16_on_tensorrt_11_needs_the_bf16_graph():
+    # D2: TensorRT 11 removed BuilderFlag.BF16; an FP32 graph would build an FP32 engine named bf16
+    h200 = load_profile("h200")
+    plan = make_build_plan(profile=h200, precision="bf16", inputs=IMAGE, max_batch_size=8, graph="bf16")
+    assert plan["graph"] == "bf16"
+    assert plan["per_major"]["11"]["supported"] is True and plan["per_major"]["11"]["set_flags"] == []
+    assert plan["per_major"]["10"]["set_flags"] == ["BF16"]
+    legacy = make_build_plan(profile=h200, precision="bf16", inputs=IMAGE, max_batch_size=8, graph="fp32")
+    eleven = legacy["per_major"]["11"]
+    assert eleven["supported"] is False and "strongly typed" in eleven["note"] and "FP32" in eleven["note"]
+    assert legacy["per_major"]["10"]["supported"] is True  # TensorRT 10 still has the BF16 flag
+    # the same for fp16, and an fp32 engine from an fp32 graph is fine
+    assert flags_for_major("fp16", 11, graph="fp32")["supported"] is False
+    assert flags_for_major("fp32", 11, graph="fp32")["supported"] is True
+    assert flags_for_major("int8", 11, graph="int8")["supported"] is True
+    # a plan without the graph recorded (older bundles) is derived as before; the engine check catches it
+    assert settings_for({"precision": "bf16"}, 11)["supported"] is True
 
 
 def test_inputs_may_be_manifest_dicts():

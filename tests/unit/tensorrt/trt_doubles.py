@@ -156,6 +156,8 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
     trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
     trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE", "AMPERE_PLUS"])
     trt.TensorIOMode = enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+    trt.ProfilingVerbosity = enum.IntEnum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
+    trt.LayerInformationFormat = enum.IntEnum("LayerInformationFormat", ["ONELINE", "JSON"])
     trt.DataType = enum.IntEnum("DataType", list(_NP) + ["BF16"])
     _dt = {np.dtype(v).name: trt.DataType[k] for k, v in _NP.items()}
 
@@ -252,6 +254,7 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
             self.progress_monitor = None
             self.cache = None
             self.flags.add(trt.BuilderFlag.TF32)  # TF32 is on by default
+            self.profiling_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY  # TensorRT's default
 
         def set_flag(self, f):
             rec(("set_flag", f.name))
@@ -306,7 +309,8 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
                 return None
             body = {"version": version, "model": network.model, "profiles": config.profiles,
                     "flags": sorted(f.name for f in config.flags), "network_flags": network.flags,
-                    "dla": config.default_device_type == trt.DeviceType.DLA}
+                    "dla": config.default_device_type == trt.DeviceType.DLA,
+                    "verbosity": config.profiling_verbosity.name}
             return MAGIC + json.dumps(body).encode()
 
     class Engine:
@@ -340,6 +344,48 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
         def create_execution_context(self):
             self.contexts += 1
             return Context(self)
+
+        def create_engine_inspector(self):
+            return Inspector(self)
+
+    class Inspector:
+        """Engine inspector JSON as TensorRT writes it: names only unless built DETAILED; formats "N/A due
+        to dynamic shapes" unless a context with input shapes is set. A layer's format follows the precision
+        flags (TensorRT 10) or the fake graph's "graph" type (strongly typed TensorRT 11)."""
+
+        def __init__(self, engine):
+            self.engine = engine
+            self.execution_context = None
+
+        def get_engine_information(self, fmt):
+            rec(("get_engine_information", fmt.name))
+            body = self.engine.body
+            names = ["Reformatting CopyNode for Input Tensor 0 to fc", "fc", "relu"]
+            if body.get("verbosity") != "DETAILED":
+                return json.dumps({"Layers": names, "Bindings": ["x", "y"]})
+            graph = body["model"].get("graph", "fp32")
+            flags = set(body["flags"])
+            kind = ("Int8" if "INT8" in flags or graph == "int8" else "FP16" if "FP16" in flags or graph == "fp16"
+                    else "BFloat16" if "BF16" in flags or graph == "bf16" else "FP32")
+            fmt = {"Int8": "Row major Int8 format", "FP16": "Row major linear FP16 format",
+                   "BFloat16": "Row major linear BFloat16 format", "FP32": "Row major linear FP32"}[kind]
+            ctx = self.execution_context
+            if body["profiles"] and (ctx is None or not ctx.shapes):
+                fmt32 = fmt = "N/A due to dynamic shapes"
+            else:
+                fmt32 = "Row major linear FP32"
+
+            def t(name, f):
+                return {"Name": name, "Location": "Device", "Dimensions": [-1, 4], "Format/Datatype": f}
+
+            layers = [
+                {"Name": names[0], "LayerType": "Reformat", "Inputs": [t("x", fmt32)], "Outputs": [t("x'", fmt)]},
+                {"Name": names[1], "LayerType": "CaskGemmMatrixMultiply", "ParameterType": "MatrixMultiply",
+                 "Inputs": [t("x'", fmt)], "Outputs": [t("h", fmt)], "TacticValue": "0x1"},
+                {"Name": names[2], "LayerType": "PointWiseV2", "ParameterType": "PointWise",
+                 "Inputs": [t("h", fmt)], "Outputs": [t("y", fmt32)], "TacticValue": "0x2"},
+            ]
+            return json.dumps({"Layers": layers, "Bindings": ["x", "y"]})
 
     class Context:
         def __init__(self, engine):
