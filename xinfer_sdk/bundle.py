@@ -126,6 +126,12 @@ class Manifest:
     def artifacts_by_role(self, role: str) -> list[Artifact]:
         return [a for a in self.artifacts.values() if a.role == role]
 
+    def engine_layer_precisions(self) -> dict[str, dict[str, Any]]:
+        """Per engine artifact, the layer-precision summary recorded at its build (``meta.layer_precisions``:
+        counts per precision from TensorRT's engine inspector and the verdict against the bundle's precision)."""
+        return {a.path: dict(a.meta["layer_precisions"]) for a in self.artifacts_by_role("engine")
+                if isinstance(a.meta.get("layer_precisions"), Mapping)}
+
     @property
     def model_path(self) -> str:
         models = self.artifacts_by_role("model")

@@ -99,8 +99,27 @@ def plan_lines(plan: dict[str, Any] | None) -> list[str]:
     majors = ", ".join(f"TRT {k}: {v.get('network', '?')}" for k, v in (plan.get("per_major") or {}).items())
     return [f"TensorRT plan {str(plan.get('hash', ''))[:12]}: {plan.get('precision')}, batch "
             f"{b.get('min', '-')}..{b.get('opt', '-')}..{b.get('max', '-')}, workspace {size(ws)}, builder level "
-            f"{plan.get('builder_optimization_level')}, DLA {'on' if (plan.get('dla') or {}).get('enabled') else 'off'}"
+            f"{plan.get('builder_optimization_level')}, DLA {_dla_text(plan.get('dla') or {})}"
             f"; {majors}", f"  shapes: {shapes or '-'}"]
+
+
+def engine_lines(m: Manifest) -> list[str]:
+    """One line per built engine: its layer precisions as TensorRT's engine inspector reported them."""
+    lines = []
+    for path, lp in sorted(m.engine_layer_precisions().items()):
+        counts = lp.get(lp.get("basis") or "flop_layers") or {}
+        share = lp.get("share") or {}
+        what = "FLOP layers" if lp.get("basis") == "flop_layers" else "compute layers"
+        detail = ", ".join(f"{p} {n} ({share.get(p, 0):.0%})" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        body = f"{what}: {detail}; {lp.get('layers')} layers" if detail else str(lp.get("reason", ""))
+        lines.append(f"engine {path}: {lp.get('verdict', '?')} for {lp.get('requested', m.precision)} · {body}")
+    return lines
+
+
+def _dla_text(dla: dict[str, Any]) -> str:
+    if dla.get("enabled"):
+        return "on (static shapes)"
+    return f"off ({dla['reason']})" if dla.get("requested") else "off"
 
 
 def artifacts_table(m: Manifest):
@@ -125,7 +144,7 @@ def render(m: Manifest, root: str) -> None:
     if acc is not None:
         out.print(acc)
     for line in [*accuracy_lines(m.accuracy), *calibration_lines(m.calibration), *plan_lines(m.engine_plan),
-                 *budget_line((m.extra or {}).get("memory_budget"))]:
+                 *engine_lines(m), *budget_line((m.extra or {}).get("memory_budget"))]:
         out.print(line, markup=False)
     out.print(artifacts_table(m))
     for w in (m.extra or {}).get("warnings") or []:
