@@ -82,3 +82,36 @@ def test_unsupported_precision_is_refused_with_the_reason():
     with pytest.raises(UserError, match=r"T4 \(sm_75\) has no FP8 tensor cores"):
         load_profile("t4").check_precision("fp8")
     assert load_profile("t4").check_precision("auto") == "fp16"
+
+
+EXISTING_GPUS = ["t4", "a10", "a10g", "l4", "a100-pcie-40gb", "a100-sxm4-80gb", "h100-sxm", "h100-pcie", "h200"]
+
+
+@pytest.mark.parametrize("name", EXISTING_GPUS)
+def test_gpu_profiles_carry_l2_and_a_price_or_say_why_not(name):
+    p = load_profile(name)
+    assert p.l2_cache_mb and p.sources.get("l2_cache_mb"), f"{name}: no sourced L2"
+    if p.pricing is None:
+        assert any(n.startswith("No price") for n in p.notes), f"{name}: no price and no note saying why"
+    else:
+        inst = p.pricing["instance"]
+        assert p.usd_per_gpu_hour == pytest.approx(inst["usd_per_hour"] / inst["gpus"], rel=1e-6)
+        assert p.gpus_per_instance == inst["gpus"] and not inst.get("secondary") and p.sources.get("pricing")
+        primary = [o["usd_per_hour"] / o["gpus"] for o in p.pricing.get("offers", []) if not o.get("secondary")]
+        assert p.usd_per_gpu_hour == pytest.approx(min(primary), rel=1e-6)
+
+
+def test_reference_prices_and_l2():
+    expect = {"t4": (0.526, 1, 4), "l4": (0.8048, 1, 48), "a10g": (1.006, 1, 6), "a10": (3.2, 1, 6),
+              "a100-sxm4-80gb": (3.430881, 8, 40), "h100-sxm": (6.88, 1, 50), "h200": (7.912, 8, 50),
+              "h100-pcie": (None, 1, 50), "a100-pcie-40gb": (None, 1, 40)}
+    for name, (price, gpus, l2) in expect.items():
+        p = load_profile(name)
+        assert (p.usd_per_gpu_hour, p.gpus_per_instance, p.l2_cache_mb) == (price, gpus, l2), name
+
+
+def test_jetson_and_cpu_have_no_price():
+    for name in ("cpu", "jetson-agx-orin-64gb", "jetson-orin-nano-8gb", "jetson-agx-xavier"):
+        p = load_profile(name)
+        assert p.pricing is None and p.usd_per_gpu_hour is None and p.gpus_per_instance == 1, name
+        assert any(n.startswith("No price") for n in p.notes), name

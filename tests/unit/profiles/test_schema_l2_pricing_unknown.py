@@ -89,9 +89,9 @@ def test_bad_pricing_names_file_field_and_expectation(tmp_path, pricing, field, 
 
 def test_pricing_and_l2_need_sources(tmp_path):
     with pytest.raises(ProfileError, match="sources.pricing"):
-        load(tmp_path, "name: mine\nextends: l4\n", PRICING)
+        load(tmp_path, "name: mine\nextends: cpu\n", PRICING)
     with pytest.raises(ProfileError, match="sources.l2_cache_mb"):
-        load(tmp_path, "name: mine\nextends: l4\nl2_cache_mb: 48\n")
+        load(tmp_path, "name: mine\nextends: cpu\nl2_cache_mb: 48\n")
 
 
 def test_pricing_null_clears_an_inherited_price(tmp_path):
