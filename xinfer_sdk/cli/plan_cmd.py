@@ -4,24 +4,10 @@ the hardware at hand). The logic lives in ``xinfer_sdk.planning``; this module p
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from ..errors import UserError
 from ._common import emit_json, err, json_option, out, progress, table
-
-
-def _prices(items: tuple[str, ...]) -> dict[str, float]:
-    prices = {}
-    for item in items:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            name, sep, value = part.partition("=")
-            try:
-                price = float(value)
-            except ValueError:
-                price = None
-            if not sep or not name.strip() or price is None or not price >= 0:
-                raise UserError(f"--price {part!r}: expected PROFILE=USD_PER_HOUR, e.g. --price l4=0.80")
-            prices[name.strip()] = price
-    return prices
 
 
 def _ms(s: float | None) -> str:
@@ -45,7 +31,8 @@ def _policy_text(p) -> str:
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("-p", "--profile", "profiles", default="auto", show_default=True, metavar="NAMES",
-              help="Hardware profile(s), comma-separated (e.g. t4,a10,l4,a100-sxm4-80gb); auto: this machine's.")
+              help="Hardware profile(s), comma-separated (e.g. t4,a10,l4,a100-sxm4-80gb); auto: this machine's; "
+                   "all: every GPU and Jetson profile (name cpu too to add it).")
 @click.option("--precision", default="auto", show_default=True,
               help="fp32 | fp16 | bf16 | int8 | fp8 | auto (the graph's, else each profile's default).")
 @click.option("--target-qps", type=float, default=None, help="Traffic to serve, requests/s: gives replicas per profile.")
@@ -55,9 +42,11 @@ def _policy_text(p) -> str:
 @click.option("--measure", is_flag=True, help="Run the model here through the runtime, fit this device, show "
                                               "predicted vs measured per batch size.")
 @click.option("--explain", is_flag=True, help="Print every figure with its derivation.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG chart.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG chart: latency and throughput per batch, and cost against the p99 target.")
 @click.option("--price", "prices", multiple=True, metavar="PROFILE=USD",
-              help="Price per device-hour, to rank by cost (overrides the profile's price_per_hour_usd).")
+              help="USD per GPU-hour, e.g. --price l4=0.70 (repeatable or comma-separated); overrides the "
+                   "profile's sourced price.")
 @json_option
 @click.pass_context
 def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_qps: float | None, p99: str,
@@ -65,11 +54,12 @@ def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_q
          as_json: bool) -> None:
     """How many devices of which profile serve MODEL (ONNX file or bundle) at the SLO, with which batch policy."""
     from ..planning import plan as run_plan
+    from ..planning.bill import parse_prices
     from ..shapes import parse_shapes
 
     result = run_plan(model, profiles=profiles, precision=None if precision == "auto" else precision,
                       target_qps=target_qps, p99=p99, shapes=parse_shapes(shapes) or None, measure=measure,
-                      profiles_dirs=ctx.obj.get("profiles_dirs", ()), prices=_prices(prices),
+                      profiles_dirs=ctx.obj.get("profiles_dirs", ()), prices=parse_prices(prices),
                       progress=progress(not as_json))
     if plot_path:
         from ..planning.plot import plot_plan
@@ -128,26 +118,61 @@ def _print_plan(result, *, explain: bool) -> None:
         if explain:
             out.print(table(f"{pp.profile.name}: every figure and its derivation", ["figure", "value", "derivation"],
                             pp.explain))
-    if len(result.plans) > 1 or result.target_qps:
-        rows = []
-        for pp in result.plans:
-            ch = pp.choice
-            rows.append((pp.profile.name, pp.precision, f"{ch.capacity or 0:.4g}",
-                         "-" if ch.replicas is None else ch.replicas, _policy_text(ch.policy),
-                         _ms(ch.sim.p99) if ch.sim else "-",
-                         "-" if pp.cost_per_hour is None else f"${pp.cost_per_hour:.4g}"))
+    for s in result.skipped:
         out.print()
-        out.print(table("Comparison", ["profile", "precision", "req/s per device", "devices", "policy",
-                                       "p99 ms (sim)", "cost/h"], rows))
+        out.print(f"{s['profile']}: not planned: {s['reason']}", markup=False)
+    if len(result.plans) > 1 or result.target_qps:
+        _print_bill(result)
     best = result.best
     if best.get("fewest_devices"):
         pick = next(p for p in result.plans if p.profile.name == best["fewest_devices"])
         n = f"{best['devices']} x " if best.get("devices") else ""
         out.print(f"[bold]=> {n}{pick.profile.name}[/bold], {_policy_text(pick.choice.policy)} ({best['reason']})")
-        if best.get("cheapest") and best["cheapest"] != best["fewest_devices"]:
-            out.print(f"   cheapest: {best['cheapest']} at ${best['cost_per_hour_usd']:.4g}/h")
     else:
         out.print(f"[bold]=> {best['reason']}[/bold]")
+
+
+def _usd(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"${x:.{digits}g}"
+
+
+def _print_bill(result) -> None:
+    """The comparison table with the bill per profile, then the cheapest and fewest-devices choices with their sums."""
+    from ..planning.bill import PRICE_FIX, unpriced_reason
+
+    bill = result.bill
+    lines = {ln.profile: ln for ln in bill.lines}
+    rows = []
+    for pp in result.plans:
+        ch, ln = pp.choice, lines[pp.profile.name]
+        pr = ln.price
+        rows.append((pp.profile.name, pp.precision, f"{ch.capacity or 0:.4g}", "-" if ln.devices is None else ln.devices,
+                     "-" if ln.instances is None else f"{ln.instances} x {pr.instance or 'GPU'}",
+                     _usd(pr.usd_per_gpu_hour if pr else None), _usd(ln.usd_per_hour),
+                     _usd(ln.usd_per_million, 3), "yes" if ln.meets_slo else "NO", _policy_text(ch.policy),
+                     _ms(ch.sim.p99) if ch.sim else "-"))
+    per = "devices" if bill.target_qps else "devices (no target)"
+    out.print()
+    out.print(table("Comparison" + (f" at {bill.target_qps:g} req/s" if bill.target_qps else " (one device at its "
+                                                                                          "capacity within p99)"),
+                    ["profile", "precision", "req/s per device", per, "instances", "$/GPU-h", "$/h", "$ per 1M",
+                     "meets SLO", "policy", "p99 ms (sim)"], rows))
+    unpriced: dict[str, list[str]] = {}
+    for pp in result.plans:
+        if lines[pp.profile.name].meets_slo and lines[pp.profile.name].price is None:
+            unpriced.setdefault(unpriced_reason(pp.profile), []).append(pp.profile.name)
+    for why, names in unpriced.items():
+        out.print(f"not ranked for cost ({why}): {', '.join(names)}; {PRICE_FIX}", markup=False)
+    if bill.cheapest is not None:
+        out.print(f"[bold]cheapest:[/bold] {escape(bill.cheapest.arithmetic())}")
+    else:
+        out.print(f"cheapest: none ({bill.reason})", markup=False)
+    if bill.fewest_devices is not None and bill.target_qps:
+        f = bill.fewest_devices
+        profs = {pp.profile.name: pp.profile for pp in result.plans}
+        text = f.arithmetic() if f.ranked else (f"{f.profile}: {f.devices} device{'s' if f.devices != 1 else ''} "
+                                                f"(no price: {unpriced_reason(profs[f.profile])})")
+        out.print(f"[bold]fewest devices:[/bold] {escape(text)}")
 
 
 def _print_calibration(pp) -> None:

@@ -14,23 +14,27 @@ With ``--target-qps`` the bill is for the target: $/h of every instance needed, 
 = $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99 (per GPU-hour
 price, $ per million at that capacity). The cheapest choice is the lowest $/h (with a target) or $ per million
 (without) among the profiles that meet the SLO and have a price; the fewest-devices choice is the fewest GPUs
-(with a target; ties: the cheaper) or the most capacity per device (without). This module reads plans; it
-imports nothing else of ``planning``.
+(with a target; ties: the cheaper) or the most capacity per device (without). This module reads plans (duck-typed: it imports no
+result type, so ``result`` can import it); ``cost_vs_p99`` re-runs the policy search (``recommend``) for a chart.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import UserError
 from ..profiles import Profile, ProfileRegistry
+from .device import batch_time
+from .recommend import Recommender
 
 SECONDS_PER_HOUR = 3600.0
 PER = 1e6  # cost per million inferences
 ALL = "all"  # --profile all: every concrete profile but the cpu kind (see expand_profiles)
+P99_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # cost_vs_p99: p99 targets as multiples of the planned one
 
 
 # -- prices ---------------------------------------------------------------------------------------------
@@ -68,13 +72,15 @@ def price_of(profile: Profile) -> Price | None:
 
 
 def unpriced_reason(profile: Profile) -> str:
-    """Why a profile has no price, and how to give it one."""
-    fix = f"give --price {profile.name}=USD_PER_GPU_HOUR (or price_per_hour_usd in a user profile) to rank it"
+    """Why a profile has no price (short; ``PRICE_FIX`` says how to give it one)."""
     if profile.kind == "jetson":
-        return f"no price: a Jetson module is bought, not rented by the hour; {fix}"
+        return "a Jetson module is bought, not rented by the hour"
     if profile.kind == "cpu":
-        return f"no price: the {profile.name} profile describes this host, not a cloud instance; {fix}"
-    return f"no price: profile {profile.name} has no sourced on-demand offer (no pricing section); {fix}"
+        return f"the {profile.name} profile describes this host, not a cloud instance"
+    return "no sourced on-demand price in the profile"
+
+
+PRICE_FIX = "give --price NAME=USD_PER_GPU_HOUR (or price_per_hour_usd in a user profile) to rank it"
 
 
 def hourly_cost(profile: Profile, gpus: int | None) -> float | None:
@@ -172,17 +178,17 @@ class BillLine:
         rate = f"{_num(self.inferences_per_s)} req/s -> {_usd(self.usd_per_million)} per 1M"
         if not self.target:
             return (f"{self.profile}: 1 GPU at its capacity {_num(self.capacity_rps)} req/s x "
-                    f"{_usd(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}); {rate}")
+                    f"{_price(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}); {rate}")
         gpus = f"{self.devices} GPU{'s' if self.devices != 1 else ''}"
         if pr.instance is None:
-            return (f"{self.profile}: {gpus} = {self.devices} x {_usd(pr.usd_per_gpu_hour)}/GPU-h (user price) = "
+            return (f"{self.profile}: {gpus} = {self.devices} x {_price(pr.usd_per_gpu_hour)}/GPU-h (user price) = "
                     f"{_usd(self.usd_per_hour)}/h; {rate}")
         if pr.gpus_per_instance == 1:
-            return (f"{self.profile}: {gpus} = {self.instances} x {pr.instance} x {_usd(pr.usd_per_instance_hour)}/h = "
+            return (f"{self.profile}: {gpus} = {self.instances} x {pr.instance} x {_price(pr.usd_per_instance_hour)}/h = "
                     f"{_usd(self.usd_per_hour)}/h; {rate}")
         idle = f", {self.idle_gpus} idle" if self.idle_gpus else ""
         return (f"{self.profile}: {gpus} -> {self.instances} x {pr.instance} ({pr.gpus_per_instance} GPUs each{idle})"
-                f" x {_usd(pr.usd_per_instance_hour)}/h = {_usd(self.usd_per_hour)}/h; {rate}")
+                f" x {_price(pr.usd_per_instance_hour)}/h = {_usd(self.usd_per_hour)}/h; {rate}")
 
     def to_dict(self) -> dict[str, Any]:
         pr = self.price
@@ -223,9 +229,13 @@ def _pick(line: BillLine | None) -> dict[str, Any] | None:
 
 def bill_line(pp: Any, target_qps: float | None) -> BillLine:
     """The bill of one ProfilePlan (any object with .profile, .precision and .choice)."""
-    ch, prof = pp.choice, pp.profile
+    return line_for(pp.profile, pp.precision, pp.choice, target_qps)
+
+
+def line_for(prof: Profile, precision: str, ch: Any, target_qps: float | None) -> BillLine:
+    """The bill of one recommendation (a ``recommend.Choice``) on one profile."""
     price = price_of(prof)
-    line = BillLine(profile=prof.name, precision=pp.precision, kind=prof.kind, meets_slo=bool(ch.feasible),
+    line = BillLine(profile=prof.name, precision=precision, kind=prof.kind, meets_slo=bool(ch.feasible),
                     devices=ch.replicas if ch.feasible else None, capacity_rps=ch.capacity or None,
                     p99_s=ch.sim.p99 if ch.sim is not None else None, price=price, target=target_qps is not None)
     if not ch.feasible:
@@ -239,7 +249,7 @@ def bill_line(pp: Any, target_qps: float | None) -> BillLine:
         line.inferences_per_s = line.capacity_rps
         line.usd_per_hour = price.usd_per_gpu_hour
     if price is None:
-        line.why_not_ranked = unpriced_reason(prof)
+        line.why_not_ranked = f"no price: {unpriced_reason(prof)}; {PRICE_FIX.replace('NAME', prof.name)}"
     elif line.usd_per_hour is not None and line.inferences_per_s:
         line.usd_per_million = line.usd_per_hour / (line.inferences_per_s * SECONDS_PER_HOUR) * PER
     return line
@@ -270,6 +280,40 @@ def make_bill(result: Any) -> Bill:
                 cheapest=cheapest, fewest_devices=fewest, reason=reason)
 
 
+# -- cost against the latency target (plan --plot) -------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CostPoint:
+    p99_s: float  # the latency target planned for
+    devices: int | None
+    usd_per_hour: float | None
+    usd_per_million: float | None
+
+
+def cost_vs_p99(result: Any, factors: Sequence[float] = P99_FACTORS, *, requests: int = 3000,
+                screen: int = 1000) -> dict[str, list[CostPoint]]:
+    """Per priced, feasible profile: the bill at p99 targets ``factor x result.p99`` (the planned one reuses the
+    plan; the others re-run the policy search with shorter simulations). A target no policy meets is left out."""
+    curves: dict[str, list[CostPoint]] = {}
+    for pp in result.plans:
+        line = bill_line(pp, result.target_qps)
+        if line.price is None or pp.memory.max_batch < 1:
+            continue
+        times = functools.lru_cache(maxsize=None)(lambda b, pp=pp: batch_time(pp.device, pp.curve, b))
+        points = []
+        for f in factors:
+            p99 = result.p99 * f
+            if f == 1.0:
+                ln = line
+            else:
+                rec = Recommender(pp.device, times, max_batch=pp.memory.max_batch, batched=pp.curve.batched, p99=p99,
+                                  base=pp.choice.policy or pp.profile.batch, requests=requests, screen=screen)
+                ln = line_for(pp.profile, pp.precision, rec.recommend(result.target_qps), result.target_qps)
+            if ln.meets_slo and ln.usd_per_hour is not None:
+                points.append(CostPoint(p99, ln.devices, ln.usd_per_hour, ln.usd_per_million))
+        curves[pp.profile.name] = points
+    return curves
+
+
 # -- formatting -----------------------------------------------------------------------------------------
 def _inf(x: float | None) -> float:
     return math.inf if x is None else x
@@ -281,6 +325,11 @@ def _usd(x: float | None) -> str:
     if x >= 1:
         return f"${x:,.2f}"
     return f"${x:.3g}"
+
+
+def _price(x: float) -> str:
+    """A unit price as given (a sourced figure is printed digit for digit)."""
+    return f"${x:,.6g}"
 
 
 def _num(x: float | None) -> str:

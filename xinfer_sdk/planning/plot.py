@@ -1,17 +1,19 @@
-"""PNG charts for `plan --plot` and `tune` (matplotlib, Agg backend: no display needed)."""
+"""PNG charts for `plan --plot` (matplotlib, Agg backend: no display needed). ``tune`` draws its own sweep with
+``pyplot()`` from here; this module knows nothing of ``tune`` (one import direction)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .._lazy import require
+from .bill import cost_vs_p99
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .planner import Plan
-    from .tune import TuneResult
+    from .result import Plan
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; a missing matplotlib is a MissingDependency naming the package."""
     mpl = require("matplotlib", purpose="--plot (PNG charts)", extra="serve")
     mpl.use("Agg")
     import matplotlib.pyplot as plt
@@ -19,10 +21,16 @@ def _pyplot():
     return plt
 
 
-def plot_plan(result: Plan, path: str) -> str:
-    """Left: predicted batch latency per profile (log-log) with the p99 target; right: samples/s per batch."""
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+def plot_plan(result: Plan, path: str, *, cost: dict | None = None) -> str:
+    """Left: predicted batch latency per profile (log-log) with the p99 target; middle: samples/s per batch;
+    right (when a planned profile has a price): cost against the p99 target (``bill.cost_vs_p99``; pass
+    ``cost`` to reuse curves already computed)."""
+    plt = pyplot()
+    if cost is None:
+        cost = cost_vs_p99(result)
+    cost = {k: v for k, v in cost.items() if v}
+    fig, axes = plt.subplots(1, 3 if cost else 2, figsize=(18 if cost else 12, 4.8))
+    ax1, ax2 = axes[0], axes[1]
     for pp in result.plans:
         b = [bt.batch for bt in pp.table]
         label = f"{pp.profile.name} ({pp.precision}{', calibrated' if pp.device.calibrated else ''})"
@@ -42,10 +50,15 @@ def plot_plan(result: Plan, path: str) -> str:
     ax2.set_yscale("log")
     ax2.set_ylabel("samples/s (one worker)")
     ax1.legend(fontsize=7)
+    if cost:
+        _cost_panel(axes[2], result, cost)
     title = f"xinfer-sdk plan: {result.model}"
     best, n = result.best.get("fewest_devices"), result.best.get("devices")
     if best:
         title += f" -> {n} x {best}" if n else f" -> {best}"
+    cheapest = result.bill.cheapest
+    if cheapest is not None:
+        title += f"; cheapest {cheapest.profile}"
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -53,29 +66,22 @@ def plot_plan(result: Plan, path: str) -> str:
     return str(path)
 
 
-def plot_tune(result: TuneResult, path: str) -> str:
-    """Throughput against p99 for every measured policy; the SLO as a vertical line; the choice circled."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for pt in result.points:
-        if pt.p99 is None:
-            continue
-        pol = pt.policy
-        color = "tab:green" if pt.meets_slo else "tab:gray"
-        ax.scatter(pt.p99 * 1e3, pt.throughput, color=color, s=30)
-        ax.annotate(f"b{pol.max_batch_size} d{pol.max_batch_delay * 1e3:g} w{pol.device_concurrency} c{pt.clients}",
-                    (pt.p99 * 1e3, pt.throughput), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if result.best is not None and result.best.p99 is not None:
-        ax.scatter(result.best.p99 * 1e3, result.best.throughput, s=200, facecolors="none", edgecolors="red",
-                   label="chosen")
+def _cost_panel(ax, result: Plan, cost: dict) -> None:
+    """$/h of the whole fleet for the target rate (or $ per 1M inferences at one device's capacity) against
+    the p99 target; the planned target as a vertical line."""
+    per_hour = result.target_qps is not None
+    for name, points in cost.items():
+        xs = [pt.p99_s * 1e3 for pt in points]
+        ys = [pt.usd_per_hour if per_hour else pt.usd_per_million for pt in points]
+        ax.plot(xs, ys, marker="o", drawstyle="steps-post" if per_hour else "default", label=name)
+        if per_hour:
+            for x, y, pt in zip(xs, ys, points):
+                ax.annotate(str(pt.devices), (x, y), fontsize=7, xytext=(2, 3), textcoords="offset points")
     ax.axvline(result.p99 * 1e3, color="red", linestyle="--", linewidth=1, label=f"p99 target {result.p99 * 1e3:g} ms")
     ax.set_xscale("log")
-    ax.set_xlabel("measured p99 latency (ms)")
-    ax.set_ylabel("throughput (requests/s)")
-    ax.set_title(f"xinfer-sdk tune: {result.model} on {result.profile}")
+    ax.set_yscale("log")
+    ax.set_xlabel("p99 latency target (ms)")
+    ax.set_ylabel(f"USD per hour for {result.target_qps:g} req/s (GPUs annotated)" if per_hour
+                  else "USD per 1M inferences (one device at capacity)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    ax.legend(fontsize=7)

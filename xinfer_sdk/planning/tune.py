@@ -163,10 +163,38 @@ def tune(path: str | os.PathLike[str], *, p99: str | float, profile: Profile | s
     result = TuneResult(model=str(p), profile=profile.name, p99=target, points=points, best=best, written=written,
                         plot=None)
     if plot:
-        from .plot import plot_tune
-
         result.plot = plot_tune(result, plot)
     return result
+
+
+def plot_tune(result: TuneResult, path: str) -> str:
+    """Throughput against p99 for every measured policy; the SLO as a vertical line; the choice circled."""
+    from .plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for pt in result.points:
+        if pt.p99 is None:
+            continue
+        pol = pt.policy
+        color = "tab:green" if pt.meets_slo else "tab:gray"
+        ax.scatter(pt.p99 * 1e3, pt.throughput, color=color, s=30)
+        ax.annotate(f"b{pol.max_batch_size} d{pol.max_batch_delay * 1e3:g} w{pol.device_concurrency} c{pt.clients}",
+                    (pt.p99 * 1e3, pt.throughput), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if result.best is not None and result.best.p99 is not None:
+        ax.scatter(result.best.p99 * 1e3, result.best.throughput, s=200, facecolors="none", edgecolors="red",
+                   label="chosen")
+    ax.axvline(result.p99 * 1e3, color="red", linestyle="--", linewidth=1, label=f"p99 target {result.p99 * 1e3:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("measured p99 latency (ms)")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.set_title(f"xinfer-sdk tune: {result.model} on {result.profile}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def write_policy(policy: BatchPolicy, *, bundle=None, output: str | None = None) -> str:
