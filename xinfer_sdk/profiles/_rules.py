@@ -101,7 +101,7 @@ def _check_pricing(pricing: Mapping[str, Any], file: str) -> None:
     if abs(per_gpu - expect) > max(0.0005, 0.005 * expect):
         raise ProfileError(f"{per_gpu:g} is not instance.usd_per_hour / instance.gpus = {inst['usd_per_hour']:g} / "
                            f"{inst['gpus']} = {expect:.4g}", file=file, field="pricing.usd_per_gpu_hour",
-                           hint="to price a profile yourself set price_per_hour_usd (or plan --price)")
+                           hint="to set your own price use price_per_hour_usd or plan --price")
     for i, offer in enumerate(pricing.get("offers") or ()):
         each = offer["usd_per_hour"] / offer["gpus"]
         if not offer.get("secondary") and each < per_gpu - max(0.0005, 0.005 * each):

@@ -164,7 +164,9 @@ class ProfileRegistry:
                 # an inherited preferred list must not make a smaller --set max_batch_size invalid
                 batch["preferred_batch_sizes"] = [b for b in batch.get("preferred_batch_sizes") or []
                                                   if isinstance(b, int) and b <= batch["max_batch_size"]]
-            merged = schema.PROFILE.check(merged, "", f"{file} (with --set {' '.join(overrides)})")
+            label = f"{file} (with --set {' '.join(overrides)})"
+            merged = schema.PROFILE.check(merged, "", label)
+            schema.check_complete(merged, label)  # name the overrides when they break a cross-field rule
         return schema.build(merged, file=file, chain=chain)
 
     def names(self, *, include_abstract: bool = False) -> list[str]:

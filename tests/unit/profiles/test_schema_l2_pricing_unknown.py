@@ -210,3 +210,13 @@ def test_cli_shows_unknown_figures_as_unknown_and_the_price(cli_run, tmp_path):
                              for p in json.loads(out)["profiles"])
     code, out, err = cli_run("profiles", "validate", str(tmp_path / "mine.yaml"))
     assert code == 0 and "ok" in out
+
+
+def test_set_overrides_of_figures_and_prices():
+    p = load_profile("l4", overrides=["l2_cache_mb=unknown", "peak_tflops.int8=unknown"])
+    assert p.l2_cache_mb is None and p.figure_unknown("l2_cache_mb") and p.figure_unknown("peak_tflops.int8")
+    with pytest.raises(ProfileError, match=r"with --set pricing.usd_per_gpu_hour=2\): pricing.usd_per_gpu_hour: 2 is "
+                                           r"not instance.usd_per_hour / instance.gpus") as exc:
+        load_profile("l4", overrides=["pricing.usd_per_gpu_hour=2"])
+    assert "price_per_hour_usd" in str(exc.value)
+    assert load_profile("l4", overrides=["price_per_hour_usd=2"]).usd_per_gpu_hour == 2.0
