@@ -36,6 +36,8 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
         reference, candidate, what = ctx.raw_onnx, ctx.fp32_onnx, "cleaned FP32 graph vs the graph as given"
     else:
         reference, candidate, what = ctx.fp32_onnx, ctx.model_onnx, f"{opts.precision} graph vs FP32 reference"
+        if opts.precision == "bf16":
+            candidate, what = bf16_candidate(ctx)
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
     ref = run_graph(reference, data, batch)
@@ -51,6 +53,20 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
                                 f"{'; '.join(report['failures'])} ({data.count} samples from {report['data']})",
                                 details={"accuracy": report})
     return summary, {"samples": data.count}
+
+
+BF16_EMULATION = ("bf16 graph emulated on ONNX Runtime CPU (which has no BF16 kernels besides Cast): its BF16 "
+                  "weights, every BF16 tensor rounded to BF16 between ops, FP32 arithmetic inside them; vs FP32 "
+                  "reference")
+
+
+def bf16_candidate(ctx):
+    """The graph the gate runs for bf16: ``bf16.emulate`` of the BF16 graph (see converters/bf16.py)."""
+    from . import bf16, graph
+
+    path = ctx.scratch / "bf16-emulated.onnx"
+    graph.save(bf16.emulate(graph.load(ctx.model_onnx)), path)
+    return path, BF16_EMULATION
 
 
 def eval_data(ctx) -> calibration.Dataset:

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 GB = 1e9
 # bytes per FP32 byte once converted: INT8 weights are 1 byte; INT8 graphs keep some activations in FP16/FP32
-WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
-ACTIVATION_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.5}
+WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.25}
+ACTIVATION_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.5}
 
 
 def usable_gb(profile) -> tuple[float | None, str]:

@@ -35,6 +35,12 @@ def _fp16(ctx):
     return fp16_step(ctx)
 
 
+def _bf16(ctx):
+    from .bf16 import bf16_step
+
+    return bf16_step(ctx)
+
+
 def _int8(ctx):
     from .int8 import int8_step
 
@@ -59,6 +65,7 @@ STEPS = (
     Step("cleanup", _cleanup, description="onnx.checker, simplification, shape inference, IO spec"),
     Step("memory_budget", _budget, description="weights + activations + workspace vs the profile's memory"),
     Step("fp16", _fp16, description="FP16 graph, IO kept FP32, sensitive ops blocked"),
+    Step("bf16", _bf16, description="BF16 graph (ONNX schemas decide per op), IO kept FP32, sensitive ops blocked"),
     Step("int8", _int8, description="INT8 QDQ by calibration, scheme from the profile"),
     Step("accuracy_gate", _gate, description="converted vs FP32 reference on held-out samples"),
     Step("tensorrt", _tensorrt, optional=True, description="engine build plan; the engine when a GPU is here"),

@@ -18,7 +18,7 @@ from ._rules import arch_family_of, check_complete
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # Precisions xinfer-sdk can produce as a deployable graph today (FP8 needs TensorRT's own quantizer).
-BUILDABLE_PRECISIONS = ("fp32", "fp16", "int8")
+BUILDABLE_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: converters/bf16.py
 KINDS = ("gpu", "jetson", "cpu")
 VENDORS = ("nvidia", "amd")
 # Architecture families the planner keys its efficiency tables on (``Profile.arch_family``).
