@@ -18,6 +18,7 @@ from ..bundle import MANIFEST_NAME, open_bundle, sha256_file
 from ..errors import UserError
 from ..policy import BatchPolicy, parse_duration
 from ..profiles import Profile, load_profile
+from .nodes import accelerator_notes, gpu_selector, image_variant
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 RUN_AS = 10001                        # the image's non-root user (deploy/docker/Dockerfile.*)
@@ -26,7 +27,6 @@ CONFIG_DIR = "/etc/xinfer"            # config.yaml (+ user profiles) from the C
 CACHE_DIR = "/var/cache/xinfer"       # writable emptyDir: TensorRT engines built on the node
 QUEUE_METRIC = "xinfer_queue_depth"   # per model, exported by the server's /metrics
 MONITORS = ("servicemonitor", "podmonitor")
-GPU_LABELS = ("gfd", "gke", "none")
 GRPC_MAX_CONNECTION_AGE = "2m"        # gRPC clients re-resolve at least this often: new replicas get traffic
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GIB = 1 << 30
@@ -89,7 +89,8 @@ class DeploySpec:
 
     @property
     def image_variant(self) -> str:
-        return {"gpu": "cuda", "jetson": "jetson"}.get(self.kind, "cpu")
+        """deploy/docker/Dockerfile.<variant> builds the server image for this profile."""
+        return image_variant(self.profile)
 
 
 def _dns_name(text: str, what: str) -> str:
@@ -172,8 +173,6 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
     if sum(bool(x) for x in (bundle_pvc, bundle_url, bundle_url_secret)) > 1:
         raise UserError("--bundle-pvc, --bundle-url and --bundle-url-secret are exclusive: mount the bundle from a "
                         "volume, or fetch it with an init container")
-    if gpu_label not in GPU_LABELS:
-        raise UserError(f"--gpu-label {gpu_label!r}: expected one of {', '.join(GPU_LABELS)}")
     if bundle_url and not re.match(r"^(https?|file)://", bundle_url):
         raise UserError(f"--bundle-url {bundle_url!r}: expected an http(s):// (or file://) URL of a .tar.gz bundle",
                         hint="pack it with: tar -czf model.tar.gz -C BUNDLE .")
@@ -226,21 +225,9 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
     workers = int((policy or b.manifest.batch or {}).get("device_concurrency") or prof.batch.device_concurrency)
     threads = max(1, int(cpu_req // max(1, workers))) if prof.kind == "cpu" else None
 
-    selector: dict[str, str] = {"kubernetes.io/os": "linux", **dict(k8s.node_selector)}
-    if prof.kind == "gpu" and gpu_label == "gfd" and prof.match.k8s_gpu_product:
-        # GPU Feature Discovery's label (GPU Operator): the NVML name with spaces as '-' (gpu-specs.yaml)
-        selector["nvidia.com/gpu.product"] = prof.match.k8s_gpu_product[0]
-    elif prof.kind == "gpu" and gpu_label == "gke":
-        if not prof.match.gke_accelerator:
-            raise UserError(f"--gpu-label gke: GKE offers no accelerator known for profile '{prof.name}'",
-                            hint="use --gpu-label none with --node-selector KEY=VALUE of your node pool")
-        selector["cloud.google.com/gke-accelerator"] = prof.match.gke_accelerator[0]
-    elif prof.kind == "gpu":
-        notes.append("--gpu-label none: pods go to any node with a free nvidia.com/gpu, whatever its model; add "
-                     "--node-selector to pin the GPU type the bundle was planned for")
-    elif prof.kind == "jetson":
-        notes.append("Jetson: GFD labels every Orin module alike ('Orin'), so pods select arm64 nodes; add "
-                     "--node-selector with a label of your own to pin one module type")
+    selector: dict[str, str] = {"kubernetes.io/os": "linux", **dict(k8s.node_selector),
+                                **gpu_selector(prof, gpu_label, notes)}
+    notes += accelerator_notes(prof)
     for item in node_selector:
         k, sep, v = item.partition("=")
         if not sep or not k:

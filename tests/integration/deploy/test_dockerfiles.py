@@ -1,4 +1,4 @@
-"""deploy/docker/Dockerfile.{cpu,cuda,jetson}: lint-clean (hadolint), consistent with what the manifests assume
+"""deploy/docker/Dockerfile.{cpu,cuda,jetson,jetpack7,rocm}: lint-clean (hadolint), consistent with what the manifests assume
 (UID, ports, config path, cache dir, entrypoint, extras), and the build context that .dockerignore leaves
 still builds a complete wheel. No Docker engine runs here, so no image is built."""
 
@@ -23,7 +23,14 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_one_dockerfile_per_image_variant():
-    assert {p.suffix[1:] for p in DOCKERFILES} == {"cpu", "cuda", "jetson"}
+    from xinfer_sdk.deploy.nodes import IMAGE_VARIANTS, image_variant
+    from xinfer_sdk.profiles import ProfileRegistry
+
+    assert {p.suffix[1:] for p in DOCKERFILES} == set(IMAGE_VARIANTS)
+    # every shipped profile's `deploy k8s` README points at a Dockerfile that exists
+    profiles, bad = ProfileRegistry(use_env=False).load_all()
+    assert not bad
+    assert {image_variant(p) for p in profiles} == set(IMAGE_VARIANTS)
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)

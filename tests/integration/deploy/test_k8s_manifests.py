@@ -119,16 +119,25 @@ def test_gpu_parts_follow_the_profile(bundles, profile):
         workers = (cfg.get("batch") or {}).get("device_concurrency") or prof.batch.device_concurrency
         assert cfg["device"] == "cpu" and cfg["threads"] * workers <= float(res["requests"]["cpu"])
         return
-    assert res["limits"]["nvidia.com/gpu"] == "1" and res["requests"]["nvidia.com/gpu"] == "1"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    gpu = prof.kubernetes.gpu_resource
+    assert gpu == ("amd.com/gpu" if prof.vendor == "amd" else "nvidia.com/gpu")
+    assert res["limits"][gpu] == "1" and res["requests"][gpu] == "1"
+    assert {"key": gpu, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert cfg["device"] == "cuda" and "threads" not in cfg
-    if prof.kind == "gpu":
-        assert pod["nodeSelector"]["nvidia.com/gpu.product"] == prof.match.k8s_gpu_product[0]
-        assert pod["nodeSelector"]["nvidia.com/gpu.product"].replace("-", " ") in \
+    selector = pod["nodeSelector"]
+    if prof.vendor == "amd":  # the ROCm node labeller's label; nothing NVIDIA anywhere
+        assert "nvidia.com" not in text
+        assert selector["amd.com/gpu.product-name"] == prof.match.k8s_gpu_product[0]
+        assert " " not in selector["amd.com/gpu.product-name"]  # sysfs product_name with spaces as '_'
+    elif prof.kind == "gpu":
+        assert selector["nvidia.com/gpu.product"] == prof.match.k8s_gpu_product[0]
+        assert selector["nvidia.com/gpu.product"].replace("-", " ") in \
             [n.replace("-", " ") for n in prof.match.nvml_names]  # GFD: the NVML name, spaces as '-'
-    else:  # Jetson: no data-center product label; arm64 nodes
-        assert "nvidia.com/gpu.product" not in pod["nodeSelector"]
-        assert pod["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+    else:  # Jetson: GFD's product/family labels do not tell modules (or Thor) apart: compute capability on arm64
+        assert "nvidia.com/gpu.product" not in selector and "nvidia.com/gpu.family" not in selector
+        major, minor = prof.compute_capability.split(".")
+        assert (selector["nvidia.com/gpu.compute.major"], selector["nvidia.com/gpu.compute.minor"]) == (major, minor)
+        assert selector["kubernetes.io/arch"] == "arm64"
 
 
 def test_deployment_contract(bundles):
