@@ -16,7 +16,7 @@ def deploy() -> None:
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("-p", "--profile", required=True, help="Hardware profile of the nodes (t4, l4, a100-sxm4-80gb, cpu, ...).")
 @click.option("--image", required=True, metavar="REGISTRY/xinfer:TAG",
-              help="The server image (build it with deploy/docker/Dockerfile.cpu / .cuda / .jetson).")
+              help="The server image (build it with deploy/docker/Dockerfile.cpu / .cuda / .jetson / .jetpack7 / .rocm).")
 @click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False),
               help="Output folder (default: ./<name>-k8s).")
 @click.option("--name", default=None, help="Name of the Deployment, Service, ... (default: from the bundle).")
@@ -43,8 +43,9 @@ def deploy() -> None:
 @click.option("--bundle-url-secret", default=None, metavar="SECRET",
               help="Like --bundle-url, the URL read from this Secret's 'url' entry (for presigned URLs).")
 @click.option("--gpu-label", type=click.Choice(["gfd", "gke", "none"]), default="gfd", show_default=True,
-              help="How GPU nodes of the profile's model are selected: GPU Feature Discovery's "
-                   "nvidia.com/gpu.product (GPU Operator), GKE's cloud.google.com/gke-accelerator, or none.")
+              help="How GPU nodes of the profile's model are selected: the vendor's labeller (GPU Feature "
+                   "Discovery's nvidia.com/gpu.product, its compute capability on Jetson; AMD's "
+                   "amd.com/gpu.product-name), GKE's cloud.google.com/gke-accelerator, or none.")
 @click.option("--drain-timeout", default="30s", show_default=True,
               help="How long the server answers accepted requests after SIGTERM.")
 @click.option("--prestop-delay", default="10s", show_default=True,
