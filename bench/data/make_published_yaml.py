@@ -50,6 +50,7 @@ GPU_NAMES = [
     (r"^NVIDIA H200-SXM-141GB$", "h200"),
     (r"^NVIDIA B200-SXM-180GB$", "b200"),
     (r"^NVIDIA (Jetson AGX )?Orin$", "jetson-agx-orin-32gb"),  # systems JSON: 32 GB memory
+    (r"^NVIDIA Jetson AGX Orin 64G$", "jetson-agx-orin-64gb"),  # v3.1: "Developer Kit 64G", 64 GB
     (r"^NVIDIA Orin NX$", "jetson-orin-nx-16gb"),  # systems JSON: 16 GB memory
     (r"^NVIDIA AGX Xavier$", "jetson-agx-xavier"),
     (r"^NVIDIA Xavier NX$", "jetson-xavier-nx"),
@@ -67,7 +68,13 @@ NOTES = {
     "triton": "Triton Inference Server harness; the raw TensorRT harness of the same system is a separate record",
     "oem": "submitted by another vendor on its own server, running NVIDIA's published MLPerf harness code",
     "arm-host": "Arm (aarch64) host CPU",
-    "orin-32gb": "the systems JSON gives 32 GB memory: Jetson AGX Orin 32GB (1792 CUDA cores), not the 64GB module",
+    "orin-32gb": "the systems JSON says 'NVIDIA Jetson AGX Orin' with 32 GB memory, hence jetson-agx-orin-32gb; "
+                 "but NVIDIA's v3.1 run on the 'Jetson AGX Orin Developer Kit 64G' is within 0.3 % on ResNet-50 "
+                 "Offline (6423.63 vs 6438.1), so this 32 GB developer kit may carry the 64GB module's GPU rather "
+                 "than the production 32GB module's smaller one: treat the GPU as uncertain",
+    "orin-64gb": "systems JSON: 'NVIDIA Jetson AGX Orin 64G', system 'Jetson AGX Orin Developer Kit 64G', 64 GB",
+    "index-extract": "round not mirrorable here: the file was read on its own from a stored copy of the repository "
+                     "and its lines kept verbatim in bench/data/mlperf_index_extract.yaml",
     "jetson-gpu-dla": "GPU + both DLA cores (the systems JSON hw_notes say the DLAs are used in ResNet-50 Offline)",
     "jetson-gpu-only": "GPU only (per the systems JSON hw_notes, the DLAs are used only in ResNet-50 Offline)",
     "hopper-fp8": "bert-99.9 on Hopper: NVIDIA's config sets precision=fp16 with use_fp8=True (FP8 engine), "
@@ -150,26 +157,54 @@ def precision_of(gpu: str, benchmark: str) -> tuple[str, list[str]]:
     return "fp16", []
 
 
-def mlperf_records(repo: str, sources: dict) -> list[dict]:
+def mirror_inputs(repo: str) -> tuple[str, str, list[str], dict[str, str | None]]:
+    """(round, commit, result-summary paths, blobs) of one mirrored inference_results_vX repository at HEAD."""
     round_ = re.search(r"inference_results_(v[\d.]+)", repo).group(1)
     commit = git(repo, "rev-parse", "HEAD").strip()
+    files = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "closed/").splitlines()
+    perf = [f for f in files if is_perf_summary(f)]
+    systems = sorted({system_json_of(f) for f in perf})
+    return round_, commit, perf, cat_files(repo, perf + systems)
+
+
+def extract_inputs(path: str) -> list[tuple[str, str, list[str], dict[str, str | None]]]:
+    """The same, per round, from mlperf_index_extract.yaml (files read one by one, lines kept verbatim)."""
+    with open(path) as fh:
+        doc = yaml.safe_load(fh)
+    rounds: dict[str, tuple[str, list[str], dict[str, str | None]]] = {}
+    for e in doc["files"]:
+        commit, perf, blobs = rounds.setdefault(e["round"], (e["commit"], [], {}))
+        if e["commit"] != commit:
+            raise SystemExit(f"{path}: {e['path']}: round {e['round']} mixes commits {commit} and {e['commit']}")
+        if "json" in e:
+            blobs[e["path"]] = json.dumps(e["json"])
+        else:
+            if not is_perf_summary(e["path"]):
+                raise SystemExit(f"{path}: {e['path']} is not a results/.../performance/run_1 summary")
+            perf.append(e["path"])
+            blobs[e["path"]] = e["text"]
+    return [(r, c, p, b) for r, (c, p, b) in rounds.items()]
+
+
+def is_perf_summary(f: str) -> bool:
+    p = f.split("/")
+    return (len(p) == 9 and p[2] == "results" and p[4] in MODEL_DIRS and p[5] in SCENARIOS
+            and p[6:] == ["performance", "run_1", "mlperf_log_summary.txt"] and not SKIP_SYSTEM.search(p[3]))
+
+
+def system_json_of(f: str) -> str:
+    return f"closed/{f.split('/')[1]}/systems/{f.split('/')[3]}.json"
+
+
+def mlperf_records(round_: str, commit: str, perf: list[str], blobs: dict[str, str | None], sources: dict,
+                   extra_notes: list[str]) -> list[dict]:
     src = f"mlperf-{round_}"
     sources[src] = {"kind": "mlperf-inference", "round": round_, "division": "closed",
                     "repo": f"mlcommons/inference_results_{round_}", "commit": commit}
-    files = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "closed/").splitlines()
-    perf = []
-    for f in files:
-        p = f.split("/")
-        if (len(p) == 9 and p[2] == "results" and p[4] in MODEL_DIRS and p[5] in SCENARIOS
-                and p[6:] == ["performance", "run_1", "mlperf_log_summary.txt"]
-                and not SKIP_SYSTEM.search(p[3])):
-            perf.append(f)
-    systems = sorted({f"closed/{f.split('/')[1]}/systems/{f.split('/')[3]}.json" for f in perf})
-    blobs = cat_files(repo, perf + systems)
     records = []
     for f in perf:
         _, submitter, _, system, benchmark, scenario = f.split("/")[:6]
-        sysjson = json.loads(blobs[f"closed/{submitter}/systems/{system}.json"] or "{}")
+        sysjson = json.loads(blobs.get(system_json_of(f)) or "{}")
         acc = sysjson.get("accelerator_model_name")
         gpu = gpu_of(acc)
         if gpu is None or (submitter != "NVIDIA" and round_ not in OEM_ROUNDS.get(gpu, ())):
@@ -182,12 +217,14 @@ def mlperf_records(repo: str, sources: dict) -> list[dict]:
         n = int(sysjson.get("accelerators_per_node") or 1) * int(sysjson.get("number_of_nodes") or 1)
         throughput = unit == "samples/s"
         precision, notes = precision_of(gpu, benchmark)
+        notes += extra_notes
         harness = "triton" if "triton" in system.lower() else "tensorrt"
         notes += ["triton"] if harness == "triton" else []
         notes += ["oem"] if submitter != "NVIDIA" else []
         notes += ["arm-host"] if "aarch64" in system else []
         if gpu.startswith("jetson"):
             notes += ["orin-32gb"] if gpu == "jetson-agx-orin-32gb" else []
+            notes += ["orin-64gb"] if gpu == "jetson-agx-orin-64gb" else []
             dla = benchmark == "resnet50" and scenario == "Offline" and "DLA" in (sysjson.get("hw_notes") or "")
             notes.append("jetson-gpu-dla" if dla else "jetson-gpu-only")
         if benchmark.startswith("bert"):
@@ -294,12 +331,17 @@ HEADER = """\
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mlperf", action="append", default=[], help="git dir of mlcommons/inference_results_vX")
+    ap.add_argument("--extract", action="append", default=[],
+                    help="mlperf_index_extract.yaml: lines of result files read one by one (unmirrorable rounds)")
     ap.add_argument("--tensorrt", help="git dir of NVIDIA/TensorRT")
     a = ap.parse_args()
     sources: dict[str, dict] = {}
     records: list[dict] = []
     for repo in a.mlperf:
-        records.extend(mlperf_records(repo, sources))
+        records.extend(mlperf_records(*mirror_inputs(repo), sources, []))
+    for path in a.extract:
+        for inputs in extract_inputs(path):
+            records.extend(mlperf_records(*inputs, sources, ["index-extract"]))
     mark_primary(records)
     if a.tensorrt:
         records.extend(trt_records(a.tensorrt, sources))

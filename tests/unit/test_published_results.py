@@ -56,14 +56,19 @@ def test_issue_targets_have_a_primary_figure(published, records):
 
 def test_figures_match_their_printed_source(published, records):
     # values checked by hand against the files named in the records
-    l4 = _one(published, records, model="resnet50", gpu="l4", scenario="offline")
-    assert (l4.value, l4.divisor, l4.printed, l4.round) == (13157.8, 1, "Samples per second: 13157.8", "v3.0")
+    l4s = {r.round: r for r in published.select(records, model="resnet50", gpu="l4", scenario="offline",
+                                                primary_only=False) if r.submitter == "NVIDIA"}
+    l4 = l4s["v3.0"]
+    assert (l4.value, l4.divisor, l4.printed, l4.primary) == (13157.8, 1, "Samples per second: 13157.8", False)
     assert l4.path == "closed/NVIDIA/results/L4x1_TRT/resnet50/Offline/performance/run_1/mlperf_log_summary.txt"
     assert l4.url.startswith("https://github.com/mlcommons/inference_results_v3.0/blob/1948f9b5b93c5b4dcafe15de")
+    newest = _one(published, records, model="resnet50", gpu="l4", scenario="offline")  # v3.1, read file by file
+    assert (newest.round, newest.value, newest.primary) == ("v3.1", 12881.7, True)
+    assert any("mlperf_index_extract.yaml" in n for n in newest.notes)
     h200 = _one(published, records, model="resnet50", gpu="h200", scenario="offline")
     assert (h200.system_value, h200.divisor, h200.value) == (756960.0, 8, 94620.0)
     ss = _one(published, records, model="resnet50", gpu="l4", scenario="single-stream")
-    assert ss.printed == "90th percentile latency (ns) : 361584" and ss.latency_ms == pytest.approx(0.361584)
+    assert ss.printed == "90th percentile latency (ns) : 348735" and ss.latency_ms == pytest.approx(0.348735)
     assert ss.samples_per_s is None
     t4 = [r for r in published.select(records, gpu="t4", precision="int8", scenario="batch-latency") if r.batch == 8]
     assert t4[0].value == 49.24 and t4[0].samples_per_s == pytest.approx(8000 / 49.24)
@@ -127,3 +132,14 @@ def test_duplicate_primary_and_bad_commit_are_refused(published, raw, tmp_path):
 def test_missing_file_is_one_line(published, tmp_path):
     with pytest.raises(published.PublishedDataError, match="cannot read it"):
         published.load(tmp_path / "nope.yaml")
+
+
+def test_every_file_read_one_by_one_became_a_record(records):
+    """The lines copied from unmirrorable rounds each give exactly one record with the printed headline."""
+    extract = yaml.safe_load((ROOT / "bench" / "data" / "mlperf_index_extract.yaml").read_text())
+    by_key = {(r.round, r.path): r for r in records}
+    summaries = [e for e in extract["files"] if "text" in e]
+    assert summaries
+    for e in summaries:
+        r = by_key[(e["round"], e["path"])]
+        assert r.source.commit == e["commit"] and r.printed in e["text"].splitlines()
