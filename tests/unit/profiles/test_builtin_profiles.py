@@ -7,7 +7,10 @@ import pytest
 from xinfer_sdk.profiles import ProfileRegistry, load_profile
 
 REQUIRED = ["cpu", "t4", "a10", "a10g", "l4", "a100-pcie-40gb", "a100-sxm4-80gb", "h100-sxm", "h100-pcie", "h200",
-            "jetson-agx-orin-64gb", "jetson-orin-nx-16gb", "jetson-orin-nano-8gb", "jetson-xavier-nx"]
+            "jetson-agx-orin-64gb", "jetson-orin-nx-16gb", "jetson-orin-nano-8gb", "jetson-xavier-nx",
+            # issue 13 §1 and the common variants (tests/unit/profiles/test_new_hardware_profiles.py)
+            "b200", "gb200", "b300", "rtx-pro-6000-blackwell", "l40s", "h20", "gb10", "mi300x", "mi325x", "mi355x",
+            "jetson-agx-thor", "jetson-t4000", "a100-sxm4-40gb", "a100-pcie-80gb", "h100-nvl", "h200-nvl"]
 
 
 def test_every_required_profile_ships_and_loads():
