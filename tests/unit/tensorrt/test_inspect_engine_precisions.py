@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import make_bundle
 from xinfer_sdk.converters import engine_check
 
 from xinfer_sdk.bundle import open_bundle, register, save_manifest
@@ -14,9 +13,9 @@ LAYERS = engine_check.summarize(
     "fp16")
 
 
-def test_manifest_and_inspect_show_engine_layer_precisions(tmp_path, cli_run):
-    root = make_bundle(tmp_path / "tiny.xinfer", profile="jetson-agx-orin-64gb", max_batch_size=16)
-    bundle = open_bundle(root)
+def test_manifest_and_inspect_show_engine_layer_precisions(bundle, cli_run):
+    bundle = bundle(profile="jetson-agx-orin-64gb", max_batch_size=16)
+    root = bundle.root
     (root / "engines").mkdir()
     (root / "engines" / "sm87_trt10.3.0_fp16_0123abcd.plan").write_bytes(b"plan")
     register(root, bundle.manifest, "engines/sm87_trt10.3.0_fp16_0123abcd.plan", role="engine",
