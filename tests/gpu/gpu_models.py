@@ -40,16 +40,16 @@ def mlp_onnx(path: Path, *, batch: int | str = "batch", width: int = WIDTH, hidd
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.standard_normal((width, hidden)).astype(np.float32) / np.sqrt(width), "w1")
+    w1 = numpy_helper.from_array((rng.standard_normal((width, hidden)) / np.sqrt(width)).astype(np.float32), "w1")
     b1 = numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32) * 0.1, "b1")
-    w2 = numpy_helper.from_array(rng.standard_normal((hidden, out)).astype(np.float32) / np.sqrt(hidden), "w2")
+    w2 = numpy_helper.from_array((rng.standard_normal((hidden, out)) / np.sqrt(hidden)).astype(np.float32), "w2")
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
              helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, out])],
                               initializer=[w1, b1, w2])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)  # types too
     onnx.save(model, str(path))
     return path
 
