@@ -58,8 +58,8 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "path": str, "primary": bool, "notes": list,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "batch": int, "accelerator_name": str, "system": str, "software": str, "line": int, "latency_stats": dict,
-    "dla": bool,
+    "batch": int, "batch_source": str, "accelerator_name": str, "system": str, "software": str, "line": int,
+    "latency_stats": dict, "dla": bool,
 }
 
 
@@ -110,6 +110,7 @@ class PublishedResult:
     software: str | None = None
     accelerator_name: str | None = None
     dla: bool | None = None
+    batch_source: str | None = None  # where the harness batch of an MLPerf record was read
     latency_stats: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -218,6 +219,7 @@ def _check_record(path: Path, i: int, r: Any, sources: Mapping[str, Source], not
         source=sources[r["source"]], path=r["path"], primary=r["primary"],
         notes=tuple(notes.get(n, n) for n in r["notes"]), line=r.get("line"), system=r.get("system"),
         software=r.get("software"), accelerator_name=r.get("accelerator_name"), dla=r.get("dla"),
+        batch_source=r.get("batch_source"),
         latency_stats=MappingProxyType(dict(stats)),
     )
 

@@ -25,6 +25,7 @@ Selection rules (also in bench/data/README.md):
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import subprocess
@@ -148,6 +149,87 @@ def stat(text: str, rx: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+
+CONFIG_BENCH = {"resnet50": "resnet50", "bert-99": "bert", "bert-99.9": "bert"}
+CONFIG_KEYS = ("gpu_batch_size", "dla_batch_size", "precision", "use_fp8", "use_graphs", "start_from_device")
+
+
+def _literal(node: ast.AST):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+def _py_classes(text: str | None) -> dict[str, dict]:
+    """class name -> {bases, attrs, decorator} of one NVIDIA configs/... __init__.py (parsed, never run)."""
+    out: dict[str, dict] = {}
+    if not text:
+        return out
+    for node in ast.parse(text).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        attrs = {}
+        for st in node.body:
+            if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+                attrs[st.targets[0].id] = _literal(st.value)
+        deco = " ".join(ast.unparse(d) for d in node.decorator_list)
+        out[node.name] = {"bases": [ast.unparse(b) for b in node.bases], "attrs": attrs, "decorator": deco}
+    return out
+
+
+def _resolve(classes: dict[str, dict], name: str, key: str, seen: frozenset = frozenset()):
+    c = classes.get(name)
+    if c is None or name in seen:
+        return None
+    if key in c["attrs"]:
+        return c["attrs"][key]
+    for b in c["bases"]:
+        v = _resolve(classes, b, key, seen | {name})
+        if v is not None:
+            return v
+    return None
+
+
+def _norm_system(system: str) -> tuple[str, bool]:
+    base, _, tail = system.partition("_TRT")
+    base = re.sub(r"^DGX-(Station-)?[AH]100_", "", base)
+    return base, "triton" in tail.lower()
+
+
+def harness_config(repo_blobs: dict[str, str | None], system: str, benchmark: str, scenario: str) -> dict:
+    """NVIDIA's harness settings for one result: gpu_batch_size, precision, ... from closed/NVIDIA/configs."""
+    base, triton = _norm_system(system)
+    bench = CONFIG_BENCH[benchmark]
+    high = benchmark == "bert-99.9"
+    json_path = f"closed/NVIDIA/configs/{bench}/{scenario}/config.json"
+    if repo_blobs.get(json_path):  # v0.7 / v1.0: one JSON per benchmark and scenario, keyed by system id
+        doc = json.loads(repo_blobs[json_path])
+        entry = doc.get(base)
+        if not isinstance(entry, dict):
+            return {}
+        cfg = {k: entry.get(k) for k in CONFIG_KEYS if entry.get(k) is not None}
+        ver = ("high_accuracy_" if high else "") + ("triton" if triton else "")
+        ver = ver.rstrip("_") or None
+        if ver:
+            cfg.update({k: v for k, v in (entry.get("config_ver") or {}).get(ver, {}).items() if k in CONFIG_KEYS})
+        return {"where": f"{json_path} [{base!r}" + (f", config_ver {ver!r}]" if ver else "]"), **cfg}
+    py_path = f"closed/NVIDIA/configs/{bench}/{scenario}/__init__.py"
+    classes = _py_classes(repo_blobs.get(f"closed/NVIDIA/configs/{bench}/__init__.py"))
+    classes.update(_py_classes(repo_blobs.get(py_path)))
+    name = base.replace("-", "_") + ("_HighAccuracy" if high else "") + ("_Triton" if triton else "")
+    if name not in classes or "MaxQ" in classes[name]["decorator"]:
+        return {}
+    cfg = {}
+    for k in CONFIG_KEYS:
+        v = _resolve(classes, name, k)
+        if isinstance(v, dict):  # v4.1 writes gpu_batch_size = {'resnet50': 2048}
+            v = v.get(bench, next(iter(v.values()), None)) if len(v) == 1 or bench in v else None
+        if v is not None:
+            cfg[k] = v
+    return {"where": f"{py_path} class {name}", **cfg}
+
+
 def precision_of(gpu: str, benchmark: str) -> tuple[str, list[str]]:
     """INT8 for resnet50 and bert-99 (NVIDIA's GPUBaseConfig precision); bert-99.9 FP16, FP8 on Hopper."""
     if benchmark != "bert-99.9":
@@ -164,7 +246,9 @@ def mirror_inputs(repo: str) -> tuple[str, str, list[str], dict[str, str | None]
     files = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "closed/").splitlines()
     perf = [f for f in files if is_perf_summary(f)]
     systems = sorted({system_json_of(f) for f in perf})
-    return round_, commit, perf, cat_files(repo, perf + systems)
+    configs = [f"closed/NVIDIA/configs/{b}/{tail}" for b in sorted(set(CONFIG_BENCH.values()))
+               for tail in ["__init__.py"] + [f"{sc}/{n}" for sc in SCENARIOS for n in ("__init__.py", "config.json")]]
+    return round_, commit, perf, cat_files(repo, perf + systems + configs)
 
 
 def extract_inputs(path: str) -> list[tuple[str, str, list[str], dict[str, str | None]]]:
@@ -218,6 +302,11 @@ def mlperf_records(round_: str, commit: str, perf: list[str], blobs: dict[str, s
         throughput = unit == "samples/s"
         precision, notes = precision_of(gpu, benchmark)
         notes += extra_notes
+        cfg = harness_config(blobs, system, benchmark, scenario) if submitter == "NVIDIA" else {}
+        if cfg.get("precision"):
+            p = "fp8" if cfg["precision"] == "fp16" and cfg.get("use_fp8") else cfg["precision"]
+            if p != precision:
+                raise SystemExit(f"{round_} {f}: config precision {p} != expected {precision}; check the rule")
         harness = "triton" if "triton" in system.lower() else "tensorrt"
         notes += ["triton"] if harness == "triton" else []
         notes += ["oem"] if submitter != "NVIDIA" else []
@@ -246,6 +335,10 @@ def mlperf_records(round_: str, commit: str, perf: list[str], blobs: dict[str, s
         }
         if gpu.startswith("jetson"):
             rec["dla"] = dla_used
+        if cfg.get("gpu_batch_size") and scenario != "SingleStream":
+            rec["batch"] = int(cfg["gpu_batch_size"])
+            extra = f"; dla_batch_size {cfg['dla_batch_size']}" if rec.get("dla") and cfg.get("dla_batch_size") else ""
+            rec["batch_source"] = f"{cfg['where']}: gpu_batch_size{extra}"
         if scenario != "Offline":
             stats = {}
             for key, rx in (("mean_ms", r"^Mean latency \(ns\)\s*:\s*(\d+)"),

@@ -62,6 +62,7 @@ def test_figures_match_their_printed_source(published, records):
     assert (l4.value, l4.divisor, l4.printed, l4.primary) == (13157.8, 1, "Samples per second: 13157.8", False)
     assert l4.path == "closed/NVIDIA/results/L4x1_TRT/resnet50/Offline/performance/run_1/mlperf_log_summary.txt"
     assert l4.url.startswith("https://github.com/mlcommons/inference_results_v3.0/blob/1948f9b5b93c5b4dcafe15de")
+    assert l4.batch == 32 and l4.batch_source.endswith("resnet50/Offline/__init__.py class L4x1: gpu_batch_size")
     newest = _one(published, records, model="resnet50", gpu="l4", scenario="offline")  # v3.1, read file by file
     assert (newest.round, newest.value, newest.primary) == ("v3.1", 12881.7, True)
     assert any("mlperf_index_extract.yaml" in n for n in newest.notes)
