@@ -118,8 +118,9 @@ def _print_plan(result, *, explain: bool) -> None:
         if explain:
             out.print(table(f"{pp.profile.name}: every figure and its derivation", ["figure", "value", "derivation"],
                             pp.explain))
-    for s in result.skipped:
+    if result.skipped:
         out.print()
+    for s in result.skipped:
         out.print(f"{s['profile']}: not planned: {s['reason']}", markup=False)
     if len(result.plans) > 1 or result.target_qps:
         _print_bill(result)
@@ -130,6 +131,10 @@ def _print_plan(result, *, explain: bool) -> None:
         out.print(f"[bold]=> {n}{pick.profile.name}[/bold], {_policy_text(pick.choice.policy)} ({best['reason']})")
     else:
         out.print(f"[bold]=> {best['reason']}[/bold]")
+
+
+def _rate(x: float | None) -> str:
+    return "-" if not x else (f"{x:,.0f}" if x >= 100 else f"{x:.3g}")
 
 
 def _usd(x: float | None, digits: int = 4) -> str:
@@ -146,8 +151,9 @@ def _print_bill(result) -> None:
     for pp in result.plans:
         ch, ln = pp.choice, lines[pp.profile.name]
         pr = ln.price
-        rows.append((pp.profile.name, pp.precision, f"{ch.capacity or 0:.4g}", "-" if ln.devices is None else ln.devices,
-                     "-" if ln.instances is None else f"{ln.instances} x {pr.instance or 'GPU'}",
+        inst = "-" if ln.instances is None else f"{ln.instances} x {pr.instance or 'GPU'}" + (
+            f" ({pr.gpus_per_instance} GPUs)" if pr.gpus_per_instance > 1 else "")
+        rows.append((pp.profile.name, pp.precision, _rate(ch.capacity), "-" if ln.devices is None else ln.devices, inst,
                      _usd(pr.usd_per_gpu_hour if pr else None), _usd(ln.usd_per_hour),
                      _usd(ln.usd_per_million, 3), "yes" if ln.meets_slo else "NO", _policy_text(ch.policy),
                      _ms(ch.sim.p99) if ch.sim else "-"))

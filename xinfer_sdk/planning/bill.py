@@ -7,8 +7,9 @@
 Prices are USD per GPU-hour, on demand. Each comes from the profile: ``price_per_hour_usd`` (a user profile, or
 ``plan --price NAME=USD``, which sets it) before the sourced ``pricing`` section (the cheapest on-demand offer
 of ``shared/reference/cloud-prices.yaml``). A sourced offer is a whole instance: an 8-GPU node is bought whole,
-so GPUs round up to instances and the bill is instances x the instance's price. A user price is per GPU (one
-GPU per instance).
+so GPUs round up to instances and the bill is instances x the instance's price. Among the profile's sourced
+offers the one that runs the GPUs needed for the least per hour is taken (one GPU is cheaper on a 1-GPU
+instance than on the cheapest-per-GPU 8-GPU node). A user price is per GPU (one GPU per instance).
 
 With ``--target-qps`` the bill is for the target: $/h of every instance needed, and $ per million inferences
 = $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99 (per GPU-hour
@@ -47,6 +48,7 @@ class Price:
     usd_per_instance_hour: float
     instance: str | None  # "aws g6.xlarge" for a sourced offer; None for a user price (per GPU)
     source: str
+    secondary: bool = False  # the offer comes only from a third-party copy of the provider's prices
 
     def cost(self, gpus: int) -> tuple[float, int]:
         """(USD per hour, instances) to run ``gpus`` GPUs: whole instances, rounded up."""
@@ -57,18 +59,36 @@ class Price:
         return dataclasses.asdict(self)
 
 
+def _offer(offer: Mapping[str, Any]) -> Price:
+    where = ", ".join(str(offer[k]) for k in ("region", "date") if offer.get(k))
+    name = f"{offer['provider']} {offer['name']}"
+    secondary = bool(offer.get("secondary"))
+    return Price(float(offer["usd_per_hour"]) / int(offer["gpus"]), int(offer["gpus"]), float(offer["usd_per_hour"]),
+                 name, f"on-demand {name}" + (f" ({where})" if where else "") + " from the profile's pricing section"
+                 + ("; secondary source" if secondary else ""), secondary)
+
+
 def price_of(profile: Profile) -> Price | None:
-    """The profile's price (None when it has none): a user price per GPU, else the sourced instance offer."""
+    """The profile's default price (None when it has none): a user price per GPU (``price_per_hour_usd``, which
+    ``--price`` sets), else the sourced instance of its ``pricing`` section (the cheapest per GPU)."""
     per_gpu = profile.usd_per_gpu_hour
     if per_gpu is None:
         return None
     if profile.price_per_hour_usd is not None or not profile.pricing:
         return Price(per_gpu, 1, per_gpu, None, f"price_per_hour_usd of profile {profile.name} (user or --price)")
-    inst = profile.pricing["instance"]
-    where = ", ".join(str(inst[k]) for k in ("region", "date") if inst.get(k))
-    return Price(per_gpu, profile.gpus_per_instance, float(inst["usd_per_hour"]), f"{inst['provider']} {inst['name']}",
-                 f"on-demand {inst['provider']} {inst['name']}" + (f" ({where})" if where else "")
-                 + " from the profile's pricing section")
+    return dataclasses.replace(_offer(profile.pricing["instance"]), usd_per_gpu_hour=per_gpu)
+
+
+def price_for(profile: Profile, gpus: int) -> Price | None:
+    """The sourced offer that runs ``gpus`` GPUs for the least per hour in whole instances: one GPU wanted is
+    cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node. Ties: the default instance, then the
+    fewest idle GPUs. A user price has no instances to choose from."""
+    default = price_of(profile)
+    if default is None or default.instance is None:
+        return default
+    offers = [default] + [_offer(o) for o in profile.pricing.get("offers") or ()]
+    return min(offers, key=lambda pr: (round(pr.cost(gpus)[0], 9), pr is not default,
+                                       pr.cost(gpus)[1] * pr.gpus_per_instance))
 
 
 def unpriced_reason(profile: Profile) -> str:
@@ -85,7 +105,7 @@ PRICE_FIX = "give --price NAME=USD_PER_GPU_HOUR (or price_per_hour_usd in a user
 
 def hourly_cost(profile: Profile, gpus: int | None) -> float | None:
     """USD per hour to run ``gpus`` GPUs of ``profile`` in whole instances (None: no price or no count)."""
-    price = price_of(profile)
+    price = price_of(profile) if gpus is None else price_for(profile, gpus)
     if price is None or gpus is None:
         return None
     return price.cost(gpus)[0]
@@ -180,14 +200,15 @@ class BillLine:
             return (f"{self.profile}: 1 GPU at its capacity {_num(self.capacity_rps)} req/s x "
                     f"{_price(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}); {rate}")
         gpus = f"{self.devices} GPU{'s' if self.devices != 1 else ''}"
+        name = f"{pr.instance} (secondary source)" if pr.secondary else pr.instance
         if pr.instance is None:
             return (f"{self.profile}: {gpus} = {self.devices} x {_price(pr.usd_per_gpu_hour)}/GPU-h (user price) = "
                     f"{_usd(self.usd_per_hour)}/h; {rate}")
         if pr.gpus_per_instance == 1:
-            return (f"{self.profile}: {gpus} = {self.instances} x {pr.instance} x {_price(pr.usd_per_instance_hour)}/h = "
+            return (f"{self.profile}: {gpus} = {self.instances} x {name} x {_price(pr.usd_per_instance_hour)}/h = "
                     f"{_usd(self.usd_per_hour)}/h; {rate}")
         idle = f", {self.idle_gpus} idle" if self.idle_gpus else ""
-        return (f"{self.profile}: {gpus} -> {self.instances} x {pr.instance} ({pr.gpus_per_instance} GPUs each{idle})"
+        return (f"{self.profile}: {gpus} -> {self.instances} x {name} ({pr.gpus_per_instance} GPUs each{idle})"
                 f" x {_price(pr.usd_per_instance_hour)}/h = {_usd(self.usd_per_hour)}/h; {rate}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +218,8 @@ class BillLine:
                 "instances": self.instances, "idle_gpus": self.idle_gpus, "instance": pr.instance if pr else None,
                 "usd_per_gpu_hour": pr.usd_per_gpu_hour if pr else None,
                 "usd_per_instance_hour": pr.usd_per_instance_hour if pr else None,
-                "price_source": pr.source if pr else None, "usd_per_hour": self.usd_per_hour,
+                "price_source": pr.source if pr else None,
+                "secondary_source": pr.secondary if pr else None, "usd_per_hour": self.usd_per_hour,
                 "inferences_per_s": self.inferences_per_s, "usd_per_million": self.usd_per_million,
                 "capacity_rps": self.capacity_rps, "p99_s": self.p99_s, "ranked": self.ranked,
                 "why_not_ranked": self.why_not_ranked, "arithmetic": self.arithmetic()}
@@ -234,9 +256,10 @@ def bill_line(pp: Any, target_qps: float | None) -> BillLine:
 
 def line_for(prof: Profile, precision: str, ch: Any, target_qps: float | None) -> BillLine:
     """The bill of one recommendation (a ``recommend.Choice``) on one profile."""
-    price = price_of(prof)
+    devices = ch.replicas if ch.feasible else None
+    price = price_of(prof) if target_qps is None or devices is None else price_for(prof, devices)
     line = BillLine(profile=prof.name, precision=precision, kind=prof.kind, meets_slo=bool(ch.feasible),
-                    devices=ch.replicas if ch.feasible else None, capacity_rps=ch.capacity or None,
+                    devices=devices, capacity_rps=ch.capacity or None,
                     p99_s=ch.sim.p99 if ch.sim is not None else None, price=price, target=target_qps is not None)
     if not ch.feasible:
         line.why_not_ranked = f"does not meet the SLO: {ch.reason}"
