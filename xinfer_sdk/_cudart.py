@@ -1,13 +1,18 @@
 """The CUDA runtime through cuda-python (NVIDIA's maintained binding), imported on first use.
 
-``cuda.bindings.runtime`` (cuda-python >= 12.6) or ``cuda.cudart`` (older). Every call returns a tuple whose
-first item is a ``cudaError_t``; ``check`` turns a failure into an ``XinferError`` naming the call. pycuda is
-not used: it does not even build without a driver.
+``cuda.bindings.runtime`` (the layout since cuda-python 12.6.1) or ``cuda.cudart`` (12.6.0 and older; removed in
+13.0). Every call returns a tuple whose first item is a ``cudaError_t``; ``check`` turns a failure into an
+``XinferError`` naming the call. pycuda is not used: it does not even build without a driver.
+
+cuda-bindings links the CUDA runtime of its own major statically, so cuda-python 13.x needs a driver for CUDA 13
+(R580+) and 12.x one for CUDA 12 (R525+; we document R535+). With an older driver ``cudaGetDeviceCount`` answers
+``cudaErrorInsufficientDriver`` and ``device_status`` says so instead of "no device".
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata as md
 from types import ModuleType
 from typing import Any
 
@@ -24,10 +29,10 @@ class CudaError(XinferError):
 def load() -> ModuleType:
     """The cuda-python runtime module, or MissingDependency naming the extra."""
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6.1
     except ImportError:
         try:
-            from cuda import cudart  # cuda-python < 12.6 layout
+            from cuda import cudart  # cuda-python <= 12.6.0 layout
         except ImportError as exc:
             raise MissingDependency("cuda-python", "tensorrt", purpose="CUDA buffers and streams",
                                     cause=str(exc)) from None
@@ -48,14 +53,80 @@ def check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def device_count(cudart: ModuleType) -> int:
-    """Visible CUDA devices; 0 when there is no driver or no device (never raises)."""
+def error_name(err: Any) -> str:
+    """'cudaErrorInsufficientDriver' for a cudaError_t (its enum name), else its text."""
+    return getattr(err, "name", None) or str(err)
+
+
+def _version(cudart: ModuleType, fn: str) -> int | None:
+    """cudaDriverGetVersion / cudaRuntimeGetVersion as 1000*major + 10*minor; None when not answered."""
+    try:
+        res = getattr(cudart, fn)()
+    except Exception:
+        return None
+    if int(res[0]) != 0 or res[1] is None:
+        return None
+    return int(res[1])
+
+
+def cuda_version_text(v: int | None) -> str:
+    """12020 -> '12.2' (CUDA's version encoding); None/0 -> 'none'."""
+    return f"{v // 1000}.{v % 1000 // 10}" if v else "none"
+
+
+def bindings_version() -> str | None:
+    """The installed cuda-bindings (or, before 12.8, cuda-python) version."""
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def explain_no_device(err_name: str, driver_cuda: int | None, runtime_cuda: int | None,
+                      bindings: str | None = None) -> str:
+    """Why cudaGetDeviceCount found no device, in one line naming the cudaError_t and the fix (pure function)."""
+    major = runtime_cuda // 1000 if runtime_cuda else (int(bindings.split(".")[0]) if bindings else None)
+    pkg = f"cuda-python {bindings}" if bindings else f"cuda-python {major}.x" if major else "cuda-python"
+    if err_name == "cudaErrorInsufficientDriver":
+        if not driver_cuda:
+            return f"no NVIDIA driver is loaded ({err_name}); install the NVIDIA driver, or run on the CPU"
+        if major and driver_cuda // 1000 < major:
+            return (f"driver too old for {pkg} (needs CUDA {major}.x, the driver supports CUDA "
+                    f"{cuda_version_text(driver_cuda)}) ({err_name}); "
+                    + ("pip install 'cuda-python>=12.6.1,<13' (the [tensorrt]/[gpu] extras pin it) or upgrade the "
+                       "driver to R580+" if major >= 13 else "upgrade the NVIDIA driver"))
+        return (f"the driver (CUDA {cuda_version_text(driver_cuda)}) is older than the CUDA runtime "
+                f"{cuda_version_text(runtime_cuda)} of {pkg} ({err_name}); upgrade the NVIDIA driver")
+    if err_name == "cudaErrorNoDevice":
+        return f"no CUDA device is visible ({err_name}): no GPU, or CUDA_VISIBLE_DEVICES hides them"
+    if err_name == "cudaSuccess":
+        return "no CUDA device is visible (0 devices): CUDA_VISIBLE_DEVICES hides them, or no GPU"
+    return f"CUDA reports no usable device ({err_name})"
+
+
+def device_status(cudart: ModuleType) -> tuple[int, str | None]:
+    """(visible devices, None) or (0, why not: the cudaError_t name and what to do). Never raises."""
     try:
         res = cudart.cudaGetDeviceCount()
-    except Exception:
-        return 0
+    except Exception as exc:  # a binding that cannot even reach libcuda
+        return 0, f"cudaGetDeviceCount failed: {type(exc).__name__}: {exc}"
     err, count = res[0], res[1]
-    return int(count) if int(err) == 0 else 0
+    if int(err) == 0 and count:
+        return int(count), None
+    return 0, explain_no_device(error_name(err), _version(cudart, "cudaDriverGetVersion"),
+                                _version(cudart, "cudaRuntimeGetVersion"), bindings_version())
+
+
+def device_count(cudart: ModuleType) -> int:
+    """Visible CUDA devices; 0 when there is no driver or no device (never raises; ``device_status`` says why)."""
+    return device_status(cudart)[0]
+
+
+def versions(cudart: ModuleType) -> dict[str, int | None]:
+    """{'driver': CUDA version the driver supports, 'runtime': CUDA runtime cuda-python runs} (12020 = 12.2)."""
+    return {"driver": _version(cudart, "cudaDriverGetVersion"), "runtime": _version(cudart, "cudaRuntimeGetVersion")}
 
 
 def set_device(cudart: ModuleType, device: int) -> None:
@@ -80,11 +151,20 @@ def host_view(ptr: int, nbytes: int) -> np.ndarray:
 
 
 def handle(obj: Any) -> int:
-    """The address behind a cuda-python handle (cudaStream_t...) as the int TensorRT's Python API takes."""
+    """The address behind a cuda-python handle (cudaStream_t...) as the int TensorRT's Python API takes.
+
+    ``cuda.bindings.utils.get_cuda_native_handle`` where it exists (cuda-bindings 12.8+/13.x: ``int(obj)`` is
+    deprecated there), else ``int(obj)``. Never ``getPtr()``: that is the address of the Python wrapper's
+    storage, not the stream.
+    """
     try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
         return int(obj)
-    except TypeError:
-        return int(obj.getPtr())
+    try:
+        return int(get_cuda_native_handle(obj))
+    except TypeError:  # a plain int (the default stream 0)
+        return int(obj)
 
 
 class DeviceBuffer:

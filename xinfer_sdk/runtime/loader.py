@@ -13,9 +13,10 @@ from typing import Any
 
 from .._yamlfile import read_mapping
 from ..bundle import Artifact, Bundle, Manifest, TensorSpec, is_bundle, open_bundle, sha256_file
-from ..errors import BackendUnavailable, BundleError, UserError
+from ..errors import BackendUnavailable, BundleError, UserError, XinferError
 from ..policy import BatchPolicy
 from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
+from .backends.base import normalize_device
 from .backends.select import choose
 from .model import Model
 
@@ -150,8 +151,10 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
 
     profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
     backend: "auto" (the profile's order, intersected with what works here), "onnxruntime", "tensorrt", "torch".
+        Under "auto" a backend that fails to start (e.g. a TensorRT build the ONNX parser refuses) is skipped
+        for the next one, with a warning (also in ``describe()['notes']``); a named backend fails instead.
     batching: a BatchPolicy, a dict of policy keys, or a config.yaml path; defaults to the bundle's policy.
-    device: "cpu", "cuda", "cuda:1"; defaults to the profile's kind. A GPU profile on a machine where no GPU
+    device: "cpu", "cuda", "cuda:1" ("gpu:N" means "cuda:N"); defaults to the profile's kind. A GPU profile on a machine where no GPU
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
     allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
     """
@@ -164,9 +167,10 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
                           hint="see `xinfer-sdk inspect`; rebuild it, or pass allow_failed_gate=True "
                                "(serve: --allow-failed-gate) to load it anyway")
     policy = resolve_policy(bundle, prof, batching, config)
+    _size_raw_onnx(bundle, policy)
     notes: list[str] = []
     explicit_device = device is not None
-    dev = device or ("cuda:0" if prof.kind in ("gpu", "jetson") else "cpu")
+    dev = normalize_device(device or ("cuda:0" if prof.kind in ("gpu", "jetson") else "cpu"))
     try:
         cls, why, skipped = choose(bundle, prof, dev, backend)
     except BackendUnavailable:
@@ -194,6 +198,27 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
                                                                  if b <= plan_max))
     if threads is None:
         threads = default_threads(dev, policy.device_concurrency)
-    log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)
-    return Model(bundle, profile=prof, backend_cls=cls, backend_reason=why, skipped=skipped, device=dev,
-                 threads=threads, policy=policy, options=options, name=name, warmup=warmup, notes=notes)
+    while True:
+        log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)
+        try:
+            return Model(bundle, profile=prof, backend_cls=cls, backend_reason=why, skipped=skipped, device=dev,
+                         threads=threads, policy=policy, options=options, name=name, warmup=warmup, notes=notes)
+        except XinferError as exc:
+            if (backend or "auto") != "auto":
+                raise
+            # auto: a backend that was usable on paper failed to start (a TensorRT build the parser refused,
+            # a provider that did not come up): go on with the next one, saying why
+            note = f"backend {cls.name} failed to start ({exc}); trying the next one"
+            log.warning("%s: %s", bundle.name, note)
+            notes.append(note)
+            excluded = {**skipped, cls.name: f"failed to start: {exc}"}
+            cls, why, skipped = choose(bundle, prof, dev, backend, exclude=excluded)
+
+
+def _size_raw_onnx(bundle: Bundle, policy: BatchPolicy) -> None:
+    """A raw .onnx has no recorded batch maximum: take the requested policy's, so a TensorRT plan made for it
+    covers the batches the batching core will send (not 1..1)."""
+    mf = bundle.manifest
+    if mf.precision == "as-is" and not mf.engine_plan and mf.max_batch_size > 0:
+        mf.max_batch_size = policy.max_batch_size
+        mf.batch = {"preferred_batch_sizes": list(policy.preferred_batch_sizes)}

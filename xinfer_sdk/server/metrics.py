@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._lazy import require
@@ -106,15 +106,31 @@ class ModelCollector:
 
 
 class GpuStats:
-    """NVML readings (pynvml from nvidia-ml-py) per GPU; absent when NVML cannot start (no driver/GPU)."""
+    """NVML readings (pynvml from nvidia-ml-py) per GPU; absent when NVML cannot start (no driver/GPU).
 
-    def __init__(self, nvml: Any):
+    The ``gpu`` label is the CUDA index this process uses (``cuda:N``), not NVML's PCI-order index: they differ
+    under ``CUDA_VISIBLE_DEVICES`` and on mixed hosts. GPUs hidden from this process are not reported; when
+    the CUDA order cannot be known (a mixed host without ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) the label is
+    ``nvml:N`` so it is never mistaken for a CUDA index.
+    """
+
+    def __init__(self, nvml: Any, env: Mapping[str, str] | None = None):
+        from ..profiles.detect import cuda_to_nvml_index, cuda_view, read_nvml_gpus
+
         self.nvml = nvml
-        self.handles = [(i, nvml.nvmlDeviceGetHandleByIndex(i)) for i in range(nvml.nvmlDeviceGetCount())]
-        self.names = {}
-        for i, h in self.handles:
-            name = nvml.nvmlDeviceGetName(h)
-            self.names[i] = name.decode() if isinstance(name, bytes) else str(name)
+        gpus, _ = read_nvml_gpus()
+        gpus = gpus or []
+        view = cuda_view(gpus, env)
+        labels: dict[int, str] = {}
+        if view.exact:
+            for c in range(len(view.nvml)):
+                n = cuda_to_nvml_index(c, gpus=gpus, env=env)
+                if n is not None:
+                    labels[n] = str(c)
+        else:
+            labels = {g.index: f"nvml:{g.index}" for g in gpus}
+        self.handles = [(labels[i], nvml.nvmlDeviceGetHandleByIndex(i)) for i in sorted(labels)]
+        self.names = {labels[g.index]: g.name for g in gpus if g.index in labels}
 
     @classmethod
     def open(cls) -> GpuStats | None:
@@ -124,11 +140,21 @@ class GpuStats:
             return None
         try:
             pynvml.nvmlInit()
-            stats = cls(pynvml)
         except Exception as exc:  # NVMLError: no driver, no GPU, insufficient permissions
             log.info("NVML not available (%s): no GPU metrics", exc)
             return None
-        return stats if stats.handles else None
+        try:
+            stats = cls(pynvml)
+        except Exception as exc:
+            log.info("NVML query failed (%s): no GPU metrics", exc)
+            stats = None
+        if stats is None or not stats.handles:
+            try:
+                pynvml.nvmlShutdown()  # balance our nvmlInit (NVML counts them)
+            except Exception:
+                pass
+            return None
+        return stats
 
     def _read(self, fn: str, *args: Any) -> Any:
         try:
@@ -145,8 +171,8 @@ class GpuStats:
         total = G(f"{PREFIX}_gpu_memory_total_bytes", "GPU memory installed.", labels=labels)
         temp = G(f"{PREFIX}_gpu_temperature_celsius", "GPU core temperature.", labels=labels)
         power = G(f"{PREFIX}_gpu_power_watts", "GPU board power draw.", labels=labels)
-        for i, h in self.handles:
-            lv = [str(i), self.names[i]]
+        for label, h in self.handles:
+            lv = [label, self.names[label]]
             u = self._read("nvmlDeviceGetUtilizationRates", h)
             if u is not None:
                 util.add_metric(lv, u.gpu / 100.0)

@@ -235,14 +235,214 @@ def test_cuda_errors_name_the_call(trt, gpu, bundle):
     assert not gpu.streams  # deactivated cleanly after the error
 
 
-def test_stream_handle_from_int_or_getptr():
+def test_stream_handle_is_the_native_handle_never_the_wrapper_address(monkeypatch):
+    """cuda-bindings 13: int(stream) is deprecated in favour of cuda.bindings.utils.get_cuda_native_handle, and
+    getPtr() is the address of the Python wrapper's storage (review D7)."""
+    import sys
+    import types
+
     from xinfer_sdk import _cudart
 
-    class Legacy:
-        def getPtr(self):
-            return 1234
+    class Stream13:  # int() removed, as announced; getPtr() is the wrapper, not the stream
+        def __init__(self, n):
+            self.n = n
 
-    assert _cudart.handle(5678) == 5678 and _cudart.handle(Legacy()) == 1234
+        def getPtr(self):
+            return 0x7FB8C2AE37A0
+
+    utils = types.ModuleType("cuda.bindings.utils")
+    utils.get_cuda_native_handle = lambda obj: obj.n if isinstance(obj, Stream13) else int(obj)
+    cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+    cuda.bindings, bindings.utils, bindings.__path__ = bindings, utils, []
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.utils", utils)
+    assert _cudart.handle(Stream13(0x1234)) == 0x1234
+    monkeypatch.setitem(sys.modules, "cuda.bindings.utils", None)  # cuda-python 12.6: no utils -> int()
+    assert _cudart.handle(5678) == 5678
+
+
+def _scalar_bundle(root):
+    """A bundle whose model takes a rank-0 input and gives a rank-0 output (no batch axis)."""
+    from trt_doubles import write_fake_onnx
+
+    from xinfer_sdk.bundle import Manifest, TensorSpec, register, save_manifest
+    from xinfer_sdk.engine_plan import make_build_plan
+
+    root.mkdir()
+    write_fake_onnx(root / "model.onnx", {"x": ["float32", []]}, {"y": ["float32", []]})
+    inputs, outputs = [TensorSpec("x", "float32", ())], [TensorSpec("y", "float32", ())]
+    plan = make_build_plan(profile=A10, precision="fp32", inputs=inputs, max_batch_size=0)
+    mf = Manifest(name="scalar", inputs=inputs, outputs=outputs, precision="fp32", max_batch_size=0,
+                  profile={"name": "a10"}, batch={}, engine_plan=plan)
+    register(root, mf, "model.onnx", role="model")
+    save_manifest(root, mf)
+    return open_bundle(root)
+
+
+def test_scalar_input_keeps_rank_zero(trt, gpu, tmp_path):
+    """np.ascontiguousarray makes a 0-d array 1-d; TensorRT would refuse rank 1 for a rank-0 input (review D10)."""
+    mod = trt()
+    b = _scalar_bundle(tmp_path / "scalar.xinfer")
+    shapes = []
+    real = mod.Runtime.deserialize_cuda_engine
+
+    def recording(self, data):
+        engine = real(self, data)
+        make = engine.create_execution_context
+
+        def context():
+            ctx = make()
+            orig = ctx.set_input_shape
+            ctx.set_input_shape = lambda name, shape: shapes.append(tuple(shape)) or orig(name, shape)
+            return ctx
+
+        engine.create_execution_context = context
+        return engine
+
+    mod.Runtime.deserialize_cuda_engine = recording
+    with TensorRTBackend(b, profile=A10, device="cuda:0") as be:
+        out = be.infer({"x": np.array(3.0, np.float32)})
+    assert shapes == [()]
+    assert out["y"].shape == () and float(out["y"]) == 6.0
+
+
+def _engine_with_profiles(mod, count, fail=False):
+    calls = []
+    real = mod.Runtime.deserialize_cuda_engine
+
+    def patched(self, data):
+        engine = real(self, data)
+        if engine is None:
+            return None
+        type(engine).num_optimization_profiles = property(lambda e: count)
+        make = engine.create_execution_context
+
+        def context():
+            ctx = make()
+
+            def select(i, stream):  # the binding: PY_ASSERT_RUNTIME_ERROR, never returns False
+                calls.append((i, stream))
+                if fail:
+                    raise RuntimeError("Error in set optimization profile async.")
+                return True
+
+            ctx.set_optimization_profile_async = select
+            return ctx
+
+        engine.create_execution_context = context
+        return engine
+
+    mod.Runtime.deserialize_cuda_engine = patched
+    return calls
+
+
+def test_profile_zero_is_selected_only_when_the_engine_has_several(trt, gpu, bundle):
+    """NVIDIA's common_runtime.py selects a profile only when num_optimization_profiles > 1 (review D11)."""
+    calls = _engine_with_profiles(trt(), 1)
+    run(bundle(), np.ones((1, 4), np.float32))
+    assert calls == []
+    TensorRTBackend._engines.clear()
+    calls = _engine_with_profiles(trt(), 2)
+    _, info = run(bundle("two.xinfer"), np.ones((1, 4), np.float32))
+    assert [c[0] for c in calls] == [0] and isinstance(calls[0][1], int)
+
+
+def test_profile_selection_failure_is_backend_unavailable(trt, gpu, bundle):
+    """set_optimization_profile_async raises RuntimeError: it surfaces as BackendUnavailable (review D11)."""
+    from xinfer_sdk.errors import BackendUnavailable
+
+    _engine_with_profiles(trt(), 2, fail=True)
+    with pytest.raises(BackendUnavailable, match="refused optimization profile 0"):
+        run(bundle(), np.ones((1, 4), np.float32))
+    assert not gpu.streams and not gpu.device_mem  # cleaned up
+
+
+def test_a_build_does_not_block_other_engines(trt, gpu, bundle):
+    """One model's minutes-long build holds only its own engine key (review D14)."""
+    mod = trt()
+    first, second = bundle("slow.xinfer"), bundle("fast.xinfer")
+    started, release = threading.Event(), threading.Event()
+    real = mod.Builder.build_serialized_network
+
+    def slow_first(self, network, config):
+        if not started.is_set():
+            started.set()
+            release.wait(20)
+        return real(self, network, config)
+
+    mod.Builder.build_serialized_network = slow_first
+    slow = TensorRTBackend(first, profile=A10, device="cuda:0")
+    fast = TensorRTBackend(second, profile=A10, device="cuda:0")
+    t_slow = threading.Thread(target=slow.activate)
+    t_fast = threading.Thread(target=fast.activate)
+    try:
+        t_slow.start()
+        assert started.wait(10)
+        t_fast.start()
+        t_fast.join(10)
+        assert not t_fast.is_alive() and fast.active, "the second model waited for the first model's build"
+    finally:
+        release.set()
+        t_slow.join(10)
+        t_fast.join(10)
+    assert slow.active and mod.builds == 2
+    slow.deactivate()
+    fast.deactivate()
+
+
+def test_auto_falls_back_to_the_next_backend_when_the_tensorrt_build_fails(trt, gpu, bundle, monkeypatch, caplog):
+    """backend='auto': a TensorRT build failure (parser, builder) moves on to the next backend (review D14)."""
+    import xinfer_sdk as xs
+    from xinfer_sdk.errors import XinferError
+    from xinfer_sdk.runtime.backends import select
+    from xinfer_sdk.runtime.backends.base import Backend
+
+    class Doubling(Backend):  # stands in for ONNX Runtime's CUDA EP, which this machine does not have
+        name = "onnxruntime"
+
+        @classmethod
+        def unavailable_reason(cls, bundle, profile, device):
+            return None
+
+        def activate_impl(self):
+            pass
+
+        def infer_impl(self, feeds):
+            return {"y": feeds["x"] * 2}
+
+    real = select.backend_class
+    monkeypatch.setattr(select, "backend_class", lambda name: Doubling if name == "onnxruntime" else real(name))
+    trt(build_fails=True)
+    b = bundle()
+    with caplog.at_level(logging.WARNING), xs.load(b.root, profile="a10", device="cuda:0") as m:
+        d = m.describe()
+        assert d["backend"] == "onnxruntime" and "tensorrt" in d["skipped"]
+        assert any("backend tensorrt failed to start" in n for n in d["notes"])
+        np.testing.assert_array_equal(m.infer({"x": np.ones((2, 4), np.float32)})["y"], np.full((2, 4), 2.0))
+    assert "tensorrt failed to start" in caplog.text
+    with pytest.raises(XinferError):  # a named backend still fails
+        xs.load(b.root, profile="a10", device="cuda:0", backend="tensorrt")
+
+
+def test_insufficient_driver_is_named_not_no_device(trt, gpu, bundle, monkeypatch):
+    """cuda-python 13 on an R535 driver: cudaErrorInsufficientDriver, not 'no CUDA device' (review D3)."""
+    import enum
+
+    from xinfer_sdk import _cudart
+
+    E = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35})
+    gpu.cudaGetDeviceCount = lambda: (E.cudaErrorInsufficientDriver, None)
+    gpu.cudaDriverGetVersion = lambda: (E.cudaSuccess, 12020)
+    gpu.cudaRuntimeGetVersion = lambda: (E.cudaSuccess, 13050)
+    monkeypatch.setattr(_cudart, "bindings_version", lambda: None)
+    trt()
+    why = TensorRTBackend.unavailable_reason(bundle(), A10, "cuda:0")
+    assert "driver too old for cuda-python 13.x" in why and "(cudaErrorInsufficientDriver)" in why
+    assert "cuda-python>=12.6.1,<13" in why and "R580" in why
+    assert _cudart.device_count(gpu) == 0
+    gpu.cudaDriverGetVersion = lambda: (E.cudaSuccess, 0)  # no driver at all
+    assert "no NVIDIA driver is loaded" in _cudart.device_status(gpu)[1]
 
 
 def test_engine_io_without_a_numpy_type_is_refused(trt, gpu, bundle):

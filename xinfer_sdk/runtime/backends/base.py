@@ -9,15 +9,27 @@ all of that. Inputs and outputs are ``dict[str, numpy.ndarray]`` with the batch 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ...bundle import Bundle
+from ...errors import UserError
 from ...profiles import Profile
 
 log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"(?:(cpu)|(?:cuda|gpu)(?::(\d+))?)", re.IGNORECASE)
+
+
+def normalize_device(device: str) -> str:
+    """The one spelling every backend sees: 'cpu' or 'cuda:N' ('cuda', 'gpu', 'gpu:N', 'CUDA:1' accepted)."""
+    m = _DEVICE.fullmatch(str(device).strip())
+    if m is None:
+        raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda' or 'cuda:N' (e.g. 'cuda:1')")
+    return "cpu" if m.group(1) else f"cuda:{int(m.group(2) or 0)}"
 
 
 class Backend:
@@ -30,7 +42,7 @@ class Backend:
                  options: Mapping[str, Any] | None = None):
         self.bundle = bundle
         self.profile = profile
-        self.device = device
+        self.device = normalize_device(device)
         self.threads = threads
         self.options = dict(options or {})
         self.active = False

@@ -1,4 +1,18 @@
-"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, chosen from the profile and device."""
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, chosen from the profile and device.
+
+The provider chain for ``cuda:N`` is TensorRT EP (when the bundle has an engine plan and the profile lists
+tensorrt) -> CUDA EP -> CPU, each with ``device_id=N``. ONNX Runtime's Python layer cannot be stopped from
+falling back when a provider fails to start inside ``InferenceSession()``: it prints "EP Error" and retries with
+``['CUDAExecutionProvider', 'CPUExecutionProvider']`` *without options* (so on device 0, TF32 on). After the
+session is made we compare ``session.get_providers()`` with the chain we asked for: when a GPU provider was
+dropped the session is made again with the providers that did start, keeping our options (a warning names the
+one that failed); when no GPU provider started at all for a ``cuda`` device, activation fails with
+``BackendUnavailable`` instead of running silently on the CPU.
+
+FP32 bundles get ``use_tf32=0`` in the CUDA EP (ORT's default is TF32 on for FP32 MatMul/Conv on Ampere+), so
+an FP32 model computes what the accuracy gate measured, as on the TensorRT path. ORT's TensorRT EP has no such
+option: only ``NVIDIA_TF32_OVERRIDE=0`` in the environment before the first session (see docs/tensorrt.md).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BackendUnavailable
-from .base import Backend
+from .base import Backend, normalize_device
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +44,17 @@ def _as_str(arr: np.ndarray) -> np.ndarray:
 
 
 def device_index(device: str) -> int:
-    _, _, idx = device.partition(":")
+    _, _, idx = normalize_device(device).partition(":")
     return int(idx) if idx.isdigit() else 0
+
+
+def _name(provider: Any) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+# precisions whose FP32 math must stay FP32 (no TF32 tensor cores) in the CUDA EP
+_NO_TF32 = ("fp32", "as-is")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -44,7 +67,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime  # noqa: F401
         except ImportError as exc:
             return f"onnxruntime is not importable ({exc}); install 'xinfer-sdk[cpu]' (or [gpu] for CUDA)"
-        if device.startswith("cuda"):
+        if normalize_device(device).startswith("cuda"):
             working = _working_providers()
             if "CUDAExecutionProvider" not in working and "TensorrtExecutionProvider" not in working:
                 return ("no working CUDA/TensorRT execution provider (onnxruntime-gpu not installed, or no GPU); "
@@ -59,18 +82,41 @@ class OnnxRuntimeBackend(Backend):
         chain: list[Any] = []
         plan = self.bundle.manifest.engine_plan
         if "TensorrtExecutionProvider" in working and "tensorrt" in self.profile.backends and plan:
-            from ...engine_plan import ort_trt_provider_options, user_engine_dir
+            cache = self._trt_cache_dir()
+            if cache is not None:
+                from ...engine_plan import ort_trt_provider_options
 
-            cache = self.options.get("cache_dir")
-            if not cache:  # in the bundle, or the user cache when the bundle is mounted read-only
-                sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
-                cache = str(self.bundle.engines_dir / "ort-trt") if self.bundle.engines_writable() else \
-                    os.path.join(user_engine_dir(sha), "ort-trt")
-            chain.append(("TensorrtExecutionProvider", ort_trt_provider_options(plan, cache, device_id=idx)))
+                chain.append(("TensorrtExecutionProvider", ort_trt_provider_options(plan, cache, device_id=idx)))
         if "CUDAExecutionProvider" in working:
-            chain.append(("CUDAExecutionProvider", {"device_id": idx}))
+            chain.append(("CUDAExecutionProvider", self.cuda_options(idx)))
         chain.append("CPUExecutionProvider")
         return chain
+
+    def cuda_options(self, idx: int) -> dict[str, Any]:
+        """CUDA EP options: the device, and TF32 off for FP32 bundles (``options={'tf32': True}`` keeps it on)."""
+        opts: dict[str, Any] = {"device_id": idx}
+        tf32 = self.options.get("tf32")
+        if tf32 is False or (tf32 is None and self.bundle.manifest.precision in _NO_TF32):
+            opts["use_tf32"] = "0"
+        return opts
+
+    def _trt_cache_dir(self) -> str | None:
+        """The TensorRT EP's engine cache dir, created now: ORT makes only its last level and falls back to the
+        CUDA EP (on device 0, without options) when the parent is missing. None (no TensorRT EP) if it can't be."""
+        cache = self.options.get("cache_dir")
+        if not cache:  # in the bundle, or the user cache when the bundle is mounted read-only
+            from ...engine_plan import user_engine_dir
+
+            sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
+            cache = str(self.bundle.engines_dir / "ort-trt") if self.bundle.engines_writable() else \
+                os.path.join(user_engine_dir(sha), "ort-trt")
+        try:
+            os.makedirs(cache, exist_ok=True)
+        except OSError as exc:
+            log.warning("%-28s | TensorRT EP left out: cannot create its engine cache %s (%s)",
+                        f"onnxruntime[{self.bundle.name}]", cache, exc)
+            return None
+        return str(cache)
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
@@ -85,18 +131,45 @@ class OnnxRuntimeBackend(Backend):
         spinning = self.options.get("spinning")
         if spinning is not None:
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        path = str(self.bundle.model_file)
-        try:
-            self.session = ort.InferenceSession(path, so, providers=self.providers())
-        except Exception as exc:
-            raise BackendUnavailable("onnxruntime", f"cannot create a session for {os.path.basename(path)}: "
-                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        chain = self.providers()
+        self.session = self._session(ort, so, chain)
+        self.dropped: list[str] = []
+        got = list(self.session.get_providers())
+        if got != [_name(p) for p in chain]:
+            self.session = self._after_fallback(ort, so, chain, got)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
         # ONNX Runtime's binding turns a Python bytes object into its repr ("b'...'"): pass strings instead
         self._string_inputs = [i.name for i in self.session.get_inputs() if i.type == "tensor(string)"]
         log.info("%-28s | session ready: providers=%s threads=%s", f"onnxruntime[{self.bundle.name}]",
                  self.session.get_providers(), self.threads)
+
+    def _session(self, ort: Any, so: Any, chain: list[Any]) -> Any:
+        path = str(self.bundle.model_file)
+        try:
+            return ort.InferenceSession(path, so, providers=chain)
+        except Exception as exc:
+            raise BackendUnavailable("onnxruntime", f"cannot create a session for {os.path.basename(path)}: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+
+    def _after_fallback(self, ort: Any, so: Any, chain: list[Any], got: list[str]) -> Any:
+        """ORT dropped providers we asked for (and its own fallback loses our options): refuse a silent CPU run
+        of a cuda device, else make the session again with the providers that did start and our options."""
+        self.dropped = [_name(p) for p in chain if _name(p) not in got]
+        tag = f"onnxruntime[{self.bundle.name}]"
+        if self.device.startswith("cuda") and not any(p in got for p in _GPU_PROVIDERS):
+            raise BackendUnavailable("onnxruntime", f"{', '.join(self.dropped)} did not start for {self.device} "
+                                     f"(ONNX Runtime fell back to {got}); see `xinfer-sdk doctor` for the CUDA/"
+                                     "driver mismatch")
+        kept = [p for p in chain if _name(p) in got]
+        log.warning("%-28s | ONNX Runtime could not start %s and fell back to %s; made the session again with "
+                    "%s and our options (device_id, TF32)", tag, ", ".join(self.dropped), got,
+                    [_name(p) for p in kept])
+        session = self._session(ort, so, kept)
+        if list(session.get_providers()) != [_name(p) for p in kept]:
+            raise BackendUnavailable("onnxruntime", f"providers {[_name(p) for p in kept]} did not start again "
+                                     f"(got {session.get_providers()})")
+        return session
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._string_inputs:
@@ -114,4 +187,6 @@ class OnnxRuntimeBackend(Backend):
         sess = getattr(self, "session", None)
         if sess is not None:
             d["providers"] = sess.get_providers()
+            if getattr(self, "dropped", None):
+                d["providers_dropped"] = list(self.dropped)
         return d

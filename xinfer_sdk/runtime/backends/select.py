@@ -30,8 +30,12 @@ def backend_class(name: str) -> type[Backend]:
         raise BackendUnavailable(name, f"its module cannot be imported ({exc})", extra=extra) from exc
 
 
-def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto") -> tuple[type[Backend], str, dict]:
-    """Returns (backend class, why it was chosen, {skipped backend: why})."""
+def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto", *,
+           exclude: dict[str, str] | None = None) -> tuple[type[Backend], str, dict]:
+    """Returns (backend class, why it was chosen, {skipped backend: why}).
+
+    ``exclude``: backends already found unusable ({name: why}), e.g. one whose activation failed under "auto".
+    """
     requested = ALIASES.get(requested, requested or "auto")
     if requested != "auto":
         if requested not in REGISTRY:
@@ -41,9 +45,11 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
         if reason:
             raise BackendUnavailable(requested, reason, extra=REGISTRY[requested][1])
         return cls, f"backend={requested!r} was requested", {}
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = dict(exclude or {})
     order = list(profile.backends) + [b for b in REGISTRY if b not in profile.backends]
     for name in order:
+        if name in skipped:
+            continue
         try:
             cls = backend_class(name)
         except BackendUnavailable as exc:

@@ -59,13 +59,22 @@ class _Engine:
 
 
 def _plan(bundle: Bundle, profile: Profile) -> dict[str, Any]:
-    """The manifest's recorded plan; for bundles made without one, a plan from the profile (may need --shapes)."""
+    """The manifest's recorded plan; for bundles made without one, a plan from the profile (may need --shapes).
+
+    A raw ``.onnx`` is "as-is": its plan takes the graph's own precision (fp32, fp16/bf16 weights, int8/fp8
+    for Q/DQ) and the batch maximum that ``load()`` set from the requested batch policy.
+    """
     plan = bundle.manifest.engine_plan
     if plan:
         return dict(plan)
     mf = bundle.manifest
+    precision = mf.precision
+    if precision == "as-is":
+        from ..onnx_precision import graph_precision
+
+        precision = graph_precision(bundle.model_file)
     prefs = (mf.batch or {}).get("preferred_batch_sizes")
-    return make_build_plan(profile=profile, precision=mf.precision, inputs=mf.inputs,
+    return make_build_plan(profile=profile, precision=precision, inputs=mf.inputs,
                            max_batch_size=mf.max_batch_size, preferred_batch_sizes=prefs)
 
 
@@ -88,7 +97,10 @@ class TensorRTBackend(Backend):
     extra = "tensorrt"
 
     _engines: ClassVar[dict[tuple[str, int, str], _Engine]] = {}
+    # guards _engines, _key_locks and refs only; a load/build holds just its own key's lock (a build of one
+    # model, minutes long, must not block the activation of any other model or device)
     _engines_lock: ClassVar[threading.Lock] = threading.Lock()
+    _key_locks: ClassVar[dict[tuple[str, int, str], threading.Lock]] = {}
 
     # -- selection -------------------------------------------------------------------------------------
     @classmethod
@@ -100,6 +112,11 @@ class TensorRTBackend(Backend):
         from xinfer_sdk.converters.tensorrt_engine import unavailable_reason
 
         why = unavailable_reason(index)
+        if why and why.startswith("no CUDA device"):  # say why: driver too old for cuda-python 13.x, ...
+            try:
+                why = _cudart.device_status(_cudart.load())[1] or why
+            except XinferError:
+                pass
         if why:
             return why
         try:
@@ -114,12 +131,18 @@ class TensorRTBackend(Backend):
         plan = _plan(bundle, profile)
         ident = (str(bundle.root.resolve()), index, str(plan.get("hash")))
         with cls._engines_lock:
-            shared = cls._engines.get(ident)
-            if shared is None:
-                shared = cls._load_or_build(bundle, plan, index)
+            key_lock = cls._key_locks.setdefault(ident, threading.Lock())
+        with key_lock:  # workers of the same engine wait for its one load/build; others go on
+            with cls._engines_lock:
+                shared = cls._engines.get(ident)
+                if shared is not None:
+                    shared.refs += 1
+                    return shared
+            shared = cls._load_or_build(bundle, plan, index)
+            with cls._engines_lock:
                 cls._engines[ident] = shared
-            shared.refs += 1
-            return shared
+                shared.refs += 1
+                return shared
 
     @classmethod
     def _release(cls, shared: _Engine) -> None:
@@ -215,9 +238,14 @@ class TensorRTBackend(Backend):
             if self._context is None:
                 raise BackendUnavailable("tensorrt", "TensorRT could not create an execution context (out of GPU "
                                          "memory?)", extra="tensorrt")
-            profiles = int(self._shared.engine.num_optimization_profiles)
-            if profiles > 0 and not self._context.set_optimization_profile_async(0, self._stream.handle):
-                raise BackendUnavailable("tensorrt", "TensorRT refused optimization profile 0", extra="tensorrt")
+            # profile 0 is the default; select it only when there is a choice (as NVIDIA's common_runtime.py).
+            # The binding raises RuntimeError on failure (PY_ASSERT_RUNTIME_ERROR), it never returns False.
+            if int(self._shared.engine.num_optimization_profiles) > 1:
+                try:
+                    self._context.set_optimization_profile_async(0, self._stream.handle)
+                except RuntimeError as exc:
+                    raise BackendUnavailable("tensorrt", f"TensorRT refused optimization profile 0 ({exc})",
+                                             extra="tensorrt") from exc
             self._dev = {n: _cudart.DeviceBuffer(self._cudart) for n, _ in self._shared.inputs + self._shared.outputs}
             self._host = {n: _cudart.PinnedBuffer(self._cudart) for n, _ in self._shared.inputs + self._shared.outputs}
         except BaseException:
@@ -229,11 +257,10 @@ class TensorRTBackend(Backend):
         if self._index:
             _cudart.set_device(self._cudart, self._index)  # the current device is per host thread
         check_feed_shapes({n: np.shape(a) for n, a in feeds.items()}, shared.ranges)
-        keep = []
         for name, dtype in shared.inputs:
             if name not in feeds:
                 raise InvalidInput(f"missing input {name!r}; the engine takes {[n for n, _ in shared.inputs]}")
-            arr = np.ascontiguousarray(feeds[name], dtype=dtype)
+            arr = np.asarray(feeds[name], dtype=dtype, order="C")  # keeps rank 0 (ascontiguousarray gives 1-D)
             if not ctx.set_input_shape(name, arr.shape):
                 raise InvalidInput(f"TensorRT refused shape {list(arr.shape)} for input {name!r}")
             n = arr.nbytes
@@ -242,8 +269,7 @@ class TensorRTBackend(Backend):
                 host = self._host[name].ensure(n)
                 host[:n] = arr.reshape(-1).view(np.uint8)
                 stream.htod(dptr, self._host[name].ptr, n)
-            ctx.set_tensor_address(name, dptr)
-            keep.append(arr)
+            ctx.set_tensor_address(name, dptr)  # arr was copied into pinned memory above: nothing to keep alive
         shapes = {}
         for name, dtype in shared.outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
@@ -266,7 +292,6 @@ class TensorRTBackend(Backend):
             if arr.nbytes:
                 arr.reshape(-1).view(np.uint8)[:] = self._host[name].view[:arr.nbytes]
             out[name] = arr
-        del keep
         return out
 
     def deactivate_impl(self) -> None:
