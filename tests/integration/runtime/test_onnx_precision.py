@@ -60,3 +60,18 @@ def test_raw_onnx_manifest_takes_the_requested_batch(tmp_path):
         assert m.bundle.manifest.max_batch_size == 12 and m.max_batch_size == 12
         out = m.infer({"x": np.ones((3, 16), np.float32)})
         assert out["y"].shape == (3, 8)
+
+
+def test_a_model_with_a_scalar_input_runs_unbatched(tmp_path):
+    """A rank-0 input has no batch axis: such a model loads unbatched and the scalar keeps its rank (review D10)."""
+    import xinfer_sdk as xs
+
+    g = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "scale",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                           helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "scale.onnx")
+    with xs.load(tmp_path / "scale.onnx", profile="cpu") as m:
+        assert m.max_batch_size == 0
+        out = m.infer({"x": np.ones((2, 4), np.float32), "s": np.array(3.0, np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full((2, 4), 3.0, np.float32))
