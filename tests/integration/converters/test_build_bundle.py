@@ -89,7 +89,7 @@ def test_every_shipped_profile_builds_here(digits, tmp_path):
         assert m.precision == prof.default_precision and m.accuracy["passed"], name
         assert m.max_batch_size == prof.batch.max_batch_size
         trt = [s for s in m.steps if s.name == "tensorrt"][0]
-        if prof.kind == "cpu":
+        if prof.kind == "cpu" or "tensorrt" not in prof.backends:  # cpu, and AMD (no TensorRT there)
             assert trt.status == "skipped" and m.engine_plan is None
         else:  # the plan is recorded for the target; no engine can be built on this CPU machine
             assert m.engine_plan["target"]["profile"] == name and trt.status in ("skipped", "ok"), trt.message
