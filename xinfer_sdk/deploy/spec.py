@@ -219,8 +219,8 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
             raise UserError(f"--memory {memory}: at least 128Mi is needed to start the server")
     else:
         # the profile's floor (libraries, runtime) + the weights three times over (file, session, prepacked),
-        # + activations on the host where the engine runs there (cpu, Jetson's unified memory)
-        mem = k8s.memory_gb * _GIB + 3 * model_bytes + (plan_act if prof.kind != "gpu" else 0)
+        # + activations on the host where the engine runs there (cpu; unified memory: Jetson, GB10)
+        mem = k8s.memory_gb * _GIB + 3 * model_bytes + (plan_act if prof.kind != "gpu" or prof.unified_memory else 0)
     # ONNX Runtime threads per worker: the CPU request split over the workers (no oversubscription)
     workers = int((policy or b.manifest.batch or {}).get("device_concurrency") or prof.batch.device_concurrency)
     threads = max(1, int(cpu_req // max(1, workers))) if prof.kind == "cpu" else None

@@ -121,3 +121,33 @@ def test_cli_writes_valid_amd_manifests(bundles, tmp_path, cli_run):
     assert pod["nodeSelector"]["amd.com/gpu.product-name"] == "AMD_Instinct_MI300X_OAM"
     readme = (out / "README.md").read_text()
     assert "Dockerfile.rocm" in readme and "amd.com/gpu" in readme
+
+
+@pytest.mark.parametrize("profile", ["mi300x", "jetson-agx-thor"])
+def test_chart_values_match_their_schema(bundles, profile):
+    import jsonschema
+
+    files = render_deploy(spec_for(bundles, profile)).chart_files()
+    values = yaml.safe_load(files["values.yaml"])
+    jsonschema.validate(values, json.loads(files["values.schema.json"]))
+    gpu = "amd.com/gpu" if profile == "mi300x" else "nvidia.com/gpu"
+    assert values["resources"]["limits"][gpu] == "1"
+
+
+def test_unified_memory_gpu_counts_the_plans_activations_in_host_memory(bundles, tmp_path):
+    """GB10 (DGX Spark) is a GPU profile whose memory is the host's: the plan's activations raise the pod's
+    memory request as on a Jetson; a discrete GPU (GB200) keeps them in HBM."""
+    act = 64 << 20  # bytes per sample
+    policy = {"max_batch_size": 8, "preferred_batch_sizes": [8], "max_batch_delay": "1ms", "device_concurrency": 2,
+              "max_queue_size": 64}
+    entry = {"recommendation": {"feasible": True, "replicas": 1, "policy": policy},
+             "memory": {"activation_per_sample": act}}
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"model": "mlp", "profiles": [{"profile": n, **entry} for n in ("gb10", "gb200")]}))
+    unified = spec_for(bundles, "gb10", from_plan=str(plan))
+    discrete = spec_for(bundles, "gb200", from_plan=str(plan))
+    from xinfer_sdk.profiles import load_profile
+
+    floor = {n: load_profile(n).kubernetes.memory_gb * (1 << 30) for n in ("gb10", "gb200")}
+    assert discrete.memory_bytes - floor["gb200"] <= 256 << 20    # weights only, rounded up to 256 MiB
+    assert unified.memory_bytes - floor["gb10"] >= act * 8 * 2   # + batch 8 x 2 workers of activations
