@@ -57,6 +57,10 @@ def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_q
     from ..planning.bill import parse_prices
     from ..shapes import parse_shapes
 
+    if plot_path:  # a missing matplotlib fails now, not after the planning
+        from ..planning.plot import pyplot
+
+        pyplot()
     result = run_plan(model, profiles=profiles, precision=None if precision == "auto" else precision,
                       target_qps=target_qps, p99=p99, shapes=parse_shapes(shapes) or None, measure=measure,
                       profiles_dirs=ctx.obj.get("profiles_dirs", ()), prices=parse_prices(prices),

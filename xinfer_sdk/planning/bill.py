@@ -314,27 +314,49 @@ class CostPoint:
 
 def cost_vs_p99(result: Any, factors: Sequence[float] = P99_FACTORS, *, requests: int = 3000,
                 screen: int = 1000) -> dict[str, list[CostPoint]]:
-    """Per priced, feasible profile: the bill at p99 targets ``factor x result.p99`` (the planned one reuses the
-    plan; the others re-run the policy search with shorter simulations). A target no policy meets is left out."""
+    """Per priced profile: the bill at p99 targets ``factor x result.p99``. The planned target reuses the plan;
+    the others re-run the policy search with shorter simulations, whose noise could make a looser target look
+    dearer. A fleet that meets a tighter target meets a looser one, so each curve is made monotone around the
+    plan: a looser target needs no more devices (no less capacity) than the plan or any tighter target, a
+    tighter one no fewer than the plan. A target that no policy meets is left out."""
+    target = result.target_qps
     curves: dict[str, list[CostPoint]] = {}
     for pp in result.plans:
-        line = bill_line(pp, result.target_qps)
-        if line.price is None or pp.memory.max_batch < 1:
+        if price_of(pp.profile) is None or pp.memory.max_batch < 1:
             continue
         times = functools.lru_cache(maxsize=None)(lambda b, pp=pp: batch_time(pp.device, pp.curve, b))
-        points = []
-        for f in factors:
-            p99 = result.p99 * f
+        sizes: dict[float, float] = {}  # factor -> devices (with a target) or -capacity (without): smaller is cheaper
+        for f in sorted(factors):
             if f == 1.0:
-                ln = line
+                ch = pp.choice
             else:
-                rec = Recommender(pp.device, times, max_batch=pp.memory.max_batch, batched=pp.curve.batched, p99=p99,
-                                  base=pp.choice.policy or pp.profile.batch, requests=requests, screen=screen)
-                ln = line_for(pp.profile, pp.precision, rec.recommend(result.target_qps), result.target_qps)
-            if ln.meets_slo and ln.usd_per_hour is not None:
-                points.append(CostPoint(p99, ln.devices, ln.usd_per_hour, ln.usd_per_million))
+                rec = Recommender(pp.device, times, max_batch=pp.memory.max_batch, batched=pp.curve.batched,
+                                  p99=result.p99 * f, base=pp.choice.policy or pp.profile.batch, requests=requests,
+                                  screen=screen)
+                ch = rec.recommend(target)
+            if ch.feasible and (ch.replicas if target is not None else ch.capacity):
+                sizes[f] = ch.replicas if target is not None else -ch.capacity
+        planned = sizes.get(1.0)
+        best = math.inf
+        points = []
+        for f in sorted(factors):
+            size = sizes.get(f, math.inf)
+            if planned is not None:
+                size = min(size, planned) if f > 1.0 else (max(size, planned) if f < 1.0 else size)
+            best = size = min(size, best)
+            if math.isfinite(size):
+                points.append(_cost_point(pp.profile, result.p99 * f, size, target))
         curves[pp.profile.name] = points
     return curves
+
+
+def _cost_point(profile: Profile, p99: float, size: float, target: float | None) -> CostPoint:
+    if target is not None:
+        devices = int(size)
+        usd_h = price_for(profile, devices).cost(devices)[0]
+        return CostPoint(p99, devices, usd_h, usd_h / (target * SECONDS_PER_HOUR) * PER)
+    usd_h = price_of(profile).usd_per_gpu_hour
+    return CostPoint(p99, None, usd_h, usd_h / (-size * SECONDS_PER_HOUR) * PER)
 
 
 # -- formatting -----------------------------------------------------------------------------------------

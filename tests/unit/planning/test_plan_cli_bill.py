@@ -94,15 +94,13 @@ def png_size(path) -> tuple[int, int]:
 
 def test_plot_draws_cost_against_p99_when_priced(cli_run, mlp_file, user_dir, tmp_path):
     pytest.importorskip("matplotlib")
-    priced, unpriced = tmp_path / "cost.png", tmp_path / "plain.png"
+    png = tmp_path / "cost.png"
     code, out, err = cli_run("--profiles-dir", str(user_dir), "plan", str(mlp_file), "-p", "gpu1,node8", *ARGS,
-                             "--plot", str(priced))
+                             "--plot", str(png))
     assert code == 0, err
     assert "chart written" in err
-    code, out, err = cli_run("plan", str(mlp_file), "-p", "jetson-agx-orin-64gb", *ARGS, "--plot", str(unpriced))
-    assert code == 0, err
-    (w3, h3), (w2, h2) = png_size(priced), png_size(unpriced)
-    assert h3 == h2 and w3 == pytest.approx(w2 * 18 / 12, abs=2)  # a third panel: cost against the p99 target
+    w, h = png_size(png)
+    assert w / h > 3.5  # three panels side by side (18 x 4.8 in); without a price two (12 x 4.8 in: 2.5)
 
 
 def test_plot_without_matplotlib_names_the_package(cli_run, mlp_file, tmp_path, monkeypatch):
