@@ -113,12 +113,13 @@ def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True,
     """
     clear = ["TF32"] if precision == "fp32" else []  # FP32 means FP32: the accuracy gate measured it so
     if major >= 11:
-        if precision in ("fp16", "bf16") and graph is not None and graph != precision:
+        if precision in ("fp16", "bf16", "int8") and graph is not None and graph != precision:
+            what = "Q/DQ nodes" if precision == "int8" else f"tensors in {precision.upper()}"
             return {"supported": False, "network": "strongly_typed", "set_flags": [], "clear_flags": [],
                     "note": f"TensorRT {major} is strongly typed: a {precision.upper()} engine needs the graph's "
-                            f"tensors in {precision.upper()}, but this model.onnx is {graph.upper()} (the precision "
-                            f"builder flags were removed in TensorRT 11); rebuild the bundle with this xinfer-sdk "
-                            f"(its {precision} step converts the graph), or use TensorRT 10"}
+                            f"{what}, but this model.onnx is {graph.upper()} (the precision builder flags were "
+                            f"removed in TensorRT 11); rebuild the bundle with this xinfer-sdk (its {precision} "
+                            f"step converts the graph), or use TensorRT 10"}
         return {"supported": True, "network": "strongly_typed", "set_flags": [], "clear_flags": clear,
                 "note": "TensorRT 11 networks are strongly typed: FP16/BF16 come from the graph's types, INT8 from "
                         "its explicit Q/DQ nodes (the precision builder flags were removed)"}

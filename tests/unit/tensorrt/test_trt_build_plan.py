@@ -228,6 +228,8 @@ def test_bf16_on_tensorrt_11_needs_the_bf16_graph():
     assert flags_for_major("fp16", 11, graph="fp32")["supported"] is False
     assert flags_for_major("fp32", 11, graph="fp32")["supported"] is True
     assert flags_for_major("int8", 11, graph="int8")["supported"] is True
+    no_qdq = flags_for_major("int8", 11, graph="fp32")  # INT8 on 11 comes only from Q/DQ nodes
+    assert no_qdq["supported"] is False and "Q/DQ nodes" in no_qdq["note"]
     # a plan without the graph recorded (older bundles) is derived as before; the engine check catches it
     assert settings_for({"precision": "bf16"}, 11)["supported"] is True
 
