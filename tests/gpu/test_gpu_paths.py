@@ -151,7 +151,7 @@ def test_nvml_metrics_under_load(trt_ready, tmp_path):
                 time.sleep(0.5)
                 families = {f.name: f for f in stats.collect(GaugeMetricFamily)}
                 samples.append({name: s.value for name, f in families.items() for s in f.samples
-                                if s.labels.get("gpu") == "0"})
+                                if s.labels.get("gpu") in ("0", "nvml:0")})  # nvml:N when CUDA order is unknown
         finally:
             stop.set()
             worker.join(timeout=10)
