@@ -54,8 +54,10 @@ class _Groups:
 
 def plan_kernels(nodes: Sequence, ops: Sequence[OpCost], *, constants: set[str],
                  graph_inputs: Sequence[str], graph_outputs: set[str],
-                 elements: Callable[[str], int]) -> tuple[list[int], list[int], tuple[Edge, ...]]:
-    """(kernel per op, attention pattern per op, edges). ``elements(t)``: element count of tensor t."""
+                 elements: Callable[[str], int], itemsize: Callable[[str], float]
+                 ) -> tuple[list[int], list[int], tuple[Edge, ...]]:
+    """(kernel per op, attention pattern per op, edges). ``elements(t)``, ``itemsize(t)``: element count and stored
+    bytes per element of tensor t."""
     n = len(nodes)
     free = [ops[k].op_class in FREE or (ops[k].fused and ops[k].op_class == "data") for k in range(n)]
     root: dict[str, str] = {}  # a view / Q-DQ output aliases the tensor it was made from
@@ -114,7 +116,8 @@ def plan_kernels(nodes: Sequence, ops: Sequence[OpCost], *, constants: set[str],
         if t in out_roots:
             cons.append(-1)
         if cons and (prod != -1 or any(c != -1 for c in cons)):
-            edges.append(Edge(name=t, elements=int(elements(t)), producer=prod, consumers=tuple(cons)))
+            edges.append(Edge(name=t, elements=int(elements(t)), producer=prod, consumers=tuple(cons),
+                              itemsize=float(itemsize(t))))
     return kernel, attention, tuple(edges)
 
 

@@ -195,10 +195,11 @@ def _rnn_flops(op_type: str, ins: Sequence[Shape | None], attrs: dict) -> float 
 
 
 def gemm_shape(op_type: str, ins: Sequence[Shape | None], outs: Sequence[Shape | None],
-               attrs: dict) -> tuple[int, int, int, int] | None:
-    """(M, N, K, count) of the matrix product a conv / matmul node runs: ``count`` products of M x K by K x N
-    (a convolution as an implicit GEMM: M = output pixels, N = output channels per group, K = input channels
-    per group x kernel taps, count = groups). None for other ops or when a shape is unknown."""
+               attrs: dict) -> tuple[int, int, int, int, int] | None:
+    """(M, N, K, count, taps) of the matrix product a conv / matmul node runs: ``count`` products of M x K by
+    K x N (a convolution as an implicit GEMM: M = output pixels, N = output channels per group, K = input
+    channels per group x ``taps`` kernel positions, count = groups; taps = 1 for a matmul). None for other ops
+    or when a shape is unknown."""
     y = outs[0] if outs else None
     x = ins[0] if ins else None
     if y is None or x is None:
@@ -208,11 +209,11 @@ def gemm_shape(op_type: str, ins: Sequence[Shape | None], outs: Sequence[Shape |
         if w is None or len(y) < 2:
             return None
         groups = int(_k(attrs, "group", 1))
-        return numel(y) // max(y[1], 1), y[1] // max(groups, 1), numel(w[1:]), groups
+        return numel(y) // max(y[1], 1), y[1] // max(groups, 1), numel(w[1:]), groups, max(1, numel(w[2:]))
     if op_type in ("Gemm", "FusedGemm", "QGemm"):
         k = x[0] if _k(attrs, "transA", 0) else x[-1]
-        return (y[0] if len(y) > 1 else 1), y[-1], k, 1
+        return (y[0] if len(y) > 1 else 1), y[-1], k, 1, 1
     if op_type in ("MatMul", "MatMulInteger", "FusedMatMul", "DynamicQuantizeMatMul", "QLinearMatMul"):
         rows = y[-2] if len(y) >= 2 else 1
-        return rows, y[-1], x[-1], max(1, numel(y[:-2]))
+        return rows, y[-1], x[-1], max(1, numel(y[:-2])), 1
     return None

@@ -29,7 +29,7 @@ class OpCost:
     # attention pattern it is part of (index of the QK^T MatMul; -1 if none), and the matrix product it runs.
     kernel: int = -1
     attention: int = -1
-    gemm: tuple[int, int, int, int] | None = None  # (M, N, K, count) for conv / matmul
+    gemm: tuple[int, ...] | None = None  # (M, N, K, count, taps) for conv / matmul (``opcost.gemm_shape``)
 
     @property
     def bytes(self) -> float:
@@ -55,6 +55,7 @@ class Edge:
     elements: int
     producer: int
     consumers: tuple[int, ...]
+    itemsize: float = 4.0  # bytes per element as the graph stores it
 
 
 @dataclasses.dataclass(frozen=True)

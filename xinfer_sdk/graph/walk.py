@@ -170,7 +170,8 @@ class Walk:
         self._fix_chain_writes(ops)
         kernel, attention, edges = plan_kernels(
             self.nodes, ops, constants=self.constants, graph_inputs=list(self.input_shapes),
-            graph_outputs=self.graph_outputs, elements=lambda t: _opcost.numel(self.shape.get(t)))
+            graph_outputs=self.graph_outputs, elements=lambda t: _opcost.numel(self.shape.get(t)),
+            itemsize=lambda t: self.size(t)[0])
         ops = [dataclasses.replace(o, kernel=kk, attention=a) for o, kk, a in zip(ops, kernel, attention)]
         return self._totals(ops, unknown, notes, edges)
 

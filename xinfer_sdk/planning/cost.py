@@ -33,6 +33,50 @@ _ORDER = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp8": 1}
 
 
 @dataclasses.dataclass(frozen=True)
+class Kernels:
+    """The graph as a fusing engine runs it (``xinfer_sdk.graph.kernels``), as arrays affine in the batch size."""
+
+    kernel: np.ndarray  # int per op: the kernel it runs in (index of the kernel's first op), -1: runs nowhere
+    attention: np.ndarray  # int per op: attention pattern (index of its QK^T MatMul), -1: none
+    gemm: tuple[np.ndarray, np.ndarray]  # (ops x 5) M, N, K, count, taps at batch 0 and per sample (NaN: no GEMM)
+    weight_bytes: np.ndarray  # per op, at the planned precision
+    edge_producer: np.ndarray  # int per edge: producer kernel, -1 for a graph input
+    edge_consumers: tuple[tuple[int, ...], ...]  # consumer kernels per edge, -1 for a graph output
+    edge_elements: tuple[np.ndarray, np.ndarray]  # per edge, at batch 0 and per sample
+    edge_itemsize: np.ndarray  # per edge, bytes per element as the graph stores it
+    edge_names: tuple[str, ...] = ()
+
+    def gemm_at(self, b: int) -> np.ndarray:
+        return self.gemm[0] + self.gemm[1] * b
+
+    def edges_at(self, b: int) -> np.ndarray:
+        return self.edge_elements[0] + self.edge_elements[1] * b
+
+
+def _kernels(one: ModelCost, two: ModelCost, graph: str, target: str, batched: bool) -> Kernels | None:
+    if len(one.ops) != len(two.ops) or [e.name for e in one.edges] != [e.name for e in two.edges]:
+        return None
+    nan = [np.nan] * 5
+
+    def gemm(cost):
+        return np.array([list(o.gemm) if o.gemm else nan for o in cost.ops], dtype=float)
+
+    g1, g2 = gemm(one), gemm(two)
+    e1 = np.array([e.elements for e in one.edges], dtype=float)
+    e2 = np.array([e.elements for e in two.edges], dtype=float)
+    if not batched:
+        g2, e2 = g1, e1
+    wb = np.array([o.weight_bytes * _scales(o.op_class, graph, target)[1] for o in one.ops], dtype=float)
+    return Kernels(kernel=np.array([o.kernel for o in one.ops], dtype=int),
+                   attention=np.array([o.attention for o in one.ops], dtype=int),
+                   gemm=(2 * g1 - g2, g2 - g1), weight_bytes=wb,
+                   edge_producer=np.array([e.producer for e in one.edges], dtype=int),
+                   edge_consumers=tuple(e.consumers for e in one.edges), edge_elements=(2 * e1 - e2, e2 - e1),
+                   edge_itemsize=np.array([e.itemsize for e in one.edges], dtype=float),
+                   edge_names=tuple(e.name for e in one.edges))
+
+
+@dataclasses.dataclass(frozen=True)
 class CostCurve:
     """Per-op cost arrays (intercept + slope in batch) at one planned precision."""
 
@@ -54,6 +98,7 @@ class CostCurve:
     base: ModelCost  # batch 1, OPT shapes, as the graph stores it
     weight_bytes: float = 0.0  # parameters at the planned precision (matrix weights re-priced)
     notes: tuple[str, ...] = ()
+    kernels: Kernels | None = None  # how a fusing engine (TensorRT) runs the graph; None: not available
 
     def at(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """(flops, bytes) per op at batch b."""
@@ -167,4 +212,5 @@ def build_curve(model: Any, *, precision: str | None = None, shapes: Mapping[str
         param_count=one.param_count, activation=(a1 - (a2 - a1), a2 - a1),
         io=(one.io_bytes - (two.io_bytes - one.io_bytes), two.io_bytes - one.io_bytes),
         io_max=(m1.io_bytes - (m2.io_bytes - m1.io_bytes), m2.io_bytes - m1.io_bytes), base=one,
-        weight_bytes=_reprice_params(one, graph, target), notes=notes)
+        weight_bytes=_reprice_params(one, graph, target), notes=notes,
+        kernels=_kernels(one, two, graph, target, one.batched))

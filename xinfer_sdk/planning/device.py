@@ -33,49 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import ProfileError
 from ..profiles import Profile
 from .cost import CostCurve
+from .factors import gpu_factors, power_term
+from .gpu import fused_times
+from .roofline import ROOFLINE_P, Factor, soft_max
 
-ROOFLINE_P = 2.0  # see the module docstring: how compute and memory time of one op combine
-
-
-def soft_max(t_c: np.ndarray, t_m: np.ndarray) -> np.ndarray:
-    return (t_c ** ROOFLINE_P + t_m ** ROOFLINE_P) ** (1.0 / ROOFLINE_P)
-
-
-@dataclasses.dataclass(frozen=True)
-class Factor:
-    value: float
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "source": self.source}
+__all__ = ["ROOFLINE_P", "Factor", "soft_max", "DeviceModel", "BatchTime", "device_model", "gpu_model", "cpu_model",
+           "op_times", "batch_time", "worker_service", "executed", "matrix_precision"]
 
 
-# ---- GPU factors (data-center and Jetson), with their sources ---------------------------------------------
-GPU_EFF_MATRIX = Factor(0.5, (
-    "between two public anchors: large cuBLAS/cuDNN tensor-core GEMMs reach ~70-80 % of the dense peak, and whole "
-    "networks reach less: MLPerf Inference v1.0 closed, NVIDIA A100-PCIe, ResNet-50 offline = 31,063 samples/s x "
-    "8.2 GOP = 255 TOPS = 41 % of 624 dense INT8 TOPS (github.com/mlcommons/inference_results_v1.0, "
-    "closed/NVIDIA/results/A100-PCIex1_TRT/resnet50/Offline); the roofline adds memory-bound layers and fixed "
-    "costs on top of this per-kernel figure"))
-GPU_EFF_VECTOR = Factor(0.5, "same assumption as the matrix units; element-wise kernels are memory-bound on every "
-                             "shipped GPU, so this figure rarely decides anything")
-GPU_EFF_MEMORY = Factor(0.85, (
-    "streaming kernels reach ~85-90 % of datasheet DRAM bandwidth: 1.80 of 2.04 TB/s (88 %) on an A100 80GB "
-    "measured with Nsight Compute (forums.developer.nvidia.com/t/trouble-to-reach-peak-bandwidth-of-a100/339083); "
-    "BabelStream results are in the same range"))
-GPU_KERNEL_FLOOR = Factor(3e-6, (
-    "a kernel never finishes in less than a few microseconds: launch + synchronise costs 4-6 us per kernel "
-    "(susun-blog.com/blog/pegainfer-3-cuda-graph; NVIDIA, 'Getting Started with CUDA Graphs', "
-    "developer.nvidia.com/blog/cuda-graphs); TensorRT enqueues asynchronously, hiding part of it: 3 us"))
-JETSON_KERNEL_FLOOR = Factor(6e-6, "Jetson's Arm host launches kernels about half as fast as an x86 host (NVIDIA "
-                                   "forum: forums.developer.nvidia.com/t/question-about-inference-using-tensorrt-api/"
-                                   "266121 shows Orin launch-bound); assumption: 2x the data-center floor")
-GPU_BATCH_OVERHEAD = Factor(100e-6, (
-    "assumption, not measured on a GPU: gather/concatenate the batch, enqueue, stream synchronise, scatter the "
-    "outputs; the CPU fit of `plan --measure` on this machine gives the host-side part of the same work"))
+# ---- GPU: efficiencies, floors and overheads come from factors.py (priors, or fits to published results) ----
 PCIE_GBPS = {"3": 15.75, "4": 31.5, "5": 63.0}  # per direction, x16 (PCI-SIG: 8 / 16 / 32 GT/s x 16 lanes, 128b/130b)
 PCIE_BY_CC = {"7.5": "3", "8.0": "4", "8.6": "4", "8.9": "4", "9.0": "5", "10.0": "5"}
 PCIE_SOURCE = ("PCIe generation per GPU from the datasheets collected in shared/reference/gpu-specs.yaml "
@@ -93,8 +62,6 @@ CPU_EFF_VECTOR = Factor(0.3, "assumption: element-wise kernels are memory-bound;
                              "efficiency with `plan --measure`")
 CPU_EFF_MEMORY = Factor(1.0, "the bandwidth figure is already a measured achievable copy rate (not a datasheet "
                              "peak); replaced by `plan --measure`, which also captures cache-resident weights")
-GPU_OP_OVERHEAD = Factor(0.0, "launches are asynchronous: the host's per-op work overlaps the device; the kernel "
-                              "floor covers the device side")
 CPU_KERNEL_FLOOR = Factor(0.0, "a CPU has no launch latency; per-op costs are host work, counted as op overhead")
 CPU_OP_OVERHEAD = Factor(5e-6, "assumption: ONNX Runtime dispatches an op and wakes/joins its intra-op thread pool in "
                                "a few microseconds; replaced by `plan --measure` when it measures several models")
@@ -129,6 +96,14 @@ class DeviceModel:
     cores: float = 1.0  # CPU: cores the workers split
     calibrated: bool = False
     calibration: dict[str, Any] | None = None
+    # GPU: the engine runs fused kernels (``gpu.fused_times``); "roofline": one kernel per ONNX node (CPU)
+    engine: str = "roofline"
+    l2_bytes: float | None = None  # on-chip L2 (None: not known; nothing is assumed to stay on chip)
+    l2_basis: str = ""
+    l2_fraction: Factor | None = None  # share of the L2 a tensor may use and still stay on chip
+    fused_attention: bool = False
+    attention_basis: str = ""
+    factors_basis: str = ""  # which fit / prior the efficiencies come from
 
     @property
     def ridge(self) -> float:
@@ -141,7 +116,7 @@ class DeviceModel:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in ("eff_matrix", "eff_vector", "eff_memory", "kernel_floor", "op_overhead", "batch_overhead",
-                  "request_overhead", "eff_link"):
+                  "request_overhead", "eff_link", "l2_fraction"):
             d[k] = None if getattr(self, k) is None else getattr(self, k).to_dict()
         d["ridge_flops_per_byte"] = self.ridge
         return d
@@ -187,27 +162,73 @@ def matrix_precision(profile: Profile, precision: str) -> tuple[str, str]:
     return precision, ""
 
 
+def _missing(profile: Profile, figure: str, precision: str, why: str) -> ProfileError:
+    unknown = profile.figure_unknown(figure)
+    state = "is unknown: the vendor publishes no figure" if unknown else "is not given"
+    others = [p for p in profile.precisions if p != precision and profile.peak(p)[0] is not None]
+    hint = f"plan --precision {' or '.join(others[:2])}" if others and figure.startswith("peak_tflops") else \
+        f"give {figure} in a profile that extends {profile.name} (docs/profiles.md)"
+    return ProfileError(f"cannot plan {precision.upper()} on {profile.name}: {figure} {state}; {why}",
+                        file=profile.file or None, hint=hint)
+
+
 def gpu_model(profile: Profile, precision: str) -> DeviceModel:
     prec, why = matrix_precision(profile, precision)
     peak, basis = profile.peak(prec)
     if peak is None:
-        raise UserError(f"profile '{profile.name}' has no {prec.upper()} peak (published or derived); the planner "
-                        "cannot price its matrix ops", hint=f"use --precision with one of {', '.join(profile.precisions)}")
+        raise _missing(profile, f"peak_tflops.{prec}", precision, "the planner prices conv/matmul ops at that peak")
+    if profile.memory_bandwidth_gbps is None:
+        raise _missing(profile, "memory_bandwidth_gbps", precision, "the planner prices memory traffic with it")
     vec, vbasis = profile.peak("fp32")
     if vec is None:  # e.g. A10G publishes only BF16: vector ops at 1/8 of that, the Ampere tensor:FP32 ratio
         vec, vbasis = peak / 8.0, f"no FP32 figure: {prec.upper()} peak / 8 (Ampere tensor-to-FP32 ratio)"
     unified = profile.unified_memory or profile.kind == "jetson"
     gen = PCIE_BY_CC.get(profile.compute_capability or "", "4")
+    fac = gpu_factors(profile.arch_family, jetson=profile.kind == "jetson")
+    l2 = getattr(profile, "l2_cache_mb", None)
+    l2_src = "; ".join(getattr(profile, "sources", {}).get("l2_cache_mb", ()))
+    if l2 is not None:
+        l2_basis = f"profile l2_cache_mb {l2:g} MiB ({l2_src or 'profile'})"
+    elif profile.figure_unknown("l2_cache_mb"):
+        l2_basis = "profile l2_cache_mb is unknown: no tensor is assumed to stay on chip (slower estimate)"
+    else:
+        l2_basis = "profile gives no l2_cache_mb: no tensor is assumed to stay on chip (slower estimate)"
+    attn, attn_basis = fused_attention(profile)
+    fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
+    term, how = power_term(profile.tdp_w, fp16, fac["power_exponent"].value)
+    base = fac["eff_matrix"]
+    eff_m = base if term == 1.0 else Factor(base.value * term, f"{base.value:.3g} x {how}; {base.source}; exponent: "
+                                                                f"{fac['power_exponent'].source}")
     return DeviceModel(
         profile=profile.name, kind=profile.kind, precision=precision, matrix_tflops=float(peak),
         matrix_basis=f"{prec.upper()} dense peak, {basis}" + (f"; {why}" if why else ""),
         vector_tflops=float(vec), vector_basis=f"FP32 peak, {vbasis}", bandwidth_gbps=float(profile.memory_bandwidth_gbps),
         bandwidth_basis="profile memory_bandwidth_gbps: " + "; ".join(profile.sources.get("memory_bandwidth_gbps", ())),
-        eff_matrix=GPU_EFF_MATRIX, eff_vector=GPU_EFF_VECTOR, eff_memory=GPU_EFF_MEMORY,
-        kernel_floor=JETSON_KERNEL_FLOOR if profile.kind == "jetson" else GPU_KERNEL_FLOOR,
-        op_overhead=GPU_OP_OVERHEAD, batch_overhead=GPU_BATCH_OVERHEAD, request_overhead=REQUEST_OVERHEAD, link_gbps=None if unified else PCIE_GBPS[gen],
+        eff_matrix=eff_m, eff_vector=fac["eff_vector"], eff_memory=fac["eff_memory"],
+        kernel_floor=fac["kernel_floor"], op_overhead=fac["kernel_gap"], batch_overhead=fac["batch_overhead"],
+        request_overhead=REQUEST_OVERHEAD, link_gbps=None if unified else PCIE_GBPS[gen],
         link_basis="memory shared with the host: no copies" if unified else f"PCIe Gen{gen} x16; {PCIE_SOURCE}",
-        eff_link=None if unified else EFF_LINK, shared_device=True)
+        eff_link=None if unified else EFF_LINK, shared_device=True, engine="fused",
+        l2_bytes=None if l2 is None else float(l2) * 1024 * 1024, l2_basis=l2_basis, l2_fraction=fac["l2_fraction"],
+        fused_attention=attn, attention_basis=attn_basis, factors_basis=fac["_basis"].source)
+
+
+def fused_attention(profile: Profile) -> tuple[bool, str]:
+    """Whether the engine runs QK^T-softmax-V as one kernel on this GPU."""
+    cc = profile.compute_capability or ""
+    if profile.vendor != "nvidia":
+        return True, ("fused (flash) attention: MIGraphX / Composable Kernel flash-attention kernels on CDNA "
+                      "(rocm.docs.amd.com, MIGraphX and Composable Kernel)")
+    try:
+        major, minor = (int(x) for x in cc.split(".")[:2])
+    except ValueError:
+        return False, f"compute capability {cc!r} unknown: attention runs as separate kernels"
+    if (major, minor) >= (7, 5):
+        return True, (f"sm_{major}{minor}: TensorRT runs multi-head attention as one fused kernel on Turing and newer "
+                      "(fused MHA kernels of the bertQKVToContextPlugin, github.com/NVIDIA/TensorRT/tree/main/plugin/"
+                      "bertQKVToContextPlugin, and the builder's MHA fusion since TensorRT 8.6)")
+    return False, (f"sm_{major}{minor}: no fused attention kernel before Turing: QK^T, softmax and AV are three "
+                   "kernels and the scores go through memory")
 
 
 def cpu_model(profile: Profile, precision: str, peaks) -> DeviceModel:
@@ -223,7 +244,7 @@ def cpu_model(profile: Profile, precision: str, peaks) -> DeviceModel:
 
 def device_model(profile: Profile, precision: str, *, peaks=None) -> DeviceModel:
     """The roofline for ``profile`` at ``precision`` (peaks: a HostPeaks for the cpu profile)."""
-    if profile.kind == "cpu" or profile.memory_bandwidth_gbps is None:
+    if profile.kind == "cpu":
         if peaks is None:
             from .host import this_host
 
@@ -240,7 +261,10 @@ def executed(curve: CostCurve) -> np.ndarray:
 
 
 def op_times(dev: DeviceModel, curve: CostCurve, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(time, compute time, memory time) per op at batch b on one device (all of its cores)."""
+    """(time, compute time, memory time) per op at batch b on one device (all of its cores). A GPU runs fused
+    kernels (``gpu.fused_times``: each kernel's figures on its first op); a CPU one kernel per ONNX node."""
+    if dev.engine == "fused" and curve.kernels is not None:
+        return fused_times(dev, curve, b)
     flops, nbytes = curve.at(b)
     peak = np.where(curve.matrix, dev.matrix_tflops * dev.eff_matrix.value, dev.vector_tflops * dev.eff_vector.value)
     t_c = flops / (peak * 1e12)

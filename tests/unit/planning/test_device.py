@@ -97,7 +97,7 @@ def test_a_precision_without_any_peak_is_a_user_error():
 
     t4 = load_profile("t4")
     blank = dataclasses.replace(t4, peak_tflops={**t4.peak_tflops, "fp16": None}, derived_tflops={})
-    with pytest.raises(UserError, match="no FP16 peak"):
+    with pytest.raises(UserError, match="cannot plan FP16 on t4: peak_tflops.fp16 is not given"):
         gpu_model(blank, "fp16")
     no_fp32 = dataclasses.replace(t4, peak_tflops={**t4.peak_tflops, "fp32": None}, derived_tflops={})
     assert gpu_model(no_fp32, "fp16").vector_tflops == pytest.approx(65 / 8)  # tensor peak / 8

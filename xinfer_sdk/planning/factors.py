@@ -1,0 +1,113 @@
+"""The GPU device model's free factors: sourced priors, and values fitted to published results per architecture
+family, read from ``gpu_factors.yaml`` (written by ``bench/plan_gpu_reference.py --write``, with provenance).
+
+    gpu_factors("ada")   # {"eff_matrix": Factor(...), ..., "_basis": Factor(0, "which fit")}
+
+Lookup: the family's own fit when published records of that family were fitted, else the fit over every
+family (``all``), else the priors below. A fit is never per model: the planner sees only the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .roofline import Factor
+
+FACTORS_FILE = Path(__file__).with_name("gpu_factors.yaml")
+NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fraction", "kernel_floor", "kernel_gap",
+         "batch_overhead")
+# The power term's reference: watts per dense FP16 tensor TFLOPS at which it is 1, and its bounds.
+POWER_REF_W_PER_TFLOPS = 1.0
+POWER_CLIP = (0.5, 1.5)
+
+# ---- priors: what the model assumes before (or without) any fit, each with its source ----------------------
+PRIORS: dict[str, Factor] = {
+    "eff_matrix": Factor(0.5, (
+        "prior between two public anchors: large cuBLAS/cuDNN tensor-core GEMMs reach ~70-80 % of the dense peak, "
+        "whole networks less: MLPerf Inference v1.0 closed, A100-PCIe ResNet-50 offline 31,063 samples/s x 8.2 GOP "
+        "= 41 % of 624 dense INT8 TOPS (github.com/mlcommons/inference_results_v1.0)")),
+    "power_exponent": Factor(0.0, (
+        "prior: no power term. Fitted: sustained clocks under a full tensor load are capped by board power, so a "
+        "GPU with fewer watts per peak TFLOPS (L4: 72 W for 121 FP16 TFLOPS) reaches a smaller share of its "
+        "peak; matrix efficiency x (tdp_w / FP16 peak, W per TFLOPS)^power_exponent")),
+    "eff_vector": Factor(0.5, "prior: same as the matrix units; element-wise kernels are memory-bound on every GPU"),
+    "eff_memory": Factor(0.85, (
+        "streaming kernels reach ~85-90 % of datasheet DRAM bandwidth: 1.80 of 2.04 TB/s (88 %) on an A100 80GB "
+        "with Nsight Compute (forums.developer.nvidia.com/t/trouble-to-reach-peak-bandwidth-of-a100/339083)")),
+    "l2_fraction": Factor(0.5, (
+        "prior: a tensor stays on chip when it fits in half the L2 (the other half holds the weights and the "
+        "tensors of the kernel in flight); L2 residency control: CUDA C++ Programming Guide, 'L2 cache "
+        "set-aside for persisting accesses' allows at most 75 % (A100) to be set aside")),
+    "kernel_floor": Factor(3e-6, (
+        "a kernel never finishes in less than a few microseconds: launch + synchronise 4-6 us per kernel "
+        "(NVIDIA, 'Getting Started with CUDA Graphs', developer.nvidia.com/blog/cuda-graphs); TensorRT enqueues "
+        "asynchronously, hiding part of it: 3 us")),
+    "kernel_gap": Factor(0.0, "prior: launches are asynchronous and back-to-back kernels overlap their launch with "
+                              "the previous kernel; the floor covers the device side"),
+    "batch_overhead": Factor(100e-6, (
+        "prior, not measured on a GPU: gather the batch, enqueue, synchronise the stream, scatter the outputs")),
+}
+JETSON_FLOOR_SCALE = Factor(2.0, (
+    "Jetson's Arm host launches kernels about half as fast as an x86 host (forums.developer.nvidia.com/t/"
+    "question-about-inference-using-tensorrt-api/266121 shows Orin launch-bound): 2x the kernel floor"))
+
+
+@functools.lru_cache(maxsize=4)
+def load(path: str | None = None) -> dict[str, Any]:
+    """The factors file as a dict ({} when it is absent: priors only)."""
+    p = Path(path) if path else FACTORS_FILE
+    if not p.is_file():
+        return {}
+    with open(p) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _entry(values: Mapping[str, Any], name: str, basis: str) -> Factor | None:
+    v = values.get(name)
+    if v is None:
+        return None
+    if isinstance(v, Mapping):
+        return Factor(float(v["value"]), f"{basis}: {v.get('source', '')}".rstrip(": "))
+    return Factor(float(v), basis)
+
+
+def gpu_factors(family: str, *, jetson: bool = False, data: Mapping[str, Any] | None = None) -> dict[str, Factor]:
+    """Every factor for a GPU of ``family``, each with its source; ``_basis`` says which fit applied."""
+    data = load() if data is None else data
+    fits = data.get("fits") or {}
+    prov = data.get("provenance") or {}
+    when = f"fitted {prov.get('date', '?')} by {prov.get('command', 'bench/plan_gpu_reference.py --write')}"
+    if family in fits:
+        values, basis = fits[family], f"{when} on the published records of the {family} family"
+    elif "all" in fits:
+        values, basis = fits["all"], (f"{when} on the published records of every family (none of the {family} "
+                                      "family was fitted)")
+    else:
+        values, basis = {}, "priors (no fit in gpu_factors.yaml)"
+    out = {}
+    for name in NAMES:
+        out[name] = _entry(values, name, basis) or PRIORS[name]
+    if jetson:
+        f = out["kernel_floor"]
+        out["kernel_floor"] = Factor(f.value * JETSON_FLOOR_SCALE.value, f"{f.source}; x{JETSON_FLOOR_SCALE.value:g} "
+                                                                         f"on Jetson: {JETSON_FLOOR_SCALE.source}")
+    out["_basis"] = Factor(0.0, basis)
+    return out
+
+
+def power_term(tdp_w: float | None, fp16_tflops: float | None, exponent: float) -> tuple[float, str]:
+    """(multiplier, how) for the matrix efficiency of a board of ``tdp_w`` watts and ``fp16_tflops`` dense peak."""
+    if not exponent:
+        return 1.0, "no power term"
+    if not tdp_w or not fp16_tflops:
+        return 1.0, "no power term (tdp_w or the FP16 peak is not known)"
+    w = tdp_w / fp16_tflops
+    raw = (w / POWER_REF_W_PER_TFLOPS) ** exponent
+    term = min(max(raw, POWER_CLIP[0]), POWER_CLIP[1])
+    return term, (f"power term ({tdp_w:g} W / {fp16_tflops:g} FP16 TFLOPS = {w:.3g} W/TFLOPS)^{exponent:.3g} = "
+                  f"{term:.3g}" + (" (clipped)" if term != raw else ""))
