@@ -7,9 +7,11 @@
 Prices are USD per GPU-hour, on demand. Each comes from the profile: ``price_per_hour_usd`` (a user profile, or
 ``plan --price NAME=USD``, which sets it) before the sourced ``pricing`` section (the cheapest on-demand offer
 of ``shared/reference/cloud-prices.yaml``). A sourced offer is a whole instance: an 8-GPU node is bought whole,
-so GPUs round up to instances and the bill is instances x the instance's price. Among the profile's sourced
-offers the one that runs the GPUs needed for the least per hour is taken (one GPU is cheaper on a 1-GPU
-instance than on the cheapest-per-GPU 8-GPU node). A user price is per GPU (one GPU per instance).
+so GPUs round up to instances and the bill is instances x the instance's price. Among the profile's primary
+offers (the providers' own price tables) the one that runs the GPUs needed for the least per hour is taken (one
+GPU is cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node); a cheaper offer known only from a
+third-party copy (``secondary: true``) is shown beside it, not billed. A user price is per GPU (one GPU per
+instance).
 
 With ``--target-qps`` the bill is for the target: $/h of every instance needed, and $ per million inferences
 = $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99 (per GPU-hour
@@ -79,14 +81,15 @@ def price_of(profile: Profile) -> Price | None:
     return dataclasses.replace(_offer(profile.pricing["instance"]), usd_per_gpu_hour=per_gpu)
 
 
-def price_for(profile: Profile, gpus: int) -> Price | None:
+def price_for(profile: Profile, gpus: int, *, secondary: bool = False) -> Price | None:
     """The sourced offer that runs ``gpus`` GPUs for the least per hour in whole instances: one GPU wanted is
-    cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node. Ties: the default instance, then the
-    fewest idle GPUs. A user price has no instances to choose from."""
+    cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node. Only primary offers (the provider's own
+    price tables) unless ``secondary``: a price known only from a third-party copy is shown as an alternative,
+    never billed. Ties: the default instance, then the fewest idle GPUs. A user price has no instances."""
     default = price_of(profile)
     if default is None or default.instance is None:
         return default
-    offers = [default] + [_offer(o) for o in profile.pricing.get("offers") or ()]
+    offers = [default] + [pr for pr in map(_offer, profile.pricing.get("offers") or ()) if secondary or not pr.secondary]
     return min(offers, key=lambda pr: (round(pr.cost(gpus)[0], 9), pr is not default,
                                        pr.cost(gpus)[1] * pr.gpus_per_instance))
 
@@ -179,6 +182,8 @@ class BillLine:
     usd_per_million: float | None = None
     target: bool = True
     why_not_ranked: str | None = None
+    alternative: Price | None = None  # a secondary-source offer that would run the same GPUs for less
+
 
     @property
     def ranked(self) -> bool:
@@ -191,7 +196,16 @@ class BillLine:
         return self.instances * self.price.gpus_per_instance - self.devices
 
     def arithmetic(self) -> str:
-        """The sum behind the figures, one line."""
+        """The sum behind the figures, one line (and a cheaper secondary-source offer when there is one)."""
+        text = self._sum()
+        alt = self.alternative
+        if alt is not None and self.devices is not None:
+            usd, n = alt.cost(self.devices)
+            text += (f" (cheaper in a secondary source: {n} x {alt.instance} x {_price(alt.usd_per_instance_hour)}/h = "
+                     f"{_usd(usd)}/h)")
+        return text
+
+    def _sum(self) -> str:
         pr = self.price
         if not self.meets_slo or pr is None or self.usd_per_hour is None:
             return f"{self.profile}: {self.why_not_ranked}"
@@ -219,7 +233,12 @@ class BillLine:
                 "usd_per_gpu_hour": pr.usd_per_gpu_hour if pr else None,
                 "usd_per_instance_hour": pr.usd_per_instance_hour if pr else None,
                 "price_source": pr.source if pr else None,
-                "secondary_source": pr.secondary if pr else None, "usd_per_hour": self.usd_per_hour,
+                "secondary_source": pr.secondary if pr else None,
+                "secondary_alternative": None if self.alternative is None or self.devices is None else {
+                    "instance": self.alternative.instance, "gpus_per_instance": self.alternative.gpus_per_instance,
+                    "usd_per_instance_hour": self.alternative.usd_per_instance_hour,
+                    "instances": self.alternative.cost(self.devices)[1],
+                    "usd_per_hour": self.alternative.cost(self.devices)[0], "price_source": self.alternative.source}, "usd_per_hour": self.usd_per_hour,
                 "inferences_per_s": self.inferences_per_s, "usd_per_million": self.usd_per_million,
                 "capacity_rps": self.capacity_rps, "p99_s": self.p99_s, "ranked": self.ranked,
                 "why_not_ranked": self.why_not_ranked, "arithmetic": self.arithmetic()}
@@ -268,6 +287,9 @@ def line_for(prof: Profile, precision: str, ch: Any, target_qps: float | None) -
         line.inferences_per_s = float(target_qps)
         if price is not None and line.devices is not None:
             line.usd_per_hour, line.instances = price.cost(line.devices)
+            alt = price_for(prof, line.devices, secondary=True)
+            if alt.cost(line.devices)[0] < line.usd_per_hour - 1e-9:
+                line.alternative = alt
     elif price is not None and line.capacity_rps:
         line.inferences_per_s = line.capacity_rps
         line.usd_per_hour = price.usd_per_gpu_hour

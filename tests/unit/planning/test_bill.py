@@ -143,7 +143,8 @@ def test_json_bill_keys_are_stable(priced_plan):
                          "reason"}
     assert set(data["lines"][0]) == {
         "profile", "precision", "kind", "meets_slo", "devices", "gpus_per_instance", "instances", "idle_gpus",
-        "instance", "usd_per_gpu_hour", "usd_per_instance_hour", "price_source", "secondary_source", "usd_per_hour",
+        "instance", "usd_per_gpu_hour", "usd_per_instance_hour", "price_source", "secondary_source",
+        "secondary_alternative", "usd_per_hour",
         "inferences_per_s",
         "usd_per_million", "capacity_rps", "p99_s", "ranked", "why_not_ranked", "arithmetic"}
     assert set(data["cheapest"]) == {"profile", "devices", "instances", "usd_per_hour", "usd_per_million", "arithmetic"}
@@ -196,15 +197,22 @@ def test_every_shipped_price_is_a_whole_instance_offer():
 def test_the_offer_that_runs_the_gpus_needed_for_least_wins(mlp, tmp_path):
     d = tmp_path / "p"
     d.mkdir()
-    # the default: an 8-GPU node at $0.90/GPU-h; a 1-GPU instance at $1.20/h (secondary source) beats it up to 5 GPUs, ties at 6, and beats two nodes at 9
+    # the default: an 8-GPU node at $0.90/GPU-h; a 1-GPU instance at $1.20/h beats it up to 5 GPUs, ties at 6, and
+    # beats two nodes at 9; a third-party copy lists a 1-GPU instance at $1.00/h: shown, never billed
+    offers = ("offers:\n        - {provider: gcp, name: one-gpu, gpus: 1, usd_per_hour: 1.2}"
+              "\n        - {provider: oci, name: cheap-copy, gpus: 1, usd_per_hour: 1.0, secondary: true}")
     (d / "mixed.yaml").write_text(textwrap.dedent(NODE8).replace("name: node8", "name: mixed").replace(
-        "offers: []", "offers:\n        - {provider: gcp, name: one-gpu, gpus: 1, usd_per_hour: 1.2, secondary: true}"))
+        "offers: []", offers))
     prof = load_profile("mixed", profiles_dirs=[d])
     assert price_of(prof).instance == "aws big.48xlarge"
-    assert [price_for(prof, n).instance for n in (1, 5, 6, 7, 8, 9)] == ["gcp one-gpu"] * 2 + ["aws big.48xlarge"] * 3 + ["gcp one-gpu"]
+    assert [price_for(prof, n).instance for n in (1, 5, 6, 7, 8, 9)] == ["gcp one-gpu"] * 2 + [
+        "aws big.48xlarge"] * 3 + ["gcp one-gpu"]
+    assert price_for(prof, 1, secondary=True).instance == "oci cheap-copy"
     result = plan(mlp, profiles="mixed", p99="5ms", target_qps=TARGET, profiles_dirs=[str(d)], **FAST)
     line, n = result.bill.lines[0], result.plans[0].devices
     assert 2 <= n <= 5 and line.usd_per_hour == pytest.approx(1.2 * n) and line.instances == n
-    assert line.arithmetic().startswith(f"mixed: {n} GPUs = {n} x gcp one-gpu (secondary source) x $1.2/h = ")
+    assert line.arithmetic().startswith(f"mixed: {n} GPUs = {n} x gcp one-gpu x $1.2/h = ${1.2 * n:.2f}/h; ")
+    assert line.arithmetic().endswith(f"(cheaper in a secondary source: {n} x oci cheap-copy x $1/h = ${n:.2f}/h)")
     assert result.plans[0].cost_per_hour == pytest.approx(1.2 * n)
-    assert result.to_dict()["bill"]["lines"][0]["secondary_source"] is True
+    data = result.to_dict()["bill"]["lines"][0]
+    assert data["secondary_source"] is False and data["secondary_alternative"]["usd_per_hour"] == pytest.approx(n)
