@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .bill import bill_line
 from .device import batch_time
 from .recommend import DELAY_FRACTIONS, HEADROOM, NEAR_BEST
@@ -80,8 +82,11 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
     for name, fac in (("efficiency, matrix units", dev.eff_matrix), ("efficiency, vector units", dev.eff_vector),
                       ("efficiency, memory", dev.eff_memory)):
         add(name, f"{fac.value:.3g}", fac.source)
-    add("kernel floor per executed op", ms(dev.kernel_floor.value), dev.kernel_floor.source)
-    add("overhead per executed op", ms(dev.op_overhead.value), dev.op_overhead.source)
+    unit = "kernel" if dev.engine == "fused" else "executed op"
+    add(f"kernel floor per {unit}", ms(dev.kernel_floor.value), dev.kernel_floor.source)
+    add(f"overhead per {unit}", ms(dev.op_overhead.value), dev.op_overhead.source)
+    if dev.engine == "fused":
+        out.extend(_fused_lines(pp))
     add("per-batch overhead", ms(dev.batch_overhead.value), dev.batch_overhead.source)
     add("per-request overhead", ms(dev.request_overhead.value), dev.request_overhead.source)
     if dev.link_gbps:
@@ -96,8 +101,8 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
         add(f"latency at batch {bt.batch}", ms(bt.seconds),
             f"overhead {ms(dev.batch_overhead.value)} + {bt.batch} requests x {ms(dev.request_overhead.value)}{io} + "
             f"compute-bound ops {ms(bt.compute_s)} + memory-bound ops "
-            f"{ms(bt.memory_s)} + floors and per-op overhead {ms(bt.floor_s)}; each op max(FLOPs / (peak x eff), "
-            f"bytes / (bandwidth x eff)); {bt.batch / bt.seconds:.4g} samples/s")
+            f"{ms(bt.memory_s)} + floors and per-{unit} overhead {ms(bt.floor_s)}; each {unit.split()[-1]} "
+            f"soft_max(FLOPs / (peak x eff), bytes / (bandwidth x eff)); {bt.batch / bt.seconds:.4g} samples/s")
     add("bound at batch 1", bound_text(pp, 1).split(": ", 1)[1], "the largest share of the batch's time")
     if ch.policy is not None and ch.policy.max_batch_size > 1:
         b = ch.policy.max_batch_size
@@ -146,6 +151,40 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
     if unknown:
         add("ops priced as generic", str(len(unknown)), "custom-domain ops: one FLOP per output element, bytes in + out")
     return out
+
+
+def _fused_lines(pp: ProfilePlan) -> list[tuple[str, str, str]]:
+    """How the GPU engine runs the graph: kernels, fused attention, L2, tile efficiency, where the factors came from."""
+    from .gpu import kernel_count, kernel_map, l2_share, shape_efficiency
+
+    c, dev = pp.curve, pp.device
+    if c.kernels is None:
+        return [("kernels", "one per ONNX node", "the graph's kernel plan is not available; priced op by op")]
+    kern = kernel_map(c, dev.fused_attention)
+    runs = int((kern >= 0).sum())
+    att = int(len(set(c.kernels.attention[c.kernels.attention >= 0].tolist())))
+    gemm = c.kernels.gemm_at(1)
+    eff = shape_efficiency(gemm, dev.precision)
+    mat = ~np.isnan(gemm[:, 0])
+    flops1, _ = c.at(1)
+    wavg = float((eff[mat] * flops1[mat]).sum() / max(flops1[mat].sum(), 1.0)) if mat.any() else 1.0
+    worst = float(eff[mat].min()) if mat.any() else 1.0
+    return [
+        ("kernels (TensorRT-like fusion)", f"{kernel_count(dev, c)} kernels for {runs} executed ONNX nodes",
+         "conv/GEMM + bias/BN/activation/residual in one kernel, point-wise chains in one kernel, Q/DQ and views "
+         "folded (xinfer_sdk.graph.kernels)"),
+        ("attention", f"{att} pattern(s), {'fused: one kernel each' if dev.fused_attention else 'not fused'}",
+         dev.attention_basis or "-"),
+        ("on-chip L2", "none" if not dev.l2_bytes else f"{dev.l2_bytes / 2**20:g} MiB x share "
+                                                        f"{dev.l2_fraction.value:.3g} = {l2_share(dev) / 2**20:.3g} MiB",
+         f"{dev.l2_basis}; a tensor between two kernels that fits the share stays on chip (soft threshold); share: "
+         + (dev.l2_fraction.source if dev.l2_fraction else "-")),
+        ("tensor-core tile efficiency at batch 1", f"{wavg:.3g} (FLOP-weighted), worst layer {worst:.3g}",
+         "useful part of the padded GEMM: M / ceil(M, 64) x N / ceil(N, 64) x input channels / ceil(channels, MMA K "
+         "step); the 3-channel first conv pads to 4, small GEMMs pad to the tile"),
+        ("device factors from", dev.factors_basis or "-", "xinfer_sdk/planning/gpu_factors.yaml (bench/"
+                                                          "plan_gpu_reference.py --write), else sourced priors"),
+    ]
 
 
 def _policy(p) -> str:
