@@ -7,7 +7,8 @@
 
 Modules: ``cost`` (the graph's cost per batch size), ``device`` (roofline per profile), ``host`` (the cpu
 profile's figures for this machine), ``queueing`` (discrete-event simulation of the batching core),
-``recommend`` (policy search, capacity, replicas), ``calibrate`` (``--measure``), ``tune`` (sweep on
+``recommend`` (policy search, capacity, replicas), ``bill`` (prices, instances, $/h, $ per 1M, the
+cheapest and fewest-devices choice: ``result.bill``), ``calibrate`` (``--measure``), ``tune`` (sweep on
 present hardware), ``explain`` (``--explain``).
 """
 
