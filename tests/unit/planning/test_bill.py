@@ -216,3 +216,22 @@ def test_the_offer_that_runs_the_gpus_needed_for_least_wins(mlp, tmp_path):
     assert result.plans[0].cost_per_hour == pytest.approx(1.2 * n)
     data = result.to_dict()["bill"]["lines"][0]
     assert data["secondary_source"] is False and data["secondary_alternative"]["usd_per_hour"] == pytest.approx(n)
+
+
+def test_plan_all_prices_every_shipped_profile_it_can(mlp):
+    result = plan(mlp, profiles="all", precision="int8", p99="20ms", target_qps=TARGET, **FAST)
+    expected = {p.name for p in ProfileRegistry().load_all()[0] if p.kind != "cpu"}
+    planned = [pp.profile.name for pp in result.plans]
+    assert set(planned) | {s["profile"] for s in result.skipped} == expected and "cpu" not in planned
+    assert all(s["reason"] for s in result.skipped)
+    bill = result.bill
+    for ln in bill.lines:
+        if ln.usd_per_hour is not None:  # whole instances of the offer billed, and the $ per 1M from that
+            assert ln.instances == math.ceil(ln.devices / ln.price.gpus_per_instance)
+            assert ln.usd_per_hour == pytest.approx(ln.instances * ln.price.usd_per_instance_hour)
+            assert ln.usd_per_million == pytest.approx(ln.usd_per_hour / (TARGET * 3600) * 1e6)
+        else:
+            assert not ln.ranked and ln.why_not_ranked
+    priced = [ln for ln in bill.lines if ln.ranked]
+    assert priced and bill.cheapest.usd_per_hour == min(ln.usd_per_hour for ln in priced)
+    assert bill.fewest_devices.devices == min(ln.devices for ln in bill.lines if ln.meets_slo)
