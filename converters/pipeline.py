@@ -7,7 +7,9 @@ As in Triton Model Navigator's pipeline, the kind of error decides what happens:
 - a user error (``XinferError``) in a required step: FAILED with the message, and the build stops with it;
 - any other exception in a required step is a bug: FAILED, the traceback is logged, and it propagates;
 - an optional step (the TensorRT engine) that fails for any reason is FAILED with its message and the
-  build goes on: the bundle still carries the ONNX graphs and the engine plan, the target compiles it.
+  build goes on: the bundle still carries the ONNX graphs and the engine plan, the target compiles it;
+- except an error that says it ``fails_build`` (``EnginePrecisionError``: an engine was built, but not in the
+  requested precision): FAILED, and the build stops with it, because the bundle would claim what did not happen.
 """
 
 from __future__ import annotations
@@ -66,6 +68,6 @@ def run_steps(steps: Sequence[Step], ctx: Any, *, results: list[StepResult],
         log.info("%-35s | %s %.2fs %s", step.name, status, result.seconds, message)
         if on_step is not None:
             on_step(result)
-        if error is not None and not step.optional:
+        if error is not None and (not step.optional or getattr(error, "fails_build", False)):
             raise error
     return results

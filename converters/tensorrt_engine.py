@@ -31,7 +31,7 @@ from xinfer_sdk.engine_plan import (
     trt_major,
     trt_supports_gpu,
 )
-from xinfer_sdk.errors import ConversionError, MissingDependency
+from xinfer_sdk.errors import ConversionError, EnginePrecisionError, MissingDependency
 
 from . import engine_check
 
@@ -71,9 +71,9 @@ def unavailable_reason(device: str | int = 0) -> str | None:
     except MissingDependency:
         return "cuda-python is not installed (pip install 'xinfer-sdk[tensorrt]')"
     index = device if isinstance(device, int) else parse_device(device)
-    count = _cudart.device_count(cudart)
+    count, why = _cudart.device_status(cudart)  # why names the cudaError_t (a driver too old for cuda-python 13...)
     if count == 0:
-        return "no CUDA device is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
+        return why or "no CUDA device is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
     if index >= count:
         return f"CUDA device {index} does not exist ({count} visible)"
     version = normalize_trt_version(trt.__version__)
@@ -380,7 +380,7 @@ def _verify_precision(trt: ModuleType, serialized: Any, plan: Mapping[str, Any],
         layers = engine_check.inspect_engine(trt, engine, plan)
         del engine, runtime
     if layers["verdict"] == "failed":
-        raise ConversionError(f"TensorRT {version} built {name} but the requested {plan['precision']} precision did "
+        raise EnginePrecisionError(f"TensorRT {version} built {name} but the requested {plan['precision']} precision did "
                               f"not happen: {layers['reason']}; the engine was not kept",
                               hint="TensorRT 11 takes FP16/BF16 from the graph's types: rebuild the bundle with "
                                    "this xinfer-sdk (it converts the graph), or build with TensorRT 10")

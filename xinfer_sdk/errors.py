@@ -79,6 +79,14 @@ class ConversionError(UserError):
     """A model cannot be loaded, exported or converted."""
 
 
+class EnginePrecisionError(ConversionError):
+    """A TensorRT engine was built but its layers do not run in the requested precision (read back with the
+    engine inspector). Fails the build even though the engine step is otherwise optional: a bundle labelled
+    fp16 whose engine is FP32 is worse than no engine."""
+
+    fails_build = True
+
+
 class CalibrationError(UserError):
     """INT8 calibration data is missing or does not match the model's inputs."""
 

@@ -52,3 +52,16 @@ def test_optional_step_failure_keeps_going():
     run_steps([Step("engine", _bug, optional=True), Step("after", _ok)], ctx, results=results, on_step=seen.append)
     assert [(r.name, r.status) for r in results] == [("engine", "failed"), ("after", "ok")]
     assert "RuntimeError: boom" in results[0].message and seen == results
+
+
+def test_an_engine_in_the_wrong_precision_fails_the_build_even_from_the_optional_step():
+    from xinfer_sdk.errors import EnginePrecisionError
+
+    def wrong_precision(ctx):
+        raise EnginePrecisionError("requested fp16 precision did not happen")
+
+    results = []
+    with pytest.raises(EnginePrecisionError, match="did not happen"):
+        run_steps([Step("a", _ok), Step("tensorrt", wrong_precision, optional=True), Step("c", _ok)], [],
+                  results=results)
+    assert [(r.name, r.status) for r in results] == [("a", "ok"), ("tensorrt", "failed")]

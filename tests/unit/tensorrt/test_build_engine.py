@@ -16,7 +16,7 @@ from xinfer_sdk.converters import tensorrt_engine as te
 
 from xinfer_sdk.bundle import TensorSpec
 from xinfer_sdk.engine_plan import make_build_plan, plan_hash
-from xinfer_sdk.errors import ConversionError
+from xinfer_sdk.errors import ConversionError, EnginePrecisionError
 from xinfer_sdk.profiles import load_profile
 
 INPUTS = [TensorSpec("x", "float32", (-1, 4))]
@@ -115,7 +115,7 @@ def test_tensorrt_11_builds_strongly_typed_without_precision_flags(trt, gpu, tmp
 def test_fp16_engine_from_an_fp32_graph_on_tensorrt_11_fails_and_is_not_kept(trt, gpu, onnx, tmp_path):
     # D2/D9: strongly typed TensorRT 11 builds an FP32 graph as FP32; the engine check refuses the "fp16" label
     trt("11.4.0.106")
-    with pytest.raises(ConversionError) as exc:
+    with pytest.raises(EnginePrecisionError) as exc:  # fails the build (converters/pipeline.py), not only the step
         te.build_engine(onnx, plan("a10", "fp16"), tmp_path / "out", log=lambda m: None)
     msg = str(exc.value)
     assert "requested fp16 precision did not happen" in msg and "no FLOP layer runs in FP16" in msg
@@ -267,3 +267,20 @@ def test_dla_is_never_claimed_for_a_dynamic_profile(trt, gpu, onnx, tmp_path):
     res = te.build_engine(onnx, old, tmp_path / "b", log=lines.append)
     assert res["dla"] is False and "GPU_FALLBACK" not in names(mod, "set_flag")
     assert any("x is dynamic" in ln for ln in lines)
+
+
+def test_build_path_names_a_driver_too_old_for_cuda_python_13(trt, gpu, monkeypatch):
+    """Review D3 on the build path: `build` says why no engine, not 'no CUDA device is visible'."""
+    import enum
+
+    from xinfer_sdk import _cudart
+
+    E = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35})
+    gpu.cudaGetDeviceCount = lambda: (E.cudaErrorInsufficientDriver, None)
+    gpu.cudaDriverGetVersion = lambda: (E.cudaSuccess, 12020)
+    gpu.cudaRuntimeGetVersion = lambda: (E.cudaSuccess, 13050)
+    monkeypatch.setattr(_cudart, "bindings_version", lambda: None)
+    trt("10.3.0")
+    why = te.unavailable_reason(0)
+    assert "driver too old for cuda-python 13.x" in why and "(cudaErrorInsufficientDriver)" in why
+    assert "no CUDA device is visible" not in why

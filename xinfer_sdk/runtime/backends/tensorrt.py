@@ -74,8 +74,10 @@ def _plan(bundle: Bundle, profile: Profile) -> dict[str, Any]:
 
         precision = graph_precision(bundle.model_file)
     prefs = (mf.batch or {}).get("preferred_batch_sizes")
+    # the deployable graph's own element type: what a strongly typed TensorRT 11 builds from
+    graph = precision if precision in ("fp16", "bf16", "int8") else "fp32"
     return make_build_plan(profile=profile, precision=precision, inputs=mf.inputs,
-                           max_batch_size=mf.max_batch_size, preferred_batch_sizes=prefs)
+                           max_batch_size=mf.max_batch_size, preferred_batch_sizes=prefs, graph=graph)
 
 
 def _io(trt: Any, engine: Any) -> tuple[list[tuple[str, np.dtype]], list[tuple[str, np.dtype]]]:
@@ -203,7 +205,8 @@ class TensorRTBackend(Backend):
         path = Path(result["path"])
         if in_bundle:
             try:
-                meta = {k: result[k] for k in ("key", "tensorrt_version", "compute_capability", "precision", "dla")}
+                meta = {k: result[k] for k in ("key", "tensorrt_version", "compute_capability", "precision", "dla",
+                                               "layer_precisions") if k in result}
                 bundle.add_artifact(path, role="engine", meta=meta)
                 if result.get("timing_cache"):
                     bundle.add_artifact(result["timing_cache"], role="timing_cache")
