@@ -54,7 +54,7 @@ def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_q
          as_json: bool) -> None:
     """How many devices of which profile serve MODEL (ONNX file or bundle) at the SLO, with which batch policy."""
     from ..planning import plan as run_plan
-    from ..planning.bill import parse_prices
+    from ..planning.pricing import parse_prices
     from ..shapes import parse_shapes
 
     if plot_path:  # a missing matplotlib fails now, not after the planning
@@ -147,7 +147,7 @@ def _usd(x: float | None, digits: int = 4) -> str:
 
 def _print_bill(result) -> None:
     """The comparison table with the bill per profile, then the cheapest and fewest-devices choices with their sums."""
-    from ..planning.bill import PRICE_FIX, unpriced_reason
+    from ..planning.pricing import PRICE_FIX, unpriced_reason
 
     bill = result.bill
     lines = {ln.profile: ln for ln in bill.lines}

@@ -1,24 +1,18 @@
 """The hardware bill: what each planned profile costs to serve the SLO, and which one to buy.
 
-    bill = make_bill(result)          # result: what plan() returned
-    bill.cheapest.arithmetic()        # 'l4: 12 GPUs = 12 x aws g6.xlarge x $0.805/h = $9.66/h; 20000 req/s -> $0.134 per 1M'
-    bill.to_dict()                    # the "bill" section of `plan --json`
+    bill = make_bill(result)     # result: what plan() returned (also ``result.bill``)
+    bill.cheapest.arithmetic()   # 'l4: 12 GPUs = 12 x aws g6.xlarge x $0.8048/h = $9.66/h; 20,000 req/s -> $0.134 per 1M'
+    bill.to_dict()               # the "bill" section of `plan --json`
 
-Prices are USD per GPU-hour, on demand. Each comes from the profile: ``price_per_hour_usd`` (a user profile, or
-``plan --price NAME=USD``, which sets it) before the sourced ``pricing`` section (the cheapest on-demand offer
-of ``shared/reference/cloud-prices.yaml``). A sourced offer is a whole instance: an 8-GPU node is bought whole,
-so GPUs round up to instances and the bill is instances x the instance's price. Among the profile's primary
-offers (the providers' own price tables) the one that runs the GPUs needed for the least per hour is taken (one
-GPU is cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node); a cheaper offer known only from a
-third-party copy (``secondary: true``) is shown beside it, not billed. A user price is per GPU (one GPU per
-instance).
+Prices come from ``pricing`` (a user price per GPU-hour, else the cheapest primary offer for the GPUs needed,
+in whole instances). With ``--target-qps`` the bill is for the target: $/h of every instance needed, and $ per
+million inferences = $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99.
+The cheapest choice is the lowest $/h (with a target) or $ per million (without) among the profiles that meet
+the SLO and have a price; the fewest-devices choice is the fewest GPUs (ties: the cheaper) or, without a
+target, the most capacity per device.
 
-With ``--target-qps`` the bill is for the target: $/h of every instance needed, and $ per million inferences
-= $/h / (target req/s x 3600) x 1e6. Without it, for one GPU at its capacity within the p99 (per GPU-hour
-price, $ per million at that capacity). The cheapest choice is the lowest $/h (with a target) or $ per million
-(without) among the profiles that meet the SLO and have a price; the fewest-devices choice is the fewest GPUs
-(with a target; ties: the cheaper) or the most capacity per device (without). This module reads plans (duck-typed: it imports no
-result type, so ``result`` can import it); ``cost_vs_p99`` re-runs the policy search (``recommend``) for a chart.
+This module reads plans duck-typed (it imports no result type, so ``result`` can import it);
+``cost_vs_p99`` re-runs the policy search (``recommend``) for the chart of ``plan --plot``.
 """
 
 from __future__ import annotations
@@ -26,120 +20,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..errors import UserError
 from ..profiles import Profile, ProfileRegistry
 from .device import batch_time
+from .pricing import (
+    PRICE_FIX,
+    Price,
+    check_price_names,
+    hourly_cost,
+    parse_prices,
+    price_for,
+    price_of,
+    unpriced_reason,
+)
 from .recommend import Recommender
+
+# the pricing names are part of this module's surface too (planner, result and the CLI import them from here)
+__all__ = ["ALL", "P99_FACTORS", "PRICE_FIX", "Bill", "BillLine", "CostPoint", "Price", "bill_line",
+           "check_price_names", "cost_vs_p99", "expand_profiles", "hourly_cost", "line_for", "make_bill",
+           "parse_prices", "price_for", "price_of", "unpriced_reason"]
 
 SECONDS_PER_HOUR = 3600.0
 PER = 1e6  # cost per million inferences
 ALL = "all"  # --profile all: every concrete profile but the cpu kind (see expand_profiles)
 P99_FACTORS = (0.1, 0.25, 0.5, 1.0, 2.0)  # cost_vs_p99: p99 targets as multiples of the planned one
-
-
-# -- prices ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Price:
-    """What one GPU-hour and one instance-hour of a profile cost, and where the figure comes from."""
-
-    usd_per_gpu_hour: float
-    gpus_per_instance: int
-    usd_per_instance_hour: float
-    instance: str | None  # "aws g6.xlarge" for a sourced offer; None for a user price (per GPU)
-    source: str
-    secondary: bool = False  # the offer comes only from a third-party copy of the provider's prices
-
-    def cost(self, gpus: int) -> tuple[float, int]:
-        """(USD per hour, instances) to run ``gpus`` GPUs: whole instances, rounded up."""
-        instances = math.ceil(gpus / self.gpus_per_instance)
-        return instances * self.usd_per_instance_hour, instances
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _offer(offer: Mapping[str, Any]) -> Price:
-    where = ", ".join(str(offer[k]) for k in ("region", "date") if offer.get(k))
-    name = f"{offer['provider']} {offer['name']}"
-    secondary = bool(offer.get("secondary"))
-    return Price(float(offer["usd_per_hour"]) / int(offer["gpus"]), int(offer["gpus"]), float(offer["usd_per_hour"]),
-                 name, f"on-demand {name}" + (f" ({where})" if where else "") + " from the profile's pricing section"
-                 + ("; secondary source" if secondary else ""), secondary)
-
-
-def price_of(profile: Profile) -> Price | None:
-    """The profile's default price (None when it has none): a user price per GPU (``price_per_hour_usd``, which
-    ``--price`` sets), else the sourced instance of its ``pricing`` section (the cheapest per GPU)."""
-    per_gpu = profile.usd_per_gpu_hour
-    if per_gpu is None:
-        return None
-    if profile.price_per_hour_usd is not None or not profile.pricing:
-        return Price(per_gpu, 1, per_gpu, None, f"price_per_hour_usd of profile {profile.name} (user or --price)")
-    return dataclasses.replace(_offer(profile.pricing["instance"]), usd_per_gpu_hour=per_gpu)
-
-
-def price_for(profile: Profile, gpus: int, *, secondary: bool = False) -> Price | None:
-    """The sourced offer that runs ``gpus`` GPUs for the least per hour in whole instances: one GPU wanted is
-    cheaper on a 1-GPU instance than on the cheapest-per-GPU 8-GPU node. Only primary offers (the provider's own
-    price tables) unless ``secondary``: a price known only from a third-party copy is shown as an alternative,
-    never billed. Ties: the default instance, then the fewest idle GPUs. A user price has no instances."""
-    default = price_of(profile)
-    if default is None or default.instance is None:
-        return default
-    offers = [default] + [pr for pr in map(_offer, profile.pricing.get("offers") or ()) if secondary or not pr.secondary]
-    return min(offers, key=lambda pr: (round(pr.cost(gpus)[0], 9), pr is not default,
-                                       pr.cost(gpus)[1] * pr.gpus_per_instance))
-
-
-def unpriced_reason(profile: Profile) -> str:
-    """Why a profile has no price (short; ``PRICE_FIX`` says how to give it one)."""
-    if profile.kind == "jetson":
-        return "a Jetson module is bought, not rented by the hour"
-    if profile.kind == "cpu":
-        return f"the {profile.name} profile describes this host, not a cloud instance"
-    return "no sourced on-demand price in the profile"
-
-
-PRICE_FIX = "give --price NAME=USD_PER_GPU_HOUR (or price_per_hour_usd in a user profile) to rank it"
-
-
-def hourly_cost(profile: Profile, gpus: int | None) -> float | None:
-    """USD per hour to run ``gpus`` GPUs of ``profile`` in whole instances (None: no price or no count)."""
-    price = price_of(profile) if gpus is None else price_for(profile, gpus)
-    if price is None or gpus is None:
-        return None
-    return price.cost(gpus)[0]
-
-
-def parse_prices(items: Iterable[str]) -> dict[str, float]:
-    """``--price l4=0.70`` (repeatable, comma lists too) -> {"l4": 0.70}; USD per GPU-hour."""
-    prices: dict[str, float] = {}
-    for item in items:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            name, sep, value = part.partition("=")
-            try:
-                price = float(value)
-            except ValueError:
-                price = None
-            if not sep or not name.strip() or price is None or not (0 <= price < math.inf):
-                raise UserError(f"--price {part!r}: expected PROFILE=USD_PER_GPU_HOUR, e.g. --price l4=0.70")
-            prices[name.strip()] = price
-    return prices
-
-
-def check_price_names(prices: Mapping[str, float], planned: Sequence[str], known: Sequence[str]) -> None:
-    """Every --price names a profile that is planned; a typo or an unplanned profile is one clear error."""
-    for name in prices:
-        if name in planned:
-            continue
-        if name not in known:
-            raise UserError(f"--price {name}=...: no profile named {name!r}",
-                            hint=f"planned here: {', '.join(planned)}; see `xinfer-sdk profiles list`")
-        raise UserError(f"--price {name}=...: {name!r} is not among the planned profiles ({', '.join(planned)})",
-                        hint="add it to --profile, or drop the price")
 
 
 # -- which profiles -------------------------------------------------------------------------------------
@@ -183,7 +89,6 @@ class BillLine:
     target: bool = True
     why_not_ranked: str | None = None
     alternative: Price | None = None  # a secondary-source offer that would run the same GPUs for less
-
 
     @property
     def ranked(self) -> bool:
@@ -234,14 +139,20 @@ class BillLine:
                 "usd_per_instance_hour": pr.usd_per_instance_hour if pr else None,
                 "price_source": pr.source if pr else None,
                 "secondary_source": pr.secondary if pr else None,
-                "secondary_alternative": None if self.alternative is None or self.devices is None else {
-                    "instance": self.alternative.instance, "gpus_per_instance": self.alternative.gpus_per_instance,
-                    "usd_per_instance_hour": self.alternative.usd_per_instance_hour,
-                    "instances": self.alternative.cost(self.devices)[1],
-                    "usd_per_hour": self.alternative.cost(self.devices)[0], "price_source": self.alternative.source}, "usd_per_hour": self.usd_per_hour,
+                "secondary_alternative": self._alternative_dict(), "usd_per_hour": self.usd_per_hour,
                 "inferences_per_s": self.inferences_per_s, "usd_per_million": self.usd_per_million,
                 "capacity_rps": self.capacity_rps, "p99_s": self.p99_s, "ranked": self.ranked,
                 "why_not_ranked": self.why_not_ranked, "arithmetic": self.arithmetic()}
+
+
+    def _alternative_dict(self) -> dict[str, Any] | None:
+        alt = self.alternative
+        if alt is None or self.devices is None:
+            return None
+        usd, instances = alt.cost(self.devices)
+        return {"instance": alt.instance, "gpus_per_instance": alt.gpus_per_instance,
+                "usd_per_instance_hour": alt.usd_per_instance_hour, "instances": instances, "usd_per_hour": usd,
+                "price_source": alt.source}
 
 
 @dataclasses.dataclass
