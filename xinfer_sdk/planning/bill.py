@@ -116,8 +116,8 @@ class BillLine:
             return f"{self.profile}: {self.why_not_ranked}"
         rate = f"{_num(self.inferences_per_s)} req/s -> {_usd(self.usd_per_million)} per 1M"
         if not self.target:
-            return (f"{self.profile}: 1 GPU at its capacity {_num(self.capacity_rps)} req/s x "
-                    f"{_price(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}); {rate}")
+            return (f"{self.profile}: 1 GPU x {_price(pr.usd_per_gpu_hour)}/GPU-h ({_source_short(pr)}) at its "
+                    f"capacity within the p99: {rate}")
         gpus = f"{self.devices} GPU{'s' if self.devices != 1 else ''}"
         name = f"{pr.instance} (secondary source)" if pr.secondary else pr.instance
         if pr.instance is None:

@@ -123,7 +123,10 @@ def test_without_a_target_the_bill_is_one_device_at_capacity(mlp, user_dir):
         assert ln.devices is None and ln.instances is None and ln.usd_per_hour == per_gpu
         assert ln.usd_per_million == pytest.approx(per_gpu / (ln.capacity_rps * 3600) * 1e6)
     assert result.bill.cheapest.profile == "node8"  # per GPU-hour at the same capacity
-    assert "capacity" in result.bill.cheapest.arithmetic()
+    cap = lines["node8"].capacity_rps
+    assert result.bill.cheapest.arithmetic() == (
+        f"node8: 1 GPU x $0.9/GPU-h (aws big.48xlarge) at its capacity within the p99: {cap:,.0f} req/s -> "
+        f"${0.9 / (cap * 3600) * 1e6:.3g} per 1M")
 
 
 def test_an_unplannable_profile_is_one_line_and_the_rest_continue(mlp, user_dir):
