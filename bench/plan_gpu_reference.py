@@ -15,9 +15,9 @@ MLPerf BERT runs the SQuAD dev set unpadded (variable sequence length): about 46
 MLPerf BERT SingleStream (p90 over unpadded lengths) and Server figures are not used. Jetson ResNet-50 Offline
 ran on the GPU and both DLAs: the planner prices the GPU only; those rows are shown, not fitted nor scored.
 
-Fit (per architecture family, never per model): matrix efficiency = base x exp(family offset) x power term
-(ridge-penalised offsets: a family with no record gets the base), power exponent, L2 share, per-kernel gap and
-per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
+Fit (per architecture family, never per model): matrix efficiency = base x exp(family offset) x power term and
+per-kernel gap = base x exp(family offset) (ridge-penalised offsets: a family with no record gets the base);
+power exponent, L2 share and per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
 (each GPU predicted by a fit that did not see it); also shown: leave-one-family-out, and per model (fit on one
 model, predict the other).
 
@@ -153,9 +153,13 @@ class Fit:
     l2_fraction: float
     kernel_gap: float
     batch_overhead: float
+    gap_offsets: dict = dataclasses.field(default_factory=dict)  # family -> log offset of the kernel gap
 
     def eff(self, family: str) -> float:
         return self.eff_base * math.exp(self.offsets.get(family, 0.0))
+
+    def gap(self, family: str) -> float:
+        return self.kernel_gap * math.exp(self.gap_offsets.get(family, 0.0))
 
 
 def predict(c: Case, fit: Fit) -> float:
@@ -169,7 +173,7 @@ def predict(c: Case, fit: Fit) -> float:
         t, _, _ = kernel_seconds(terms, eff_matrix=fit.eff(c.family) * term, eff_vector=d.eff_vector.value,
                                  eff_memory=d.eff_memory.value, bandwidth_gbps=d.bandwidth_gbps,
                                  l2_share_bytes=(d.l2_bytes or 0.0) * fit.l2_fraction, floor=d.kernel_floor.value,
-                                 gap=fit.kernel_gap)
+                                 gap=fit.gap(c.family))
         dev_s = float(t.sum())
         if c.scenario == "latency-b1":
             return dev_s + (c.host + fit.batch_overhead if c.with_host else 0.0)
@@ -184,19 +188,22 @@ def fit_cases(cases: list[Case]) -> Fit:
     fams = sorted({c.family for c in use})
     lat_host = any(c.with_host for c in use)
 
+    nf = len(fams)
+
     def unpack(x):
-        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[5:]))), power_exponent=float(x[1]),
-                   l2_fraction=1 / (1 + math.exp(-x[2])), kernel_gap=math.exp(x[3]) * 1e-6,
-                   batch_overhead=math.exp(x[4]) * 1e-6 if lat_host else 100e-6)
+        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[5:5 + nf]))),
+                   power_exponent=float(x[1]), l2_fraction=1 / (1 + math.exp(-x[2])), kernel_gap=math.exp(x[3]) * 1e-6,
+                   batch_overhead=math.exp(x[4]) * 1e-6 if lat_host else 100e-6,
+                   gap_offsets=dict(zip(fams, map(float, x[5 + nf:]))))
 
     def resid(x):
         f = unpack(x)
         r = [math.log(predict(c, f) / c.published) for c in use]
         return np.array(r + [math.sqrt(RIDGE) * o for o in x[5:]])
 
-    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0)] + [0.0] * len(fams))
-    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0)] + [-2.0] * len(fams))
-    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0)] + [2.0] * len(fams))
+    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0)] + [0.0] * (2 * nf))
+    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0)] + [-2.0] * (2 * nf))
+    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0)] + [2.0] * (2 * nf))
     sol = least_squares(resid, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3, max_nfev=400)
     return unpack(sol.x)
 
@@ -250,8 +257,10 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
              "power_exponent": {"value": round(float(fit.power_exponent), 5), "source": "shared by every family"},
              "l2_fraction": {"value": round(float(fit.l2_fraction), 5), "source": "share of the L2 a tensor may use and "
                                                                            "stay on chip; shared by every family"},
-             "kernel_gap": {"value": round(float(fit.kernel_gap), 9), "source": "seconds added to every kernel (launch gap, "
-                                                                         "fill and drain); shared by every family"},
+             "kernel_gap": {"value": round(float(fit.gap(family) if family else fit.kernel_gap), 9),
+                            "source": "seconds added to every kernel (launch gap, fill and drain)" + (
+                                f" (base x exp({fit.gap_offsets.get(family, 0.0):+.3f}) for the {family} family)"
+                                if family else " (base: families without a fitted record)")},
              "batch_overhead": {"value": round(float(fit.batch_overhead), 9),
                                 "source": "seconds of host work per batch (MLPerf SingleStream latency minus the "
                                           "device); shared by every family"}}
@@ -266,7 +275,7 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
             "records": used,
             "method": ("least squares of log(predicted / published) over the records above (MLPerf Offline and "
                        "SingleStream, TensorRT BERT demo batch 1 and 128); matrix efficiency = base x exp(family "
-                       f"offset) x power term, offsets ridge-penalised (weight {RIDGE}); eff_vector, eff_memory and "
+                       f"offset) x power term, kernel gap = base x exp(family offset), offsets ridge-penalised (weight {RIDGE}); eff_vector, eff_memory and "
                        "kernel_floor stay at their sourced priors (xinfer_sdk/planning/factors.py)"),
             "priors_kept": {k: PRIORS[k].value for k in ("eff_vector", "eff_memory", "kernel_floor")},
         },
@@ -296,7 +305,9 @@ def main() -> int:
     print(f"full fit: matrix efficiency base {full.eff_base:.3f}, family offsets "
           + ", ".join(f"{k} {v:+.2f}" for k, v in sorted(full.offsets.items()))
           + f"; power exponent {full.power_exponent:.3f}; L2 share {full.l2_fraction:.3f}; kernel gap "
-            f"{full.kernel_gap * 1e6:.2f} us; per-batch overhead {full.batch_overhead * 1e6:.1f} us\n")
+            f"{full.kernel_gap * 1e6:.2f} us, family offsets "
+          + ", ".join(f"{k} {v:+.2f}" for k, v in sorted(full.gap_offsets.items()))
+          + f"; per-batch overhead {full.batch_overhead * 1e6:.1f} us\n")
     head = (f"{'model':<15}{'GPU':<21}{'prec':<6}{'scenario':<14}{'published':>12}{'predicted':>12}{'error':>8}"
             f"{'fam-out':>9}{'model-out':>10}{'in-fit':>8}  target  source")
     print(head)

@@ -8,7 +8,8 @@ fused attention where the GPU has it, Q/DQ and views folded away) at batch b:
     memory_k  = DRAM bytes / (bandwidth x eff_memory)
                 DRAM bytes = its weights (at the compute precision) + every tensor it reads from / writes to
                 another kernel at the compute precision, except tensors that fit in the usable part of the L2
-                (``l2_fraction`` x profile.l2_cache_mb): those stay on chip (``spill``: a soft threshold)
+                (``l2_fraction`` x profile.l2_cache_mb): those stay on chip (``spill``: a soft threshold);
+                when all the weights fit that share they stay in the L2 from one batch to the next
     t_k       = max(soft_max(compute_k, memory_k), kernel_floor) + kernel_gap
 
 ``shape_eff`` is the tensor-core tile efficiency of the layer's GEMM: the useful part of the padded problem,
@@ -75,14 +76,16 @@ class KernelTerms:
     heads: np.ndarray  # op index of each kernel (where its time is reported)
     matrix_s: np.ndarray  # per kernel: matrix-unit seconds at efficiency 1 (shape efficiency applied)
     vector_s: np.ndarray  # per kernel: vector-unit seconds at efficiency 1
-    dram_bytes: np.ndarray  # per kernel: bytes that always go to DRAM (weights, graph inputs / outputs)
+    dram_bytes: np.ndarray  # per kernel: bytes that always go to DRAM (graph inputs / outputs)
+    weight_bytes: np.ndarray  # per kernel: its weights (they stay in the L2 across batches when all of them fit)
     edge_kernel: np.ndarray  # per (kernel, tensor) access that stays on chip when the tensor fits the L2 share:
     edge_bytes: np.ndarray  # ... the kernel (position in heads), the bytes,
     edge_size: np.ndarray  # ... and the size of the tensor it belongs to
     n_ops: int
 
     def dram(self, l2_share_bytes: float) -> np.ndarray:
-        return self.dram_bytes + np.bincount(self.edge_kernel, weights=self.edge_bytes * spill(self.edge_size,
+        weights = self.weight_bytes * spill(np.array([self.weight_bytes.sum()]), l2_share_bytes)[0]
+        return self.dram_bytes + weights + np.bincount(self.edge_kernel, weights=self.edge_bytes * spill(self.edge_size,
                                              l2_share_bytes), minlength=len(self.heads))
 
 
@@ -116,13 +119,16 @@ def kernel_terms(dev, curve: CostCurve, b: int) -> KernelTerms:
     k = len(heads)
     matrix_s = np.bincount(pos[kern[mat]], weights=flops[mat] / (dev.matrix_tflops * 1e12 * shape[mat]), minlength=k)
     vector_s = np.bincount(pos[kern[vec]], weights=flops[vec] / (dev.vector_tflops * 1e12), minlength=k)
-    dram = np.bincount(pos[kern[run]], weights=kg.weight_bytes[run], minlength=k)
+    wbytes = np.bincount(pos[kern[run]], weights=kg.weight_bytes[run], minlength=k)
+    dram = np.zeros(k)
     elems = kg.edges_at(bb)
     act = ACT_BYTES.get(dev.precision, 4.0)
     ek, eb, es = [], [], []
     for e, (prod, cons) in enumerate(zip(kg.edge_producer, kg.edge_consumers)):
         p = remap[prod] if prod >= 0 else -1
         outside = {remap[c] if c >= 0 else -1 for c in cons} - {p}
+        if not outside:  # both ends now run in one kernel (fused attention): the tensor never leaves the chip
+            continue
         readers = [pos[c] for c in outside if c >= 0]
         stored = elems[e] * kg.edge_itemsize[e]
         size = elems[e] * min(act, kg.edge_itemsize[e])
@@ -140,7 +146,7 @@ def kernel_terms(dev, curve: CostCurve, b: int) -> KernelTerms:
             ek.append(c)
             eb.append(size)
             es.append(size)
-    return KernelTerms(heads=heads, matrix_s=matrix_s, vector_s=vector_s, dram_bytes=dram,
+    return KernelTerms(heads=heads, matrix_s=matrix_s, vector_s=vector_s, dram_bytes=dram, weight_bytes=wbytes,
                        edge_kernel=np.array(ek, dtype=int), edge_bytes=np.array(eb, dtype=float),
                        edge_size=np.array(es, dtype=float), n_ops=n)
 

@@ -1,0 +1,220 @@
+"""The GPU device model as TensorRT runs a graph: kernel plan (fusion), activation bytes at the compute precision,
+L2 residency, tensor-core tile efficiency, fitted factors with provenance, and planning every shipped profile."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from xinfer_sdk.errors import ProfileError  # noqa: E402
+from xinfer_sdk.graph import analyze  # noqa: E402
+from xinfer_sdk.planning import plan  # noqa: E402
+from xinfer_sdk.planning.cost import build_curve  # noqa: E402
+from xinfer_sdk.planning.device import batch_time, device_model, gpu_model  # noqa: E402
+from xinfer_sdk.planning.factors import PRIORS, gpu_factors, load, power_term  # noqa: E402
+from xinfer_sdk.planning.gpu import kernel_count, kernel_terms, shape_efficiency, spill  # noqa: E402
+from xinfer_sdk.profiles import ProfileRegistry, load_profile  # noqa: E402
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _w(name, *shape):
+    return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+
+def resblock(c=64, hw=56):
+    """conv -> relu -> conv -> add(x) -> relu -> LayerNorm-like chain (ReduceMean, Sub, Mul) -> conv."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Add", ["c2", "x"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r2"]),
+             helper.make_node("ReduceMean", ["r2"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("Sub", ["r2", "m"], ["d"]),
+             helper.make_node("Mul", ["d", "d"], ["sq"]),
+             helper.make_node("Conv", ["sq", "w3"], ["y"], kernel_shape=[1, 1])]
+    return _model(nodes, [helper.make_tensor_value_info("x", F, ["N", c, hw, hw])],
+                  [helper.make_tensor_value_info("y", F, None)],
+                  [_w("w1", c, c, 3, 3), _w("b1", c), _w("w2", c, c, 3, 3), _w("b2", c), _w("w3", c, c, 1, 1)])
+
+
+def attention(seq=128, heads=4, d=32):
+    """Q, K, V inputs [N, H, S, D] -> MatMul(Q, K^T) / sqrt(d) -> Softmax -> MatMul(., V)."""
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Div", ["s", "scale"], ["ss"]),
+             helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    ins = [helper.make_tensor_value_info(n, F, ["N", heads, seq, d]) for n in ("q", "k", "v")]
+    return _model(nodes, ins, [helper.make_tensor_value_info("y", F, None)],
+                  [numpy_helper.from_array(np.array(d ** 0.5, np.float32), "scale")])
+
+
+# ---- the kernel plan --------------------------------------------------------------------------------------------
+def test_epilogues_and_pointwise_chains_are_one_kernel_each():
+    c = analyze(resblock(), batch_size=1)
+    k = {o.name.split("_")[0] + "_" + o.name.split("_")[1]: o.kernel for o in c.ops}
+    conv1, relu1, conv2, add, relu2, mean, sub, mul, conv3 = (o.kernel for o in c.ops)
+    assert relu1 == conv1 and add == relu2 == conv2  # bias/ReLU and the residual add in the conv epilogue
+    assert mean == sub == mul != conv2  # the reduction chain is one point-wise kernel of its own
+    assert conv3 not in (conv1, conv2, mean)
+    assert len({o.kernel for o in c.ops}) == 4 and k
+    edges = {e.name: e for e in c.edges}
+    assert "c1" not in edges and "a" not in edges  # never leave their kernel
+    assert edges["r1"].producer == conv1 and edges["r1"].consumers == (conv2,)
+    assert edges["x"].producer == -1 and set(edges["x"].consumers) == {conv1, conv2}  # read by conv1 and the add
+    assert edges["r2"].consumers == (mean,)  # read once by the chain, not once per op
+    assert c.ops[0].gemm == (56 * 56, 64, 64 * 9, 1, 9)
+
+
+def test_attention_pattern_is_marked_and_fuses_on_gpus_that_have_it():
+    c = analyze(attention(), batch_size=1)
+    mm1 = next(k for k, o in enumerate(c.ops) if o.op_type == "MatMul")
+    assert [o.attention for o in c.ops if o.op_class != "data"] == [mm1] * 4
+    curve = build_curve(attention(), precision="fp16")
+    t4 = gpu_model(load_profile("t4"), "fp16")
+    xavier = gpu_model(load_profile("jetson-agx-xavier"), "fp16")
+    assert t4.fused_attention and "sm_75" in t4.attention_basis
+    assert not xavier.fused_attention and "sm_72" in xavier.attention_basis
+    assert kernel_count(t4, curve) == 1 and kernel_count(xavier, curve) == 3
+    fused, unfused = kernel_terms(t4, curve, 8), kernel_terms(xavier, curve, 8)
+    scores = 8 * 4 * 128 * 128 * 2  # the S x S scores at FP16
+    assert unfused.dram(0.0).sum() - fused.dram(0.0).sum() == pytest.approx(4 * scores)  # written + read twice
+
+
+def test_qdq_nodes_and_views_run_nowhere():
+    wq = numpy_helper.from_array(np.ones((16, 8), np.int8), "wq")
+    s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    zp = numpy_helper.from_array(np.array(0, np.int8), "zp")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "s", "zp"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["h"]),
+             helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["N", 16])], [helper.make_tensor_value_info("y", F, None)],
+               [wq, s, zp, numpy_helper.from_array(np.array([-1, 8], np.int64), "shape")])
+    c = analyze(m, batch_size=2)
+    assert [o.kernel >= 0 for o in c.ops] == [False, False, False, True, False]
+    out = next(e for e in c.edges if e.producer >= 0)
+    assert out.consumers == (-1,) and out.elements == 16  # the reshape aliases the MatMul's output
+
+
+# ---- pricing ---------------------------------------------------------------------------------------------------
+def test_activations_cross_kernels_at_the_compute_precision():
+    int8 = build_curve(resblock(), precision="int8")
+    fp16 = build_curve(resblock(), precision="fp16")
+    t4_8, t4_16 = gpu_model(load_profile("t4"), "int8"), gpu_model(load_profile("t4"), "fp16")
+    a8, a16 = kernel_terms(t4_8, int8, 16), kernel_terms(t4_16, fp16, 16)
+    assert a16.edge_bytes.sum() == pytest.approx(2 * a8.edge_bytes.sum())
+    r1 = 16 * 64 * 56 * 56
+    assert r1 in a8.edge_bytes  # written once, read once, 1 byte per element
+    assert a8.dram_bytes.sum() > 16 * 64 * 56 * 56 * 4  # the FP32 graph input is read as stored
+
+
+def test_tensors_that_fit_the_l2_share_stay_on_chip():
+    curve = build_curve(resblock(), precision="int8")
+    l4 = gpu_model(load_profile("l4"), "int8")
+    assert l4.l2_bytes == 48 * 2**20 and "l2_cache_mb" in l4.l2_basis
+    no_l2 = dataclasses.replace(l4, l2_bytes=None)
+    small = kernel_terms(l4, curve, 1)
+    share = l4.l2_bytes * l4.l2_fraction.value
+    # 200 kB tensors and 75 kB of weights stay on chip; without an L2 everything goes to DRAM
+    assert small.dram(share).sum() == pytest.approx(small.dram_bytes.sum(), rel=1e-6)
+    assert small.dram(0.0).sum() == pytest.approx(small.dram_bytes.sum() + small.edge_bytes.sum()
+                                                  + small.weight_bytes.sum())
+    assert small.weight_bytes.sum() == 64 * 64 * (9 + 9 + 1) + 2 * 64  # conv inputs (weights, biases) at INT8
+    big = kernel_terms(l4, curve, 1024)  # 205 MB per tensor: far beyond the L2
+    assert big.dram(share).sum() == pytest.approx(big.dram(0.0).sum(), rel=1e-2)
+    assert batch_time(no_l2, curve, 1).memory_s + batch_time(no_l2, curve, 1).compute_s \
+        > batch_time(l4, curve, 1).memory_s + batch_time(l4, curve, 1).compute_s
+    assert spill(np.array([1e3, 1e6, 1e9]), 1e6).round(3).tolist() == [0.0, 0.5, 1.0]
+    assert spill(np.array([5.0]), 0.0).tolist() == [1.0]
+
+
+def test_tile_efficiency_by_layer_shape():
+    rows = np.array([[12544, 64, 3 * 49, 1, 49],  # ResNet's first conv: 3 channels pad to 4
+                     [3136, 64, 48 * 9, 1, 9],  # 48 channels pad to the INT8 K step of 32 -> 64
+                     [1, 1000, 2048, 1, 1],  # batch-1 fully connected layer: M = 1 of a 64-row tile
+                     [4096, 1024, 1024, 1, 1],
+                     [np.nan] * 5])
+    eff = shape_efficiency(rows, "int8")
+    assert eff.round(4).tolist() == [0.75, 0.75, round(1 / 64 * 1000 / 1024, 4), 1.0, 1.0]
+    assert shape_efficiency(rows[1:2], "fp16")[0] == pytest.approx(48 / 48)  # FP16 K step 16: 48 is aligned
+
+
+# ---- factors -----------------------------------------------------------------------------------------------------
+def test_fitted_factors_carry_their_provenance():
+    data = load()
+    prov = data["provenance"]
+    assert prov["records"] and prov["published_sha256"] and "plan_gpu_reference.py" in prov["command"]
+    assert "all" in data["fits"]
+    for family in ("ada", "hopper"):
+        f = gpu_factors(family)
+        assert family in f["_basis"].source and f["eff_matrix"].value == data["fits"][family]["eff_matrix"]["value"]
+    other = gpu_factors("cdna3")  # no published record of this family: the fit over every family
+    assert "none of the cdna3 family" in other["_basis"].source
+    assert other["eff_matrix"].value == data["fits"]["all"]["eff_matrix"]["value"]
+    prior = gpu_factors("ada", data={})
+    assert prior["eff_matrix"] == PRIORS["eff_matrix"] and "priors" in prior["_basis"].source
+    jet = gpu_factors("ampere", jetson=True, data={})
+    assert jet["kernel_floor"].value == 2 * PRIORS["kernel_floor"].value
+
+
+def test_power_term():
+    assert power_term(72, 121, 0.0) == (1.0, "no power term")
+    t, how = power_term(72, 121, 0.5)
+    assert t == pytest.approx((72 / 121) ** 0.5) and "72 W" in how
+    assert power_term(None, 121, 0.5)[0] == 1.0
+    assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
+
+
+def test_every_gpu_factor_says_where_it_comes_from():
+    dev = gpu_model(load_profile("h100-sxm"), "int8")
+    assert dev.engine == "fused" and dev.fused_attention
+    for f in (dev.eff_matrix, dev.eff_vector, dev.eff_memory, dev.kernel_floor, dev.op_overhead, dev.batch_overhead,
+              dev.l2_fraction):
+        assert len(f.source) > 20
+    assert "hopper" in dev.factors_basis
+
+
+# ---- every shipped profile ---------------------------------------------------------------------------------------
+def _tiny():
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", F, ["N", 64])], [helper.make_tensor_value_info("y", F, None)],
+                  [_w("w", 64, 64), _w("b", 64)])
+
+
+@pytest.mark.parametrize("name", sorted(ProfileRegistry().names()))
+def test_every_shipped_profile_plans_or_names_the_missing_figure(name, host_peaks):
+    prof = load_profile(name)
+    curve = build_curve(_tiny(), precision=None)
+    for prec in prof.precisions:
+        try:
+            dev = device_model(prof, prec, peaks=host_peaks)
+        except ProfileError as exc:
+            assert name in str(exc) and ("peak_tflops." in str(exc) or "memory_bandwidth_gbps" in str(exc))
+            assert "unknown" in str(exc) or "not given" in str(exc)
+            continue
+        bt = batch_time(dev, build_curve(_tiny(), precision=prec) if prec != "fp32" else curve, 4)
+        assert bt.seconds > 0 and np.isfinite(bt.seconds)
+
+
+def test_an_unknown_peak_skips_that_profile_and_the_others_still_plan():
+    r = plan(_tiny(), profiles="t4,jetson-agx-thor", precision="int8", sim_requests=2000, screen=500)
+    assert [p.profile.name for p in r.plans] == ["t4"]
+    assert r.skipped[0]["profile"] == "jetson-agx-thor"
+    assert "peak_tflops.int8 is unknown" in r.skipped[0]["reason"] and "--precision" in r.skipped[0]["reason"]
+    with pytest.raises(ProfileError, match="jetson-agx-thor: peak_tflops.int8 is unknown"):
+        plan(_tiny(), profiles="jetson-agx-thor", precision="int8", sim_requests=2000, screen=500)
