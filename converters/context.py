@@ -32,6 +32,7 @@ class BuildOptions:
     input_names: list[str] | None = None
     output_names: list[str] | None = None
     weights: str | None = None  # state_dict for module:factory, read with torch.load(weights_only=True)
+    signature: str | None = None  # TensorFlow SavedModel signature (default: serving_default, or the only one)
     opset: int | None = None
     calib: Any = None
     eval: Any = None
@@ -57,6 +58,7 @@ class BuildContext:
     scratch: Path  # temporary files (removed after the build)
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     torch_model: Any = None
+    tf_model: Any = None  # tensorflow.Signature of a SavedModel / Keras input
     example: dict[str, Any] | None = None  # example inputs for export, by input name (numpy arrays)
     raw_onnx: Path | None = None  # the FP32 graph as given or exported
     fp32_onnx: Path | None = None  # cleaned FP32 graph (reference.onnx of a reduced-precision build)

@@ -3,7 +3,8 @@
 Accepted: an ONNX file (or ``onnx.ModelProto``); a TorchScript archive (``.pt``, ``torch.jit.save``); a
 ``torch.export`` program (``.pt2``, ``torch.export.save``); ``module:factory`` or ``path/file.py:factory``
 (a function returning an ``nn.Module``, or ``(module, example_inputs)``), with ``--weights`` for a
-state_dict; an ``nn.Module`` object through the Python API.
+state_dict; an ``nn.Module`` object through the Python API; a TensorFlow SavedModel folder or a Keras
+``.keras`` / ``.h5`` file (converted by ``converters/tensorflow.py``, the ``[tensorflow]`` extra).
 
 Never unpickled: a ``.pt`` written by ``torch.save(model)`` is a pickle, and loading one runs arbitrary
 code. It is refused with what to export instead. State dicts are read with ``torch.load(weights_only=True)``.
@@ -208,9 +209,9 @@ def _read_factory(ctx, model) -> str:
 
 
 def _read_tensorflow(ctx, model) -> str:
-    raise ConversionError(f"{model}: TensorFlow models are not read directly yet",
-                          hint="convert it with `python -m tf2onnx.convert --saved-model DIR --output model.onnx` "
-                               "(Keras: --keras FILE) and build the ONNX file")
+    from . import tensorflow
+
+    return tensorflow.read(ctx, model)
 
 
 _READERS = {"onnx": _read_onnx, "onnx-proto": _read_onnx_proto, "torchscript": _read_torchscript,

@@ -60,8 +60,8 @@ def _tensorrt(ctx):
 
 
 STEPS = (
-    Step("input", _load, description="read the model (ONNX, TorchScript, torch.export, module:factory)"),
-    Step("export", _export, description="PyTorch -> ONNX with dynamic axes, verified against torch"),
+    Step("input", _load, description="read the model (ONNX, TorchScript, torch.export, module:factory, TensorFlow)"),
+    Step("export", _export, description="PyTorch / TensorFlow -> ONNX with dynamic axes, verified against the source"),
     Step("cleanup", _cleanup, description="onnx.checker, simplification, shape inference, IO spec"),
     Step("memory_budget", _budget, description="weights + activations + workspace vs the profile's memory"),
     Step("fp16", _fp16, description="FP16 graph, IO kept FP32, sensitive ops blocked"),

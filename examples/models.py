@@ -7,6 +7,8 @@
     transformer_onnx(out_dir)  that encoder exported to ONNX with a dynamic sequence axis, plus calibration data
     resnet18()                 ResNet-18 (torchvision topology, plain torch, seeded random weights)
     resnet18_onnx(path)        that ResNet-18 as ONNX (opset 17, dynamic batch), as the benchmarks use it
+    digits_keras(out_dir)      the digits MLP in Keras (the [tensorflow] extra): a SavedModel folder and a .keras
+                               file, with the same calibration / evaluation .npz files
 
 Needs torch (and scikit-learn for the digits); only numpy at import time.
 """
@@ -217,3 +219,50 @@ def _export(net, args, path: Path, inputs, outputs, extra_axes=None, opset: int 
     with torch.no_grad():
         torch.onnx.export(net, args, str(path), dynamo=False, opset_version=opset, input_names=list(inputs),
                           output_names=list(outputs), dynamic_axes=axes, do_constant_folding=True)
+
+
+# -- digits in Keras: the same data and split, a TensorFlow SavedModel and a .keras file -----------------------
+@dataclasses.dataclass
+class KerasExample:
+    saved_model: Path  # a SavedModel folder written by model.export (signature serving_default)
+    keras_file: Path  # the same model saved with model.save (.keras, Keras 3)
+    calib: Path  # .npz: input + labels
+    eval: Path  # .npz held out from calibration
+    fp32_accuracy: float  # measured on ``eval`` by Keras
+    model: object = None  # the trained keras.Model
+
+
+def digits_keras(out_dir: str | Path, seed: int = 0, epochs: int = 15) -> KerasExample:
+    """A Keras MLP 64 -> 128 -> 64 -> 10 (logits) trained on load_digits in ~2 s (needs the [tensorflow] extra
+    and scikit-learn); writes ``digits_saved_model/``, ``digits.keras`` and the calib / eval .npz files, with the
+    same split as ``digits_mlp``. Input ``input`` (batch x 64), output ``output_0``."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    from sklearn.datasets import load_digits
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    y = y.astype(np.int64)
+    order = np.random.RandomState(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    splits = {"train": (x[:1200], y[:1200]), "calib": (x[1200:1500], y[1200:1500]), "eval": (x[1500:], y[1500:])}
+    keras.utils.set_random_seed(seed)
+    net = keras.Sequential([keras.Input((64,), name="input"), keras.layers.Dense(128, activation="relu"),
+                            keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    net.compile(optimizer=keras.optimizers.Adam(1e-2),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net.fit(*splits["train"], epochs=epochs, batch_size=64, verbose=0)
+    for name in ("calib", "eval"):
+        xs, ys = splits[name]
+        np.savez(out / f"digits-{name}.npz", input=xs, labels=ys)
+    saved, keras_file = out / "digits_saved_model", out / "digits.keras"
+    net.export(str(saved), format="tf_saved_model", verbose=False)
+    net.save(str(keras_file))
+    pred = net.predict(splits["eval"][0], verbose=0).argmax(1)
+    acc = float((pred == splits["eval"][1]).mean())
+    return KerasExample(saved_model=saved, keras_file=keras_file, calib=out / "digits-calib.npz",
+                        eval=out / "digits-eval.npz", fp32_accuracy=acc, model=net)

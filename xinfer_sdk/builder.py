@@ -42,7 +42,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
           input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
           weights: str | None = None, opset: int | None = None, per_channel: bool | None = None,
           eval_fraction: float | None = None, labels_output: str | None = None,
-          fp16_block_ops: Sequence[str] = (), build_engine: bool = True,
+          fp16_block_ops: Sequence[str] = (), build_engine: bool = True, signature: str | None = None,
           on_step: Callable[[StepResult], None] | None = None) -> Bundle:
     """Build ``model`` for ``profile`` at ``precision`` into a bundle folder and return it (opened, verified).
 
@@ -77,7 +77,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
         model=model, profile=prof, precision=prec, output=out, name=name or _stem(model), batch=batch,
         shapes=ranges, dynamic_axes={k: {int(a): str(n) for a, n in v.items()} for k, v in (dynamic_axes or {}).items()},
         dtypes=dict(dtypes or {}), input_names=list(input_names) if input_names else None,
-        output_names=list(output_names) if output_names else None, weights=weights, opset=opset, calib=calib,
+        output_names=list(output_names) if output_names else None, weights=weights, signature=signature, opset=opset, calib=calib,
         eval=eval, calib_method=method, per_channel=prof.quantization.per_channel if per_channel is None else per_channel,
         eval_fraction=fraction, thresholds=_thresholds(prof, prec, thresholds), labels_output=labels_output,
         fp16_block_ops=tuple(fp16_block_ops), build_engine=build_engine, progress=progress,

@@ -54,6 +54,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--output-names", help="Comma-separated output names for a PyTorch model.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for module:factory "
               "(read with torch.load(weights_only=True)).")
+@click.option("--signature", help="TensorFlow SavedModel signature to convert (default: serving_default, or the "
+              "only one).")
 @click.option("--opset", type=int, help="ONNX opset of the export (default 17: every TensorRT the profiles name).")
 @click.option("--max-batch-size", type=int, help="Largest batch (default: the profile's batch.max_batch_size).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
@@ -76,10 +78,11 @@ def _names(text: str | None) -> list[str] | None:
 @json_option
 @click.pass_context
 def build(ctx: click.Context, model: str, profile_name: str, precision: str, calib, eval_data, shapes, axes, dtypes,
-          input_names, output_names, weights, opset, max_batch_size, calib_method, calib_samples, per_channel,
+          input_names, output_names, weights, signature, opset, max_batch_size, calib_method, calib_samples, per_channel,
           eval_fraction, min_cosine, min_top1, max_abs_error, max_accuracy_drop, labels_output, fp16_block_ops,
           no_engine, name, output, quiet, overrides, as_json) -> int:
-    """Compile MODEL (ONNX, TorchScript .pt, torch.export .pt2, or module:factory) into a bundle for a profile.
+    """Compile MODEL (ONNX, TorchScript .pt, torch.export .pt2, module:factory, TensorFlow SavedModel folder or
+    Keras .keras file) into a bundle for a profile.
 
     Steps: input, export, cleanup, memory budget, FP16/INT8, accuracy gate, TensorRT (plan always; engine when
     TensorRT and a GPU are here). Exit 3 when the accuracy gate fails (the bundle is kept to inspect).
@@ -102,7 +105,7 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             calib_samples=calib_samples, max_batch_size=max_batch_size, name=name,
             progress=None if quiet else progress(), dynamic_axes=_axes(axes), dtypes=dict(_pairs(
                 dtypes, "--dtype", "NAME=DTYPE, e.g. input_ids=int64")), input_names=_names(input_names),
-            output_names=_names(output_names), weights=weights, opset=opset, per_channel=per_channel,
+            output_names=_names(output_names), weights=weights, signature=signature, opset=opset, per_channel=per_channel,
             eval_fraction=eval_fraction, labels_output=labels_output, fp16_block_ops=fp16_block_ops,
             build_engine=not no_engine, on_step=on_step)
     except AccuracyGateError as exc:
