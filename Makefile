@@ -18,7 +18,7 @@ $(VENV)/.base:
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PIP) install -q -e '.[cpu,torch,build,serve,examples,dev]'
+	$(PIP) install -q -e '.[cpu,torch,build,serve,examples,tensorflow,dev]'
 	touch $@
 
 demo: $(VENV)/.base
