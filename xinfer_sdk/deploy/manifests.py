@@ -57,7 +57,8 @@ def server_config(spec: DeploySpec) -> dict[str, Any]:
         server["api_key_env"] = API_KEY_ENV
     model: dict[str, Any] = {"name": spec.bundle_name, "path": spec.bundle_mount, "profile": spec.profile.name,
                              # explicit, so a GPU pod whose GPU does not work fails instead of running on the CPU
-                             "device": "cpu" if spec.kind == "cpu" else "cuda"}
+                             "device": "cpu" if spec.kind == "cpu" else
+                             "rocm" if getattr(spec.profile, "vendor", "nvidia") == "amd" else "cuda"}
     if spec.threads:
         model["threads"] = spec.threads
     if spec.policy:

@@ -89,9 +89,9 @@ def accelerator_notes(prof: Profile) -> list[str]:
     """What the user must know about running this accelerator from the generated manifests."""
     out: list[str] = []
     if vendor(prof) == "amd":
-        out.append("AMD: the pod requests amd.com/gpu and the ROCm image (deploy/docker/Dockerfile.rocm); xinfer-sdk "
-                   "runs ONNX Runtime there, and until its MIGraphX execution provider is in the backend chain the "
-                   "server refuses to start on the GPU rather than fall back to the CPU (docs/kubernetes.md)")
+        out.append("AMD: the pod requests amd.com/gpu and the ROCm image (deploy/docker/Dockerfile.rocm); the server "
+                   "runs the 'migraphx' backend (ONNX Runtime's MIGraphX execution provider) on device rocm and "
+                   "refuses to start rather than fall back to the CPU; never run on AMD hardware (docs/amd.md)")
         out.append("AMD: the server runs as UID 10001; where the node's /dev/kfd and /dev/dri/renderD* belong to the "
                    "'render'/'video' groups (mode 0660), add their numeric IDs to the pod's supplementalGroups")
     elif prof.kind == "gpu" and prof.kubernetes.node_selector.get("kubernetes.io/arch") == "arm64":

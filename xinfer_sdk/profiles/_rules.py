@@ -91,6 +91,9 @@ def _check_vendor(data: Mapping[str, Any], file: str) -> None:
         if "tensorrt" in data["backends"]:
             raise ProfileError(f"TensorRT runs only on NVIDIA GPUs; remove it from backends (vendor {vendor})",
                                file=file, field="backends")
+    if vendor != "amd" and "migraphx" in data["backends"]:
+        raise ProfileError(f"MIGraphX runs only on AMD GPUs; remove it from backends (vendor {vendor})",
+                           file=file, field="backends")
 
 
 def _check_pricing(pricing: Mapping[str, Any], file: str) -> None:

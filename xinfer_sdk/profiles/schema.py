@@ -24,7 +24,7 @@ VENDORS = ("nvidia", "amd")
 # Architecture families the planner keys its efficiency tables on (``Profile.arch_family``).
 ARCH_FAMILIES = ("volta", "volta-xavier", "turing", "ampere-dc", "ampere", "ada", "hopper", "blackwell",
                  "blackwell-thor", "cdna2", "cdna3", "cdna4", "cpu", "unknown")
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+BACKENDS = ("tensorrt", "onnxruntime", "torch", "migraphx")
 
 
 _str = Scalar(str)

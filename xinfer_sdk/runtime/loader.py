@@ -136,7 +136,7 @@ def _open(path: Any, profile: Profile) -> Bundle:
 
 
 def default_threads(device: str, concurrency: int) -> int | None:
-    if device.startswith("cuda"):
+    if device != "cpu":  # a GPU session: ONNX Runtime's own default for the few CPU nodes
         return None
     cpus = read_host().usable_cpus
     return max(1, math.floor(cpus / concurrency))
@@ -150,11 +150,13 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     """Load a bundle (or a raw .onnx / TorchScript file) and start its batching core.
 
     profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
-    backend: "auto" (the profile's order, intersected with what works here), "onnxruntime", "tensorrt", "torch".
+    backend: "auto" (the profile's order, intersected with what works here), "onnxruntime", "tensorrt", "torch",
+        "migraphx" (AMD).
         Under "auto" a backend that fails to start (e.g. a TensorRT build the ONNX parser refuses) is skipped
         for the next one, with a warning (also in ``describe()['notes']``); a named backend fails instead.
     batching: a BatchPolicy, a dict of policy keys, or a config.yaml path; defaults to the bundle's policy.
-    device: "cpu", "cuda", "cuda:1" ("gpu:N" means "cuda:N"); defaults to the profile's kind. A GPU profile on a machine where no GPU
+    device: "cpu", "cuda", "cuda:1" ("gpu:N" means "cuda:N"), "rocm:N" (AMD, also "hip:N"); defaults to the
+        profile's kind (rocm:0 for an AMD profile). A GPU profile on a machine where no GPU
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
     allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
     """
@@ -170,7 +172,8 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     _size_raw_onnx(bundle, policy)
     notes: list[str] = []
     explicit_device = device is not None
-    dev = normalize_device(device or ("cuda:0" if prof.kind in ("gpu", "jetson") else "cpu"))
+    gpu = "rocm:0" if prof.vendor == "amd" else "cuda:0"
+    dev = normalize_device(device or (gpu if prof.kind in ("gpu", "jetson") else "cpu"))
     try:
         cls, why, skipped = choose(bundle, prof, dev, backend)
     except BackendUnavailable:

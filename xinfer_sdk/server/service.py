@@ -83,7 +83,7 @@ class Served:
             "output": [{"name": s.name, "data_type": _TRITON_TYPES.get(s.kserve_dtype, "TYPE_INVALID"),
                         "dims": dims(s), "label_filename": "", "is_shape_tensor": False} for s in m.outputs],
             "batch_input": [], "batch_output": [],
-            "instance_group": [{"name": f"{self.name}_0", "kind": "KIND_GPU" if self.device.startswith("cuda")
+            "instance_group": [{"name": f"{self.name}_0", "kind": "KIND_GPU" if self.device != "cpu"
                                 else "KIND_CPU", "count": pol.device_concurrency, "gpus": [], "profile": [],
                                 "passive": False, "host_policy": ""}],
             "default_model_filename": "", "parameters": {}, "model_warmup": [],

@@ -123,7 +123,7 @@ def test_gpu_parts_follow_the_profile(bundles, profile):
     assert gpu == ("amd.com/gpu" if prof.vendor == "amd" else "nvidia.com/gpu")
     assert res["limits"][gpu] == "1" and res["requests"][gpu] == "1"
     assert {"key": gpu, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert cfg["device"] == "cuda" and "threads" not in cfg
+    assert cfg["device"] == ("rocm" if prof.vendor == "amd" else "cuda") and "threads" not in cfg
     selector = pod["nodeSelector"]
     if prof.vendor == "amd":  # the ROCm node labeller's label; nothing NVIDIA anywhere
         assert "nvidia.com" not in text

@@ -37,6 +37,8 @@ def test_amd_requests_amd_gpu_on_the_labelled_instinct_nodes(bundles, profile):
     assert "nvidia.com" not in json.dumps(objs)
     assert spec.image_variant == "rocm"
     assert any("MIGraphX" in n for n in spec.notes)
+    # the server asks for the AMD GPU by name, so it starts the migraphx backend or refuses (never the CPU)
+    assert yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])["models"][0]["device"] == "rocm"
 
 
 def test_mi300x_selects_amds_documented_product_name(bundles):

@@ -126,7 +126,7 @@ def test_precisions_follow_the_hardware():
     assert b300.index("int8") > b300.index("bf16")   # Blackwell Ultra cut INT8 to ~1/30 of FP8
     for name in ("mi300x", "mi325x", "mi355x"):
         p = load_profile(name)
-        assert p.backends == ("onnxruntime",) and p.kubernetes.gpu_resource == "amd.com/gpu" and not p.tensorrt.versions
+        assert p.backends == ("migraphx", "onnxruntime") and p.kubernetes.gpu_resource == "amd.com/gpu" and not p.tensorrt.versions
         assert p.arch_family == ("cdna4" if name == "mi355x" else "cdna3") and p.sm is None
     thor = load_profile("jetson-agx-thor")
     assert (thor.arch_family, thor.sm, thor.tensorrt.versions, thor.dla_cores) == ("blackwell-thor", "sm_110", (10,), 0)

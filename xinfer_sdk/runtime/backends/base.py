@@ -21,15 +21,29 @@ from ...profiles import Profile
 
 log = logging.getLogger(__name__)
 
-_DEVICE = re.compile(r"(?:(cpu)|(?:cuda|gpu)(?::(\d+))?)", re.IGNORECASE)
+_DEVICE = re.compile(r"(?:(cpu)|(cuda|gpu|rocm|hip)(?::(\d+))?)", re.IGNORECASE)
+#: device kinds a normalized device string starts with
+DEVICE_KINDS = ("cpu", "cuda", "rocm")
 
 
 def normalize_device(device: str) -> str:
-    """The one spelling every backend sees: 'cpu' or 'cuda:N' ('cuda', 'gpu', 'gpu:N', 'CUDA:1' accepted)."""
+    """The one spelling every backend sees: 'cpu', 'cuda:N' (NVIDIA) or 'rocm:N' (AMD, the HIP device index).
+
+    Accepted: 'cuda', 'gpu', 'gpu:N', 'CUDA:1' (-> 'cuda:N'); 'rocm', 'hip', 'hip:N', 'ROCm:1' (-> 'rocm:N').
+    """
     m = _DEVICE.fullmatch(str(device).strip())
     if m is None:
-        raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda' or 'cuda:N' (e.g. 'cuda:1')")
-    return "cpu" if m.group(1) else f"cuda:{int(m.group(2) or 0)}"
+        raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda[:N]' (NVIDIA, e.g. 'cuda:1') "
+                        "or 'rocm[:N]' (AMD, also spelt 'hip:N')")
+    if m.group(1):
+        return "cpu"
+    kind = "rocm" if m.group(2).lower() in ("rocm", "hip") else "cuda"
+    return f"{kind}:{int(m.group(3) or 0)}"
+
+
+def device_kind(device: str) -> str:
+    """'cpu', 'cuda' or 'rocm' for any accepted device spelling."""
+    return normalize_device(device).partition(":")[0]
 
 
 class Backend:
@@ -37,6 +51,8 @@ class Backend:
     name: ClassVar[str] = ""
     #: pip extra that installs what this backend needs
     extra: ClassVar[str] = ""
+    #: device kinds (``device_kind``) this backend can run on; the selection skips it for any other
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
     def __init__(self, bundle: Bundle, *, profile: Profile, device: str = "cpu", threads: int | None = None,
                  options: Mapping[str, Any] | None = None):

@@ -8,7 +8,7 @@ import logging
 from ...bundle import Bundle
 from ...errors import BackendUnavailable, UserError
 from ...profiles import Profile
-from .base import Backend
+from .base import Backend, device_kind
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,19 @@ REGISTRY = {
     "onnxruntime": ("xinfer_sdk.runtime.backends.onnxruntime:OnnxRuntimeBackend", "cpu"),
     "tensorrt": ("xinfer_sdk.runtime.backends.tensorrt:TensorRTBackend", "tensorrt"),
     "torch": ("xinfer_sdk.runtime.backends.torch:TorchBackend", "torch"),
+    # no extra: onnxruntime-migraphx ships the same `onnxruntime` module as onnxruntime (the reason says so)
+    "migraphx": ("xinfer_sdk.runtime.backends.migraphx:MIGraphXBackend", ""),
 }
-ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch", "mgx": "migraphx"}
+
+
+def unavailable_reason(cls: type[Backend], bundle: Bundle, profile: Profile, device: str) -> str | None:
+    """The backend's own reason, after the device-kind check every backend shares (no silent CPU run of a GPU
+    device by a backend that does not know that kind of GPU)."""
+    kind = device_kind(device)
+    if kind not in cls.devices:
+        return f"it runs on {' / '.join(cls.devices)} devices, not {device}"
+    return cls.unavailable_reason(bundle, profile, device)
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -41,7 +52,7 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
         if requested not in REGISTRY:
             raise UserError(f"unknown backend {requested!r}; expected auto or one of {', '.join(REGISTRY)}")
         cls = backend_class(requested)
-        reason = cls.unavailable_reason(bundle, profile, device)
+        reason = unavailable_reason(cls, bundle, profile, device)
         if reason:
             raise BackendUnavailable(requested, reason, extra=REGISTRY[requested][1])
         return cls, f"backend={requested!r} was requested", {}
@@ -55,7 +66,7 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
         except BackendUnavailable as exc:
             skipped[name] = exc.message
             continue
-        reason = cls.unavailable_reason(bundle, profile, device)
+        reason = unavailable_reason(cls, bundle, profile, device)
         if reason is None:
             pos = "first" if not skipped else "next"
             why = f"{pos} usable backend in profile '{profile.name}' order {list(profile.backends)}"
