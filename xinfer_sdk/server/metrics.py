@@ -31,9 +31,9 @@ def _le(b: float) -> str:
 
 
 class ModelCollector:
-    """prometheus_client collector for every model of a ``Service`` (+ GPUs when NVML is there)."""
+    """prometheus_client collector for every model of a ``Service`` (+ GPUs when NVML or amdsmi is there)."""
 
-    def __init__(self, service: Service, gpus: GpuStats | None = None):
+    def __init__(self, service: Service, gpus: GpuStats | AmdGpuStats | None = None):
         self.service = service
         self.gpus = gpus
 
@@ -105,6 +105,17 @@ class ModelCollector:
             yield from self.gpus.collect(G)
 
 
+def _gpu_families(G: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The GPU metric families, one set of names for NVML and amdsmi (docs/metrics.md)."""
+    labels = ["gpu", "name"]
+    return (G(f"{PREFIX}_gpu_utilization_ratio", "GPU busy fraction over the last sample period (0..1).",
+              labels=labels),
+            G(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use.", labels=labels),
+            G(f"{PREFIX}_gpu_memory_total_bytes", "GPU memory installed.", labels=labels),
+            G(f"{PREFIX}_gpu_temperature_celsius", "GPU core temperature.", labels=labels),
+            G(f"{PREFIX}_gpu_power_watts", "GPU board power draw.", labels=labels))
+
+
 class GpuStats:
     """NVML readings (pynvml from nvidia-ml-py) per GPU; absent when NVML cannot start (no driver/GPU).
 
@@ -164,13 +175,7 @@ class GpuStats:
 
     def collect(self, G: Any) -> Iterator[Any]:
         nv = self.nvml
-        labels = ["gpu", "name"]
-        util = G(f"{PREFIX}_gpu_utilization_ratio", "GPU busy fraction over the last sample period (0..1).",
-                 labels=labels)
-        used = G(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use.", labels=labels)
-        total = G(f"{PREFIX}_gpu_memory_total_bytes", "GPU memory installed.", labels=labels)
-        temp = G(f"{PREFIX}_gpu_temperature_celsius", "GPU core temperature.", labels=labels)
-        power = G(f"{PREFIX}_gpu_power_watts", "GPU board power draw.", labels=labels)
+        util, used, total, temp, power = _gpu_families(G)
         for label, h in self.handles:
             lv = [label, self.names[label]]
             u = self._read("nvmlDeviceGetUtilizationRates", h)
@@ -189,6 +194,113 @@ class GpuStats:
         yield from (util, used, total, temp, power)
 
 
+# amdsmi marks a reading the GPU does not report with "N/A" (its Python layer maps 0xFFFF to that); the C
+# structs' docs say unsupported members are UINT32_MAX. Both mean "no reading".
+_AMD_NA = (0xFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
+_MIB = 1024 * 1024
+
+
+def _amd_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value in _AMD_NA:
+        return None
+    return None if math.isnan(float(value)) else float(value)
+
+
+class AmdGpuStats:
+    """amdsmi readings per AMD GPU, under the NVML collector's metric names; absent when amdsmi cannot start.
+
+    Calls (the documented amdsmi Python API, amdsmi 7.0.2's amdsmi_interface.py): ``amdsmi_get_gpu_activity(h)``
+    -> ``gfx_activity`` in % (the graphics/compute engine, NVML's ``utilization.gpu``);
+    ``amdsmi_get_gpu_vram_usage(h)`` -> ``vram_used`` / ``vram_total`` in MB (amdsmi_vram_usage_t: "In MB", i.e.
+    MiB); ``amdsmi_get_temp_metric(h, AmdSmiTemperatureType.HOTSPOT, AmdSmiTemperatureMetric.CURRENT)`` in °C, the
+    die's hottest sensor (MI300 reports no EDGE sensor), else EDGE; ``amdsmi_get_power_info(h)`` ->
+    ``current_socket_power`` (W, MI300 and newer), else ``socket_power``, else ``average_socket_power`` (MI200
+    and older). The ``gpu`` label is ``amdsmi:N`` (amdsmi's handle order), which need not be the HIP index the
+    ``rocm:N`` device uses. Never run on AMD hardware: tested with a recording double of amdsmi.
+    """
+
+    def __init__(self, amdsmi: Any):
+        self.amdsmi = amdsmi
+        self.handles: list[tuple[str, Any]] = []
+        self.names: dict[str, str] = {}
+        for i, h in enumerate(amdsmi.amdsmi_get_processor_handles()):
+            label = f"amdsmi:{i}"
+            info = self._read("amdsmi_get_gpu_asic_info", h) or {}
+            self.handles.append((label, h))
+            self.names[label] = str(info.get("market_name") or "AMD GPU").strip()
+
+    @classmethod
+    def open(cls) -> AmdGpuStats | None:
+        try:
+            import amdsmi
+        except Exception:  # not installed, or installed without ROCm's libamd_smi.so (KeyError/OSError at import)
+            return None
+        try:
+            amdsmi.amdsmi_init(amdsmi.AmdSmiInitFlags.INIT_AMD_GPUS)
+        except Exception as exc:  # AmdSmiLibraryException: no amdgpu driver
+            log.info("amdsmi not available (%s): no AMD GPU metrics", exc)
+            return None
+        try:
+            stats = cls(amdsmi)
+        except Exception as exc:
+            log.info("amdsmi query failed (%s): no AMD GPU metrics", exc)
+            stats = None
+        if stats is None or not stats.handles:
+            try:
+                amdsmi.amdsmi_shut_down()
+            except Exception:
+                pass
+            return None
+        return stats
+
+    def _read(self, fn: str, *args: Any) -> Any:
+        try:
+            return getattr(self.amdsmi, fn)(*args)
+        except Exception:  # AmdSmiLibraryException (AMDSMI_STATUS_NOT_SUPPORTED, ...): skip this reading
+            return None
+
+    def _temperature(self, h: Any) -> float | None:
+        smi = self.amdsmi
+        for sensor in (smi.AmdSmiTemperatureType.HOTSPOT, smi.AmdSmiTemperatureType.EDGE):
+            t = _amd_number(self._read("amdsmi_get_temp_metric", h, sensor, smi.AmdSmiTemperatureMetric.CURRENT))
+            if t is not None:
+                return t
+        return None
+
+    def _power(self, h: Any) -> float | None:
+        info = self._read("amdsmi_get_power_info", h) or {}
+        for key in ("current_socket_power", "socket_power", "average_socket_power"):
+            w = _amd_number(info.get(key))
+            if w is not None and w > 0:
+                return w
+        return None
+
+    def collect(self, G: Any) -> Iterator[Any]:
+        util, used, total, temp, power = _gpu_families(G)
+        for label, h in self.handles:
+            lv = [label, self.names[label]]
+            act = _amd_number((self._read("amdsmi_get_gpu_activity", h) or {}).get("gfx_activity"))
+            if act is not None:
+                util.add_metric(lv, act / 100.0)
+            vram = self._read("amdsmi_get_gpu_vram_usage", h) or {}
+            u, t = _amd_number(vram.get("vram_used")), _amd_number(vram.get("vram_total"))
+            if u is not None and t is not None:
+                used.add_metric(lv, u * _MIB)
+                total.add_metric(lv, t * _MIB)
+            c = self._temperature(h)
+            if c is not None:
+                temp.add_metric(lv, c)
+            w = self._power(h)
+            if w is not None:
+                power.add_metric(lv, w)
+        yield from (util, used, total, temp, power)
+
+
+def open_gpu_stats() -> GpuStats | AmdGpuStats | None:
+    """NVML's readings when NVML starts, else amdsmi's; None when neither (no GPU metrics)."""
+    return GpuStats.open() or AmdGpuStats.open()
+
+
 class Metrics:
     """The registry behind /metrics (one per server, so several servers can live in one process)."""
 
@@ -196,7 +308,7 @@ class Metrics:
         pc = require("prometheus_client", purpose="/metrics")
         self._generate = pc.generate_latest
         self.registry = pc.CollectorRegistry(auto_describe=False)
-        self.registry.register(ModelCollector(service, GpuStats.open() if gpus else None))
+        self.registry.register(ModelCollector(service, open_gpu_stats() if gpus else None))
 
     def render(self) -> bytes:
         return self._generate(self.registry)
