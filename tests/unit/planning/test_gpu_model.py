@@ -218,3 +218,19 @@ def test_an_unknown_peak_skips_that_profile_and_the_others_still_plan():
     assert "peak_tflops.int8 is unknown" in r.skipped[0]["reason"] and "--precision" in r.skipped[0]["reason"]
     with pytest.raises(ProfileError, match="jetson-agx-thor: peak_tflops.int8 is unknown"):
         plan(_tiny(), profiles="jetson-agx-thor", precision="int8", sim_requests=2000, screen=500)
+
+
+def test_plan_all_profiles_json_and_explain():
+    import json
+
+    r = plan(_tiny(), profiles="all", sim_requests=1000, screen=300)
+    names = {p.profile.name for p in r.plans} | {s["profile"] for s in r.skipped}
+    assert {"t4", "l4", "h100-sxm", "jetson-agx-orin-64gb"} <= {p.profile.name for p in r.plans}
+    assert len(names) == len(ProfileRegistry().names()) - 1  # every profile but the host's cpu one
+    for s in r.skipped:  # only a figure the vendor does not publish may stop a profile, and the reason names it
+        assert s["profile"] in s["reason"] and ("unknown" in s["reason"] or "not given" in s["reason"])
+    doc = json.loads(json.dumps(r.to_dict(), default=str))
+    gpu = next(p for p in doc["profiles"] if p["profile"] == "l4")
+    assert gpu["device_model"]["engine"] == "fused" and gpu["device_model"]["l2_bytes"] == 48 * 2**20
+    figures = {e["figure"] for e in gpu["explain"]}
+    assert {"kernels (TensorRT-like fusion)", "on-chip L2", "tensor-core tile efficiency at batch 1"} <= figures
