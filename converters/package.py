@@ -140,6 +140,8 @@ def build_record(ctx) -> dict[str, Any]:
                  "--max-batch-size", str(opts.max_batch_size)]
         if opts.shapes:
             parts += ["--shapes", ",".join(f"{k}:{v.text()}" for k, v in opts.shapes.items())]
+        if opts.signature:
+            parts += ["--signature", opts.signature]
         for key, value in (("--calib", opts.calib), ("--eval", opts.eval)):
             if isinstance(value, (str, os.PathLike)):
                 parts += [key, os.fspath(value)]

@@ -148,7 +148,9 @@ def test_signature_chosen_is_the_one_converted(cli_run, two_signatures, tmp_path
         assert np.allclose(model.infer({"x": x})["y"], 3 * x)
     finally:
         model.close()
-    assert xs.open_bundle(out).manifest.source["signature"] == "triple"
+    manifest = xs.open_bundle(out).manifest
+    assert manifest.source["signature"] == "triple"
+    assert "--signature triple" in manifest.extra["build"]["reproduce"]
 
 
 def test_without_the_extra_the_error_names_it(cli_run, keras_digits, tmp_path, monkeypatch, one_error_line):
