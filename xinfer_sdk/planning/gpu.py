@@ -15,7 +15,8 @@ fused attention where the GPU has it, Q/DQ and views folded away) at batch b:
 ``shape_eff`` is the tensor-core tile efficiency of the layer's GEMM: the useful part of the padded problem,
 ``M / ceil(M, TILE_M) x N / ceil(N, TILE_N) x C / ceil(C, align)`` (C: the input channels of a convolution,
 padded to the MMA's K step; K of a matmul): the 3-channel first convolution, odd channel counts and skinny
-GEMMs (batch-1 fully connected layers) reach far less than the peak. Graph inputs are read and graph
+GEMMs (batch-1 fully connected layers) reach far less than the peak; depthwise convolutions run on the
+vector units. Graph inputs are read and graph
 outputs written at their stored size, always from / to DRAM (they cross the host link).
 """
 
@@ -28,7 +29,6 @@ import numpy as np
 from .cost import CostCurve
 from .roofline import soft_max
 
-MIB = 1024.0 * 1024.0
 # Tensor-core tiles: thread-block tile of the GEMM kernels TensorRT picks for large layers (CUTLASS and cuDNN
 # ship 64..256 x 64..256 tiles; 64 is the smallest common edge, so only the last partial tile wastes work).
 TILE_M = 64
@@ -113,9 +113,12 @@ def kernel_terms(dev, curve: CostCurve, b: int) -> KernelTerms:
     pos[heads] = np.arange(len(heads))
     remap = np.arange(n)
     remap[kg.kernel[run]] = kern[run]  # a kernel id (its first op) -> the merged kernel it now belongs to
-    shape = shape_efficiency(kg.gemm_at(bb), dev.precision)
-    mat = run & curve.matrix
-    vec = run & ~curve.matrix
+    gemm = kg.gemm_at(bb)
+    shape = shape_efficiency(gemm, dev.precision)
+    # depthwise / narrow grouped convolutions (<= 4 output channels per group) run on the CUDA cores, not as MMAs
+    narrow = np.nan_to_num(gemm[:, 1], nan=np.inf) <= SMALL_CHANNELS
+    mat = run & curve.matrix & ~(narrow & (np.nan_to_num(gemm[:, 3], nan=1.0) > 1))
+    vec = run & ~mat
     k = len(heads)
     matrix_s = np.bincount(pos[kern[mat]], weights=flops[mat] / (dev.matrix_tflops * 1e12 * shape[mat]), minlength=k)
     vector_s = np.bincount(pos[kern[vec]], weights=flops[vec] / (dev.vector_tflops * 1e12), minlength=k)

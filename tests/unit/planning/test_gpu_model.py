@@ -234,3 +234,13 @@ def test_plan_all_profiles_json_and_explain():
     assert gpu["device_model"]["engine"] == "fused" and gpu["device_model"]["l2_bytes"] == 48 * 2**20
     figures = {e["figure"] for e in gpu["explain"]}
     assert {"kernels (TensorRT-like fusion)", "on-chip L2", "tensor-core tile efficiency at batch 1"} <= figures
+
+
+def test_depthwise_convolutions_run_on_the_vector_units():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4, group=32)]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["N", 32, 28, 28])],
+               [helper.make_tensor_value_info("y", F, None)], [_w("w", 32, 1, 3, 3)])
+    curve = build_curve(m, precision="fp16")
+    dev = gpu_model(load_profile("a100-sxm4-80gb"), "fp16")
+    t = kernel_terms(dev, curve, 4)
+    assert t.matrix_s.sum() == 0 and t.vector_s.sum() == pytest.approx(curve.total_flops(4) / (dev.vector_tflops * 1e12))
