@@ -33,8 +33,8 @@ def normalize_device(device: str) -> str:
     """
     m = _DEVICE.fullmatch(str(device).strip())
     if m is None:
-        raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda[:N]' (NVIDIA, e.g. 'cuda:1') "
-                        "or 'rocm[:N]' (AMD, also spelt 'hip:N')")
+        raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda' or 'cuda:N' (NVIDIA, e.g. "
+                        "'cuda:1'), 'rocm' or 'rocm:N' (AMD, also spelt 'hip:N')")
     if m.group(1):
         return "cpu"
     kind = "rocm" if m.group(2).lower() in ("rocm", "hip") else "cuda"

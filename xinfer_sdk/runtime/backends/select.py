@@ -75,4 +75,6 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
             return cls, why, skipped
         skipped[name] = reason
     detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-    raise BackendUnavailable("auto", f"no backend can run bundle '{bundle.name}' on {device}: {detail}", extra="cpu")
+    # on an AMD device the reasons name what to install (onnxruntime-migraphx has no extra of ours)
+    extra = None if device_kind(device) == "rocm" else "cpu"
+    raise BackendUnavailable("auto", f"no backend can run bundle '{bundle.name}' on {device}: {detail}", extra=extra)

@@ -97,6 +97,7 @@ def _io(trt: Any, engine: Any) -> tuple[list[tuple[str, np.dtype]], list[tuple[s
 class TensorRTBackend(Backend):
     name = "tensorrt"
     extra = "tensorrt"
+    devices = ("cuda",)
 
     _engines: ClassVar[dict[tuple[str, int, str], _Engine]] = {}
     # guards _engines, _key_locks and refs only; a load/build holds just its own key's lock (a build of one
