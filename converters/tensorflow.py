@@ -141,6 +141,10 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
     opts = ctx.options
     tf = _tf()
     tf2onnx = require("tf2onnx", extra=EXTRA, purpose="converting TensorFlow models to ONNX")
+    if opts.input_names or opts.output_names:
+        raise UserError(f"--input-names / --output-names apply to PyTorch models; a TensorFlow model's names come "
+                        f"from its signature {sig.name!r} (inputs {', '.join(sig.inputs)}; outputs "
+                        f"{', '.join(sig.outputs)})")
     check_names(opts.shapes, list(sig.inputs))
     opset = opts.opset or graph.EXPORT_OPSET
     example = _example(ctx, sig)

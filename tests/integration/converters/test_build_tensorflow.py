@@ -134,7 +134,10 @@ def test_several_signatures_need_signature(cli_run, two_signatures, tmp_path, on
                            "-o", str(tmp_path / "b.xinfer"))
     line = one_error_line(err)
     assert code == 2 and "'half'" in line and "double, triple" in line
-    assert not (tmp_path / "a.xinfer").exists() and not (tmp_path / "b.xinfer").exists()
+    code, _, err = cli_run("build", str(two_signatures), "--signature", "double", "--output-names", "z",
+                           "--profile", "cpu", "-q", "-o", str(tmp_path / "c.xinfer"))
+    assert code == 2 and "from its signature 'double' (inputs x; outputs y)" in one_error_line(err)
+    assert not any((tmp_path / f"{n}.xinfer").exists() for n in "abc")
 
 
 def test_signature_chosen_is_the_one_converted(cli_run, two_signatures, tmp_path):
