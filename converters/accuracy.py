@@ -4,7 +4,9 @@ Both graphs run on ONNX Runtime's CPU provider on the same inputs (``--eval``; e
 held out of calibration; else, for FP16/FP32, ``--calib`` itself; else synthetic inputs, which the report
 says). Per output: max absolute error, max error relative to the reference's largest magnitude, mean
 absolute error, cosine similarity (all samples, and the worst sample), top-1 agreement (argmax over the
-last axis); with labels, the true accuracy of both and the drop. Thresholds come from the profile
+last axis); with labels, the true accuracy of both and the drop. An INT8 graph runs its own arithmetic (ONNX
+Runtime's QDQ fusion off), whatever INT8 kernels the build host has; for the ``cpu`` profile the host's kernels
+are measured too (``host_kernels``) and a warning says when they fail. Thresholds come from the profile
 (``accuracy.<precision>``) with the caller's overrides. Below them: ``AccuracyGateError`` (exit 3), with
 the report in the manifest. An FP32 build compares the cleaned graph with the graph as given/exported.
 """
@@ -23,7 +25,7 @@ from xinfer_sdk.errors import AccuracyGateError, ConversionError
 
 from . import calibration
 from .context import SYNTHETIC_SAMPLES
-from .int8 import EVAL_LIMIT
+from .int8 import EVAL_LIMIT, EXACT_ARITHMETIC, host_kernels_warning
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,23 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
         reference, candidate, what = ctx.fp32_onnx, ctx.model_onnx, f"{opts.precision} graph vs FP32 reference"
         if opts.precision == "bf16":
             candidate, what = bf16_candidate(ctx)
+    # INT8: the graph's own arithmetic, not this CPU's INT8 kernels (they may saturate: see int8.EXACT_ARITHMETIC)
+    exact = opts.precision == "int8" and ctx.model_onnx is not None
+    if exact:
+        what += " (the graph's INT8 arithmetic: ONNX Runtime's QDQ fusion off)"
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
     ref = run_graph(reference, data, batch)
-    got = run_graph(candidate, data, batch)
-    report = compare(ref, got, [o.name for o in ctx.outputs], labels=data.label_array(),
-                     thresholds=dataclasses.asdict(opts.thresholds), labels_output=opts.labels_output)
+    got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None)
+    names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)
+    report = compare(ref, got, names, labels=data.label_array(), thresholds=thresholds,
+                     labels_output=opts.labels_output)
+    if exact and ctx.profile.kind == "cpu":  # ONNX Runtime's CPU kernels run this bundle: how do this host's fare?
+        host = compare(ref, run_graph(candidate, data, batch), names, labels=data.label_array(), thresholds=thresholds,
+                       labels_output=opts.labels_output)
+        report["host_kernels"] = {"passed": host["passed"], "failures": host["failures"], "outputs": host["outputs"]}
+        if report["passed"] and not host["passed"]:
+            ctx.warnings.append(host_kernels_warning(ctx.profile.name, host["failures"]))
     report.update(compared=what, precision=opts.precision, samples=data.count, data=data.source.get("what"),
                   data_kind=data.source.get("kind"))
     ctx.accuracy = report
@@ -84,11 +97,15 @@ def eval_data(ctx) -> calibration.Dataset:
     return ctx.eval_data
 
 
-def run_graph(path, data: calibration.Dataset, batch: int) -> list[list[np.ndarray]]:
-    """Outputs per feed (ONNX Runtime, CPU), in graph output order."""
+def run_graph(path, data: calibration.Dataset, batch: int, *,
+              config: dict[str, str] | None = None) -> list[list[np.ndarray]]:
+    """Outputs per feed (ONNX Runtime, CPU), in graph output order; ``config``: session config entries."""
     ort = require("onnxruntime", purpose="the accuracy gate")
+    options = ort.SessionOptions()
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ConversionError(f"ONNX Runtime cannot load {path.name} for the accuracy gate: "
                               f"{str(exc).splitlines()[0]}") from None

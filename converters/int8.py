@@ -11,6 +11,10 @@ ONNX Runtime's ``quantize_static`` writes a QDQ graph; the scheme comes from the
 Calibration reads ``--calib`` (see calibration.py): ``calib_samples`` samples, methods minmax / entropy /
 percentile, per-channel weights; when no ``--eval`` is given a fraction of ``--calib`` is held out for the
 accuracy gate and never used to calibrate. What was used is recorded as provenance in the manifest.
+
+The gate runs the QDQ graph's own INT8 arithmetic (``EXACT_ARITHMETIC``), not the build host's INT8 kernels,
+so a bundle's figures do not depend on the CPU that built it; for the ``cpu`` profile it also runs the host's
+kernels and warns when they would fail (``host_kernels_warning``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,15 @@ log = logging.getLogger(__name__)
 
 CALIB_BATCH = 16
 EVAL_LIMIT = 2048
+# ONNX Runtime fuses DequantizeLinear -> Gemm/MatMul/Conv -> QuantizeLinear into its INT8 kernels (QGemm,
+# QLinearConv, ...). On x86 without AVX-512 VNNI, AVX-VNNI or AMX-INT8 these multiply u8 x s8 pairs with VPMADDUBSW,
+# whose 16-bit pair sums saturate (255 x 127 x 2 > 32767); s8 activations (the symmetric TensorRT scheme) are first
+# shifted to u8 by +128 (QDQS8ToU8Transformer), so nearly every pair is at risk. What those kernels compute thus
+# depends on the CPU running them (digits MLP, t4 scheme, on an AVX2-only host: logits cosine 0.982 vs 0.99996 for
+# the graph's arithmetic). With the fusion off, ONNX Runtime runs Q/DQ as written: INT8 products summed without
+# overflow, as TensorRT (int32 accumulation) and VNNI/AMX CPUs compute them. ONNX Runtime's session config key:
+# include/onnxruntime/core/session/onnxruntime_session_options_config_keys.h, kOrtSessionOptionsDisableQuantQDQ.
+EXACT_ARITHMETIC = {"session.disable_quant_qdq": "1"}
 CALIB_HINT = ("pass --calib DATA: an .npz of arrays by input name, a folder of .npy files, or module:function "
               "yielding dicts of arrays")
 
@@ -181,6 +194,14 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     return (f"{sch['scheme']} {sch['activation_type']}/{sch['weight_type']}, {opts.calib_method}, "
             f"{ctx.calib_data.count} samples, {qdq} Q/DQ nodes",
             {"samples": ctx.calib_data.count, "qdq_nodes": qdq})
+
+
+def host_kernels_warning(profile_name: str, failures: list[str]) -> str:
+    """The build warning when this CPU's INT8 kernels fail the gate that the graph's own arithmetic passed."""
+    return (f"ONNX Runtime's INT8 kernels on this build host would fail the {profile_name} gate ({'; '.join(failures)}), "
+            "although the graph's INT8 arithmetic passes it (on x86 without AVX-512 VNNI, AVX-VNNI or AMX-INT8 their "
+            "u8 x s8 products saturate in 16 bits). The bundle is right for CPUs with those; to serve on CPUs like this one, "
+            "rebuild with --set quantization.reduce_range=true (7-bit weights, no saturation)")
 
 
 def zero_points(model) -> dict[str, np.ndarray]:

@@ -46,6 +46,23 @@ def test_onnx_transformer_int8_for_t4(transformer, models, tmp_path):
     assert trt_step.status == "skipped" and "compiles the engine on the target" in trt_step.message
 
 
+def test_cpu_int8_gate_reports_this_hosts_int8_kernels_and_warns_when_they_fail(transformer, tmp_path):
+    """The cpu bundle runs on ONNX Runtime's INT8 kernels: the gate measures the graph's own arithmetic and, beside
+    it, this host's fused kernels (which saturate on x86 without VNNI/AMX); a warning says when only they fail."""
+    bundle = xs.build(transformer.onnx, "cpu", "int8", calib=transformer.calib, eval=transformer.eval, shapes=SHAPES,
+                      output=tmp_path / "c.xinfer")
+    report, feeds = bundle.manifest.accuracy, dict(np.load(transformer.eval))
+    ref = ort.InferenceSession(str(bundle.path("reference.onnx"))).run(None, feeds)[0].astype(np.float64)
+    fused = _run(bundle, feeds)["logits"].astype(np.float64)  # ONNX Runtime's defaults: Q/DQ fused into this CPU's INT8 kernels
+    cosine = float(np.dot(ref.ravel(), fused.ravel()) / np.linalg.norm(ref) / np.linalg.norm(fused))
+    host = report["host_kernels"]
+    assert report["passed"] and abs(host["outputs"]["logits"]["cosine"] - cosine) < 1e-6
+    assert host["passed"] == (cosine >= 0.98 and host["outputs"]["logits"]["top1_agreement"] >= 0.95)
+    warned = [w for w in bundle.manifest.extra["warnings"] if "INT8 kernels on this build host" in w]
+    assert len(warned) == (0 if host["passed"] else 1)
+    assert all("reduce_range=true" in w for w in warned)
+
+
 def test_pytorch_factory_exports_with_named_axes_and_fp16(tmp_path):
     bundle = xs.build(FACTORY, "t4", "fp16", shapes=SHAPES, dtypes={"input_ids": "int64", "attention_mask": "int64"},
                       dynamic_axes={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}},
