@@ -235,7 +235,7 @@ class AmdGpuStats:
             import amdsmi
         except Exception:  # not installed, or installed without ROCm's libamd_smi.so (KeyError/OSError at import)
             return None
-        try:
+        try:  # reference-counted in amdsmi (amdsmi_init / amdsmi_shut_down): detection's shut_down leaves ours
             amdsmi.amdsmi_init(amdsmi.AmdSmiInitFlags.INIT_AMD_GPUS)
         except Exception as exc:  # AmdSmiLibraryException: no amdgpu driver
             log.info("amdsmi not available (%s): no AMD GPU metrics", exc)
