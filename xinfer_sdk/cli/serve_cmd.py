@@ -32,8 +32,8 @@ from ._common import err, obj, set_option
 @click.option("--allow-nonfinite", is_flag=True,
               help="Accept NaN/Inf in float inputs (refused with 400 by default; perf_analyzer's random data has them).")
 @click.option("--profile", default=None, help="Hardware profile (default: the bundle's / detected).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: from the profile).")
-@click.option("--backend", default=None, help="onnxruntime, tensorrt, torch (default: auto).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1, rocm:0 (AMD) (default: from the profile).")
+@click.option("--backend", default=None, help="onnxruntime, tensorrt, torch, migraphx (default: auto).")
 @click.option("--threads", type=int, default=None, help="CPU threads per worker (default: usable cores / workers).")
 @set_option
 @click.pass_context
