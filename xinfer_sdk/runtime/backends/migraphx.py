@@ -129,8 +129,9 @@ class MIGraphXBackend(OnnxRuntimeBackend):
             return f"onnxruntime is not importable ({exc}); {INSTALL}"
         report = _provider_report()
         if PROVIDER not in report.get("listed", ()):
-            return (f"the installed onnxruntime {report.get('version', '')} has no {PROVIDER} "
-                    f"(it lists {report.get('listed', [])}); {INSTALL}").replace("  ", " ")
+            version = f" {report['version']}" if report.get("version") else ""
+            return (f"the installed onnxruntime{version} has no {PROVIDER} (it lists {report.get('listed', [])}); "
+                    f"{INSTALL}")
         if PROVIDER not in report.get("working", ()):
             why = (report.get("not_working") or {}).get(PROVIDER, "did not start")
             return (f"{PROVIDER} is installed but did not start ({why}); it needs ROCm's MIGraphX libraries and an "
