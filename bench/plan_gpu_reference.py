@@ -182,7 +182,10 @@ def predict(c: Case, fit: Fit) -> float:
 
 
 def fit_cases(cases: list[Case]) -> Fit:
-    from scipy.optimize import least_squares
+    try:
+        from scipy.optimize import least_squares
+    except ImportError:
+        raise SystemExit("bench/plan_gpu_reference.py fits with scipy: pip install scipy") from None
 
     use = [c for c in cases if c.fitted]
     fams = sorted({c.family for c in use})
