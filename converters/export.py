@@ -35,9 +35,9 @@ SHAPES_HINT = "give example shapes with --shapes NAME:SHAPE (e.g. input_ids:1x8.
 
 def export_step(ctx) -> tuple[str, dict[str, Any]]:
     if ctx.tf_model is not None:
-        from . import tensorflow
+        from . import tf_convert
 
-        return tensorflow.export_step(ctx)
+        return tf_convert.export_step(ctx)
     if ctx.torch_model is None:
         raise Skip("the input is ONNX already")
     opts = ctx.options

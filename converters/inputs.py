@@ -4,7 +4,7 @@ Accepted: an ONNX file (or ``onnx.ModelProto``); a TorchScript archive (``.pt``,
 ``torch.export`` program (``.pt2``, ``torch.export.save``); ``module:factory`` or ``path/file.py:factory``
 (a function returning an ``nn.Module``, or ``(module, example_inputs)``), with ``--weights`` for a
 state_dict; an ``nn.Module`` object through the Python API; a TensorFlow SavedModel folder or a Keras
-``.keras`` / ``.h5`` file (converted by ``converters/tensorflow.py``, the ``[tensorflow]`` extra).
+``.keras`` / ``.h5`` file (converted by ``converters/tf_convert.py``, the ``[tensorflow]`` extra).
 
 Never unpickled: a ``.pt`` written by ``torch.save(model)`` is a pickle, and loading one runs arbitrary
 code. It is refused with what to export instead. State dicts are read with ``torch.load(weights_only=True)``.
@@ -209,9 +209,9 @@ def _read_factory(ctx, model) -> str:
 
 
 def _read_tensorflow(ctx, model) -> str:
-    from . import tensorflow
+    from . import tf_convert
 
-    return tensorflow.read(ctx, model)
+    return tf_convert.read(ctx, model)
 
 
 _READERS = {"onnx": _read_onnx, "onnx-proto": _read_onnx_proto, "torchscript": _read_torchscript,
