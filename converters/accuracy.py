@@ -25,6 +25,7 @@ from xinfer_sdk.errors import AccuracyGateError, ConversionError
 
 from . import calibration
 from .context import SYNTHETIC_SAMPLES
+from .fp8 import ORT_DISABLED_OPTIMIZERS as FP8_ORT_DISABLED
 from .int8 import EVAL_LIMIT, EXACT_ARITHMETIC, host_kernels_warning
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,16 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
         reference, candidate, what = ctx.fp32_onnx, ctx.model_onnx, f"{opts.precision} graph vs FP32 reference"
         if opts.precision == "bf16":
             candidate, what = bf16_candidate(ctx)
-    # INT8: the graph's own arithmetic, not this CPU's INT8 kernels (they may saturate: see int8.EXACT_ARITHMETIC)
-    exact = opts.precision == "int8" and ctx.model_onnx is not None
+    # INT8: the graph's own arithmetic, not this CPU's INT8 kernels (they may saturate: see int8.EXACT_ARITHMETIC);
+    # FP8: the float8 QuantizeLinear / DequantizeLinear executed as written (converters/fp8.py)
+    exact = opts.precision in ("int8", "fp8") and ctx.model_onnx is not None
     if exact:
-        what += " (the graph's INT8 arithmetic: ONNX Runtime's QDQ fusion off)"
+        what += f" (the graph's {opts.precision.upper()} arithmetic: ONNX Runtime's QDQ fusion off)"
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
     ref = run_graph(reference, data, batch)
-    got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None)
+    got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None,
+                    disabled_optimizers=FP8_ORT_DISABLED if opts.precision == "fp8" else ())
     names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)
     report = compare(ref, got, names, labels=data.label_array(), thresholds=thresholds,
                      labels_output=opts.labels_output)
@@ -97,15 +100,17 @@ def eval_data(ctx) -> calibration.Dataset:
     return ctx.eval_data
 
 
-def run_graph(path, data: calibration.Dataset, batch: int, *,
-              config: dict[str, str] | None = None) -> list[list[np.ndarray]]:
-    """Outputs per feed (ONNX Runtime, CPU), in graph output order; ``config``: session config entries."""
+def run_graph(path, data: calibration.Dataset, batch: int, *, config: dict[str, str] | None = None,
+              disabled_optimizers: Sequence[str] = ()) -> list[list[np.ndarray]]:
+    """Outputs per feed (ONNX Runtime, CPU), in graph output order; ``config``: session config entries;
+    ``disabled_optimizers``: ONNX Runtime graph rewrites not to apply."""
     ort = require("onnxruntime", purpose="the accuracy gate")
     options = ort.SessionOptions()
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     try:
-        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as exc:
         raise ConversionError(f"ONNX Runtime cannot load {path.name} for the accuracy gate: "
                               f"{str(exc).splitlines()[0]}") from None

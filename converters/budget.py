@@ -23,9 +23,10 @@ from .pipeline import Skip
 log = logging.getLogger(__name__)
 
 GB = 1e9
-# bytes per FP32 byte once converted: INT8 weights are 1 byte; INT8 graphs keep some activations in FP16/FP32
-WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.25}
-ACTIVATION_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.5}
+# bytes per FP32 byte once converted: INT8 weights are 1 byte; INT8 graphs keep some activations in FP16/FP32;
+# FP8 weights are 1 byte, and an FP8 graph is FP32 between its Q/DQ pairs (built strongly typed, converters/fp8.py)
+WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.25, "fp8": 0.25}
+ACTIVATION_SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.5, "fp8": 1.0}
 
 
 def usable_gb(profile) -> tuple[float | None, str]:
@@ -98,7 +99,7 @@ def suggest(ctx, est: dict[str, Any]) -> str:
         if fits >= 1:
             ideas.append(f"--max-batch-size {fits}")
     prec = est["precision"]
-    if prec != "int8" and "int8" in ctx.profile.precisions:
+    if prec not in ("int8", "fp8") and "int8" in ctx.profile.precisions:
         ideas.append("--precision int8 (about a quarter of the FP32 weights)")
     elif prec == "fp32" and "fp16" in ctx.profile.precisions:
         ideas.append("--precision fp16")

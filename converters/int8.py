@@ -58,11 +58,11 @@ def scheme(profile) -> dict[str, Any]:
             "quantize_bias": not symmetric, "format": "QDQ"}
 
 
-def prepare_data(ctx) -> None:
+def prepare_data(ctx, *, what: str = "INT8") -> None:
     """Load --calib (and --eval); hold out part of --calib for the gate when there is no --eval."""
     opts = ctx.options
     if opts.calib is None:
-        raise CalibrationError(f"INT8 needs calibration data and none was given; {CALIB_HINT}")
+        raise CalibrationError(f"{what} needs calibration data and none was given; {CALIB_HINT}")
     held_out = opts.eval is None
     limit = math.ceil(opts.calib_samples / (1 - opts.eval_fraction)) if held_out else opts.calib_samples
     data = calibration.load(opts.calib, ctx.inputs, batched=ctx.batched, what="--calib", limit=limit)

@@ -131,7 +131,7 @@ def build_record(ctx) -> dict[str, Any]:
         "profile": ctx.profile.name, "precision": opts.precision, "max_batch_size": opts.max_batch_size,
         "shapes": {k: v.to_dict() for k, v in opts.shapes.items()},
         "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in opts.dynamic_axes.items()},
-        "calib_method": opts.calib_method if opts.precision == "int8" else None,
+        "calib_method": opts.calib_method if opts.precision in ("int8", "fp8") else None,
         "thresholds": dataclasses.asdict(opts.thresholds),
     }
     src = ctx.source.get("factory") or ctx.source.get("path")

@@ -47,6 +47,12 @@ def _int8(ctx):
     return int8_step(ctx)
 
 
+def _fp8(ctx):
+    from .fp8 import fp8_step
+
+    return fp8_step(ctx)
+
+
 def _gate(ctx):
     from .accuracy import gate_step
 
@@ -67,6 +73,7 @@ STEPS = (
     Step("fp16", _fp16, description="FP16 graph, IO kept FP32, sensitive ops blocked"),
     Step("bf16", _bf16, description="BF16 graph (ONNX schemas decide per op), IO kept FP32, sensitive ops blocked"),
     Step("int8", _int8, description="INT8 QDQ by calibration, scheme from the profile"),
+    Step("fp8", _fp8, description="FP8 (E4M3) QDQ by calibration, for TensorRT on Ada / Hopper / Blackwell"),
     Step("accuracy_gate", _gate, description="converted vs FP32 reference on held-out samples"),
     Step("tensorrt", _tensorrt, optional=True, description="engine build plan; the engine when a GPU is here"),
 )

@@ -23,7 +23,7 @@ def tensorrt_step(ctx) -> tuple[str, dict[str, Any]]:
     from . import tensorrt_engine as trt
 
     opts = ctx.options
-    graph = opts.precision if ctx.model_onnx is not None and opts.precision in ("fp16", "bf16", "int8") else "fp32"
+    graph = opts.precision if ctx.model_onnx is not None and opts.precision in ("fp16", "bf16", "int8", "fp8") else "fp32"
     plan = trt.make_build_plan(profile=prof, precision=opts.precision, inputs=ctx.inputs,
                                max_batch_size=opts.max_batch_size if ctx.batched else 0, shapes=opts.shapes,
                                preferred_batch_sizes=opts.batch.preferred_batch_sizes, graph=graph)

@@ -67,10 +67,10 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
     fraction = DEFAULT_EVAL_FRACTION if eval_fraction is None else float(eval_fraction)
     if not 0 < fraction < 1:
         raise UserError(f"eval_fraction must lie strictly between 0 and 1, got {fraction}")
-    if prec == "int8" and calib is None:  # fail before any work is done
+    if prec in ("int8", "fp8") and calib is None:  # fail before any work is done
         from .errors import CalibrationError
 
-        raise CalibrationError("INT8 needs calibration data and none was given; pass --calib DATA: an .npz of arrays "
+        raise CalibrationError(f"{prec.upper()} needs calibration data and none was given; pass --calib DATA: an .npz of arrays "
                                "by input name, a folder of .npy files, or module:function yielding dicts of arrays")
     out = Path(output) if output is not None else default_output(model)
     opts = BuildOptions(

@@ -34,7 +34,8 @@ BUILD_MAJORS = (10, 11)  # TensorRT majors this builder drives
 DLA_PRECISIONS = ("fp16", "int8")  # DLA runs FP16 and INT8 only
 # Builder flags that turn on reduced precision in TensorRT 10 (weakly typed networks). TensorRT 11 removed
 # them all: networks are strongly typed and the precision comes from the graph's own types and Q/DQ nodes.
-_FLAGS_10 = {"fp32": [], "tf32": ["TF32"], "fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8"]}
+# FP8 sets none: its Q/DQ graph is built strongly typed on 10 as on 11 (see flags_for_major).
+_FLAGS_10 = {"fp32": [], "tf32": ["TF32"], "fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8"], "fp8": []}
 _EXAMPLE_DYN = (1, 128, 512)  # placeholder min/opt/max for a non-batch axis in error messages
 
 
@@ -112,6 +113,17 @@ def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True,
     silently built as FP32.
     """
     clear = ["TF32"] if precision == "fp32" else []  # FP32 means FP32: the accuracy gate measured it so
+    if precision == "fp8" and graph is not None and graph != "fp8":
+        return {"supported": False, "network": "strongly_typed", "set_flags": [], "clear_flags": [],
+                "note": f"an FP8 engine needs the graph's FP8 Q/DQ nodes, but this model.onnx is {graph.upper()}; "
+                        "rebuild the bundle with --precision fp8 (converters/fp8.py)"}
+    if precision == "fp8" and major in (10, 11):
+        # TensorRT 10's BuilderFlag.FP8 only enables plugins with FP8 input/output (deprecated in 10.12, refused
+        # with hardware compatibility ampere+); FP8 Q/DQ graphs want a strongly typed network (weakly typed
+        # TensorRT 10.2 chose no FP8 tactics: NVIDIA/TensorRT#3987), which also runs the FP32 remainder in FP32,
+        # as the accuracy gate measured it. TensorRT 11 removed the flag: strongly typed only.
+        return {"supported": True, "network": "strongly_typed", "set_flags": [], "clear_flags": [],
+                "note": "FP8 from the graph's explicit E4M3 Q/DQ nodes, strongly typed network (no precision flags)"}
     if major >= 11:
         if precision in ("fp16", "bf16", "int8") and graph is not None and graph != precision:
             what = "Q/DQ nodes" if precision == "int8" else f"tensors in {precision.upper()}"

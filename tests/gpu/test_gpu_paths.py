@@ -108,10 +108,12 @@ def test_int8_engine_from_our_qdq_graph(trt_ready, tmp_path):
 
 
 def test_fp8_engine_from_our_qdq_graph(trt_ready, tmp_path):
+    """converters/fp8.py's E4M3 Q/DQ graph, built strongly typed: FP8 layers in the engine, and its outputs as close
+    to the FP32 reference as the CPU accuracy gate measured the Q/DQ graph to be."""
     from xinfer_sdk.profiles import BUILDABLE_PRECISIONS
 
     if importlib.util.find_spec("xinfer_sdk.converters.fp8") is None or "fp8" not in BUILDABLE_PRECISIONS:
-        pytest.skip("converters has no FP8 Q/DQ step yet (xinfer-sdk cannot produce fp8 graphs)")
+        pytest.skip("converters has no FP8 Q/DQ step (xinfer-sdk cannot produce fp8 graphs)")
     from gpu_models import compute_capability
 
     if compute_capability() < (8, 9):
@@ -121,8 +123,14 @@ def test_fp8_engine_from_our_qdq_graph(trt_ready, tmp_path):
     np.savez(calib, x=np.random.default_rng(8).standard_normal((128, 256)).astype(np.float32))
     bundle = xs.build(model, "h100-sxm", "fp8", calib=calib, output=tmp_path / "f8.xinfer", max_batch_size=16,
                       thresholds={"min_top1_agreement": 0.0, "min_cosine": 0.9})
+    step = {s.name: s for s in bundle.manifest.steps}["tensorrt"]
+    assert step.status == "ok", step.message
     (lp,) = bundle.manifest.engine_layer_precisions().values()
     assert lp["verdict"] == "ok" and lp["share"].get("fp8", 0) > 0, lp
+    x = np.random.default_rng(9).standard_normal((8, 256)).astype(np.float32)
+    with xs.load(bundle.root, profile="h100-sxm", device="cuda:0", backend="tensorrt") as m:
+        y = m.infer({"x": x})["y"]
+    close(y, ort_reference(bundle.root / "reference.onnx", x), "fp8")
 
 
 def test_nvml_metrics_under_load(trt_ready, tmp_path):

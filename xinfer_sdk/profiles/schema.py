@@ -17,8 +17,8 @@ from ._checker import UNKNOWN, Date, ListOf, Scalar, Section
 from ._rules import arch_family_of, check_complete
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
-# Precisions xinfer-sdk can produce as a deployable graph today (FP8 needs TensorRT's own quantizer).
-BUILDABLE_PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: converters/bf16.py
+# Precisions xinfer-sdk can produce as a deployable graph (TF32 is a TensorRT math mode, not a graph type).
+BUILDABLE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")  # bf16: converters/bf16.py, fp8: converters/fp8.py
 KINDS = ("gpu", "jetson", "cpu")
 VENDORS = ("nvidia", "amd")
 # Architecture families the planner keys its efficiency tables on (``Profile.arch_family``).

@@ -75,7 +75,7 @@ def test_fp8_refusals(cli_run, digits, one_error_line):
     code, _, err = cli_run("build", str(digits.onnx), "--profile", "t4", "--precision", "fp8", "-q")
     assert code == 2 and "T4 (sm_75) has no FP8 tensor cores" in one_error_line(err)
     code, _, err = cli_run("build", str(digits.onnx), "--profile", "h100-sxm", "--precision", "fp8", "-q")
-    assert code == 2 and "cannot produce fp8 graphs yet" in one_error_line(err)
+    assert code == 2 and "FP8 needs calibration data" in one_error_line(err) and "--calib" in err
 
 
 def test_memory_budget_refuses_with_numbers_and_a_suggestion(cli_run, conv_model, tmp_path, one_error_line):

@@ -18,9 +18,14 @@ def test_fp8_on_t4_is_refused_by_the_hardware():
         resolve_precision(load_profile("t4"), "fp8")
 
 
-def test_fp8_on_h100_is_refused_because_we_cannot_build_it_yet():
-    with pytest.raises(UserError, match="supports FP8, but xinfer-sdk cannot produce fp8 graphs yet") as e:
-        resolve_precision(load_profile("h100-sxm"), "fp8")
+def test_fp8_is_buildable_where_the_hardware_has_it():
+    for name in ("h100-sxm", "h200", "l40s", "l4", "b200"):
+        assert resolve_precision(load_profile(name), "fp8") == "fp8", name
+
+
+def test_a_precision_the_hardware_has_but_no_graph_carries_is_refused():
+    with pytest.raises(UserError, match="supports TF32, but xinfer-sdk cannot produce tf32 graphs") as e:
+        resolve_precision(load_profile("h100-sxm"), "tf32")
     assert "--precision int8" in str(e.value)
 
 

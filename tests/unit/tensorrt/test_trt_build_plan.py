@@ -171,8 +171,15 @@ def test_ampere_plus_refused_for_t4_and_jetson_accepted_for_a10():
 def test_unsupported_precision_is_refused_with_the_reason():
     with pytest.raises(UserError, match="has no FP8"):
         make_build_plan(profile=load_profile("t4"), precision="fp8", inputs=IMAGE, max_batch_size=8)
-    with pytest.raises(UserError, match="cannot build a FP8"):
-        make_build_plan(profile=load_profile("h100-sxm"), precision="fp8", inputs=IMAGE, max_batch_size=8)
+    fp8 = make_build_plan(profile=load_profile("h100-sxm"), precision="fp8", inputs=IMAGE, max_batch_size=8,
+                          graph="fp8")
+    for major in ("10", "11"):  # FP8 from the E4M3 Q/DQ nodes, strongly typed, no precision flag (BuilderFlag.FP8
+        assert fp8["per_major"][major] == {  # is for plugins on 10 and gone in 11)
+            "supported": True, "network": "strongly_typed", "set_flags": [], "clear_flags": [],
+            "note": fp8["per_major"][major]["note"]}
+    not_fp8 = make_build_plan(profile=load_profile("h100-sxm"), precision="fp8", inputs=IMAGE, max_batch_size=8,
+                              graph="fp32")
+    assert not not_fp8["per_major"]["10"]["supported"] and "FP8 Q/DQ nodes" in not_fp8["per_major"]["11"]["note"]
     assert make_build_plan(profile=load_profile("t4"), precision="auto", inputs=IMAGE,
                            max_batch_size=8)["precision"] == "fp16"
 

@@ -75,7 +75,7 @@ def _plan(bundle: Bundle, profile: Profile) -> dict[str, Any]:
         precision = graph_precision(bundle.model_file)
     prefs = (mf.batch or {}).get("preferred_batch_sizes")
     # the deployable graph's own element type: what a strongly typed TensorRT 11 builds from
-    graph = precision if precision in ("fp16", "bf16", "int8") else "fp32"
+    graph = precision if precision in ("fp16", "bf16", "int8", "fp8") else "fp32"
     return make_build_plan(profile=profile, precision=precision, inputs=mf.inputs,
                            max_batch_size=mf.max_batch_size, preferred_batch_sizes=prefs, graph=graph)
 
