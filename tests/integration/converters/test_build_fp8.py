@@ -176,3 +176,16 @@ def test_ort_cpu_executes_float8_qdq_at_opset_19_and_rounds_like_tensorrt():
     x = np.array([168.0, 184.0, 13.5, 500.0, -1000.0, 0.3], np.float32)
     y = _session(m.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(y, np.array([160.0, 192.0, 14.0, 448.0, -448.0, 0.3125], np.float32))
+
+
+def test_an_fp8_bundle_served_by_onnx_runtime_on_cpu_computes_what_the_gate_measured(digits, tmp_path):
+    """The onnxruntime backend (the fallback where TensorRT is missing) runs FP8 bundles without the float8-unsafe
+    rewrites too: with ReluQuantRewrite on, this bundle's logits cosine drops to about 0.97."""
+    bundle = xs.build(digits.onnx, "h100-sxm", "fp8", calib=digits.calib, eval=digits.eval, output=tmp_path / "d.xinfer",
+                      build_engine=False)
+    x = np.load(digits.eval)["input"][:64]
+    ref = _session(bundle.path("reference.onnx")).run(None, {"input": x})[0]
+    with xs.load(bundle.root, profile="h100-sxm", device="cpu", backend="onnxruntime") as m:
+        y = m.infer({"input": x})["logits"]
+    np.testing.assert_allclose(y, _session(bundle.model_file).run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    assert _cosine(ref, y) > 0.999

@@ -53,6 +53,9 @@ def _name(provider: Any) -> str:
 
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+# ONNX Runtime rewrites that drop a Relu / Clip feeding a QuantizeLinear, right for uint8 but not for float8
+# (E4M3 keeps negatives): off for FP8 bundles, as in their accuracy gate (converters/fp8.ORT_DISABLED_OPTIMIZERS)
+_FP8_DISABLED_REWRITES = ("ReluQuantRewrite", "ClipQuantRewrite")
 # precisions whose FP32 math must stay FP32 (no TF32 tensor cores) in the CUDA EP
 _NO_TF32 = ("fp32", "as-is")
 
@@ -146,8 +149,10 @@ class OnnxRuntimeBackend(Backend):
 
     def _session(self, ort: Any, so: Any, chain: list[Any]) -> Any:
         path = str(self.bundle.model_file)
+        # FP8 bundles: without the Relu/Clip-before-QuantizeLinear rewrites, wrong for float8 (converters/fp8.py)
+        fp8 = {"disabled_optimizers": list(_FP8_DISABLED_REWRITES)} if self.bundle.manifest.precision == "fp8" else {}
         try:
-            return ort.InferenceSession(path, so, providers=chain)
+            return ort.InferenceSession(path, so, providers=chain, **fp8)
         except Exception as exc:
             raise BackendUnavailable("onnxruntime", f"cannot create a session for {os.path.basename(path)}: "
                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
