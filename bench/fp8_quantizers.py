@@ -92,14 +92,17 @@ def _one_tool(tool: str, work: Path) -> None:
 
             batch = 20 if name.startswith("digits") else 16  # its histograms need equal batches: drop the rest
             n = len(data[names[0]]) // batch * batch
-            feeds = iter([{k: v[i:i + batch] for k, v in data.items()} for i in range(0, n, batch)])
 
             class Reader(q.CalibrationDataReader):
-                def get_next(self):
-                    return next(feeds, None)
+                def __init__(self, feeds):
+                    self.feeds = iter(feeds)
 
+                def get_next(self):
+                    return next(self.feeds, None)
+
+            reader = Reader([{k: v[i:i + batch] for k, v in data.items()} for i in range(0, n, batch)])
             t = time.perf_counter()
-            q.quantize_static(str(model.onnx), str(out), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+            q.quantize_static(str(model.onnx), str(out), reader, quant_format=q.QuantFormat.QDQ, per_channel=True,
                               activation_type=q.QuantType.QFLOAT8E4M3FN, weight_type=q.QuantType.QFLOAT8E4M3FN,
                               calibrate_method=q.CalibrationMethod.Distribution,
                               op_types_to_quantize=["Conv", "MatMul", "Gemm"],
