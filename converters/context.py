@@ -22,7 +22,7 @@ SYNTHETIC_SAMPLES = 16  # random inputs for the FP16 gate when no data was given
 class BuildOptions:
     model: Any  # path / "module:factory" / torch.nn.Module / onnx.ModelProto
     profile: Profile
-    precision: str  # fp32 | fp16 | int8 (resolved and checked against the profile)
+    precision: str  # fp32 | fp16 | bf16 | int8 | fp8 (resolved and checked against the profile)
     output: Path
     name: str
     batch: BatchPolicy  # the profile's policy with max_batch_size overridden

@@ -107,7 +107,7 @@ def flags_for_major(precision: str, major: int, *, fp16_fallback: bool = True,
                     graph: str | None = None) -> dict[str, Any]:
     """How to build for one TensorRT major: network typing and the builder flags to set / clear.
 
-    ``graph`` is the element type of the deployable ONNX graph ("fp32", "fp16", "bf16", "int8" for Q/DQ;
+    ``graph`` is the element type of the deployable ONNX graph ("fp32", "fp16", "bf16", "int8" / "fp8" for Q/DQ;
     None = not recorded, assumed converted for ``precision``). TensorRT 11 is strongly typed: an FP16 or BF16
     engine needs the graph in that type, so an FP32 graph with precision fp16/bf16 is refused for 11, never
     silently built as FP32.
@@ -229,7 +229,7 @@ def make_build_plan(*, profile: Any, precision: str, inputs: Sequence[TensorSpec
                     preferred_batch_sizes: Iterable[int] | None = None, graph: str | None = None) -> dict[str, Any]:
     """The JSON-able TensorRT build plan recorded in the bundle manifest (``engine_plan``).
 
-    ``graph``: the element type of the deployable graph ("fp32", "fp16", "bf16", "int8"); recorded, and used
+    ``graph``: the element type of the deployable graph ("fp32", "fp16", "bf16", "int8", "fp8"); recorded, and used
     to refuse an FP16/BF16 engine from an FP32 graph on strongly typed TensorRT 11.
 
     Raises UserError for what the user must fix: an unsupported precision, a dynamic non-batch axis without
