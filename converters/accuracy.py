@@ -45,7 +45,8 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
     # FP8: the float8 QuantizeLinear / DequantizeLinear executed as written (converters/fp8.py)
     exact = opts.precision in ("int8", "fp8") and ctx.model_onnx is not None
     if exact:
-        what += f" (the graph's {opts.precision.upper()} arithmetic: ONNX Runtime's QDQ fusion off)"
+        what += f" (the graph's {opts.precision.upper()} arithmetic: ONNX Runtime's QDQ fusion off" + (
+            ", its Relu/Clip-before-QuantizeLinear rewrites off)" if opts.precision == "fp8" else ")")
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
     ref = run_graph(reference, data, batch)

@@ -15,6 +15,7 @@ from xinfer_sdk.converters import fp8
 
 import xinfer_sdk as xs
 from xinfer_sdk.bundle import open_bundle
+from xinfer_sdk.errors import ConversionError
 
 SHAPES = "input_ids:1x4..8x16..32x64,attention_mask:1x4..8x16..32x64"
 
@@ -189,3 +190,42 @@ def test_an_fp8_bundle_served_by_onnx_runtime_on_cpu_computes_what_the_gate_meas
         y = m.infer({"input": x})["logits"]
     np.testing.assert_allclose(y, _session(bundle.model_file).run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
     assert _cosine(ref, y) > 0.999
+
+
+def _conv_net(path, opset=17):
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(rng.normal(size=(16, 3, 3, 3)).astype(np.float32), "W"),
+             nh.from_array(rng.normal(size=(16,)).astype(np.float32), "B"),
+             nh.from_array(rng.normal(size=(16, 5)).astype(np.float32), "M")]
+    nodes = [h.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c"], ["r"]),
+             h.make_node("GlobalAveragePool", ["r"], ["p"]), h.make_node("Flatten", ["p"], ["f"]),
+             h.make_node("MatMul", ["f", "M"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["N", 5])], initializer=inits)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=8), str(path))
+    return path
+
+
+def test_conv_weights_are_per_output_channel_and_the_bias_stays_fp32(tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).normal(size=(64, 3, 8, 8)).astype(np.float32))
+    bundle = xs.build(_conv_net(tmp_path / "conv.onnx"), "l40s", "fp8", calib=calib, output=tmp_path / "c.xinfer",
+                      build_engine=False)
+    assert bundle.manifest.accuracy["passed"] and bundle.manifest.accuracy["samples"] == 13  # held out of --calib
+    model = _assert_e4m3_graph(bundle, per_channel_weights=True)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    inits = {t.name: t for t in model.graph.initializer}
+    assert inits[conv.input[2]].data_type == T.FLOAT  # bias: FP32, no Q/DQ
+    dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
+    assert list(inits[dq.input[0]].dims) == [16, 3, 3, 3] and list(inits[dq.input[1]].dims) == [16]
+
+
+def test_a_graph_with_nothing_fp8_can_run_is_refused(tmp_path):
+    g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), h.make_node("Add", ["r", "x"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])], [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])])
+    path = tmp_path / "r.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.ones((8, 4), np.float32))
+    with pytest.raises(ConversionError, match="FP8 quantization found nothing to quantize"):
+        xs.build(path, "h100-sxm", "fp8", calib=calib, output=tmp_path / "r.xinfer", build_engine=False)
