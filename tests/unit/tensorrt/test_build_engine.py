@@ -112,6 +112,20 @@ def test_tensorrt_11_builds_strongly_typed_without_precision_flags(trt, gpu, tmp
     assert res["layer_precisions"]["verdict"] == "ok" and res["layer_precisions"]["flop_layers"] == {"fp16": 1}
 
 
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
+def test_fp8_builds_strongly_typed_without_precision_flags_on_10_and_11(trt, gpu, tmp_path, version):
+    """FP8 from the E4M3 Q/DQ graph (converters/fp8.py): TensorRT 10 gets a STRONGLY_TYPED network too, and no
+    BuilderFlag.FP8 (that flag only enables FP8 plugins)."""
+    mod = trt(version)
+    res = te.build_engine(typed_onnx(tmp_path / "fp8.onnx", "fp8"), plan("h100-sxm", "fp8", graph="fp8"), tmp_path,
+                          log=lambda m: None)
+    strongly = 1 << int(mod.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert names(mod, "create_network") == ([strongly] if version.startswith("10.") else [0])
+    assert names(mod, "set_flag") == [] and names(mod, "clear_flag") == []
+    assert "_fp8_" in res["key"]
+    assert res["layer_precisions"]["verdict"] == "ok" and res["layer_precisions"]["flop_layers"] == {"fp8": 1}
+
+
 def test_fp16_engine_from_an_fp32_graph_on_tensorrt_11_fails_and_is_not_kept(trt, gpu, onnx, tmp_path):
     # D2/D9: strongly typed TensorRT 11 builds an FP32 graph as FP32; the engine check refuses the "fp16" label
     trt("11.4.0.106")

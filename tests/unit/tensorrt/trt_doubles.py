@@ -366,9 +366,10 @@ def fake_tensorrt(version: str = "10.3.0", *, dla_cores: int = 0, build_fails: b
             graph = body["model"].get("graph", "fp32")
             flags = set(body["flags"])
             kind = ("Int8" if "INT8" in flags or graph == "int8" else "FP16" if "FP16" in flags or graph == "fp16"
-                    else "BFloat16" if "BF16" in flags or graph == "bf16" else "FP32")
+                    else "BFloat16" if "BF16" in flags or graph == "bf16" else "FP8" if graph == "fp8" else "FP32")
             fmt = {"Int8": "Row major Int8 format", "FP16": "Row major linear FP16 format",
-                   "BFloat16": "Row major linear BFloat16 format", "FP32": "Row major linear FP32"}[kind]
+                   "BFloat16": "Row major linear BFloat16 format", "FP8": "Row major linear FP8 format",
+                   "FP32": "Row major linear FP32"}[kind]
             ctx = self.execution_context
             if body["profiles"] and (ctx is None or not ctx.shapes):
                 fmt32 = fmt = "N/A due to dynamic shapes"
