@@ -197,6 +197,8 @@ def _store_weights_in_fp8(onnx, g, inits) -> int:
     for n in g.node:
         for i in n.input:
             users[i] = users.get(i, 0) + 1
+    for name in _subgraph_reads(g):  # an initializer read inside If / Loop / Scan bodies is never dropped
+        users[name] = users.get(name, 0) + 1
     keep, count = [], 0
     for node in g.node:
         w = node.input[0] if node.op_type == "QuantizeLinear" else None
@@ -210,7 +212,8 @@ def _store_weights_in_fp8(onnx, g, inits) -> int:
             shape = [1] * values.ndim
             shape[axis] = scale.size
             scale = scale.reshape(shape)
-        g.initializer.append(_fp8_tensor(onnx, node.output[0], values / scale))
+        scaled = np.divide(values, scale, out=np.zeros_like(values), where=scale != 0)  # an all-zero channel
+        g.initializer.append(_fp8_tensor(onnx, node.output[0], scaled))
         inits[node.output[0]] = g.initializer[-1]
         users[w] -= 1
         count += 1
@@ -220,3 +223,14 @@ def _store_weights_in_fp8(onnx, g, inits) -> int:
     for t in unused:
         g.initializer.remove(t)
     return count
+
+
+def _subgraph_reads(g) -> set[str]:
+    """Tensor names read by nodes inside the subgraphs of ``g``'s nodes (outer-scope references included)."""
+    names: set[str] = set()
+    for node in g.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names.update(i for n in sub.node for i in n.input if i)
+                names |= _subgraph_reads(sub)
+    return names
