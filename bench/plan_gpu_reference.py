@@ -16,7 +16,8 @@ MLPerf BERT SingleStream (p90 over unpadded lengths) and Server figures are not 
 ran on the GPU and both DLAs: the planner prices the GPU only; those rows are shown, not fitted nor scored.
 
 Fit (per architecture family, never per model): matrix efficiency = base x exp(family offset) x power term and
-per-kernel gap = base x exp(family offset) (ridge-penalised offsets: a family with no record gets the base);
+per-kernel gap = base x exp(family offset) x reference / boost clock (the gap is a number of cycles; clocks:
+xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base);
 power exponent, L2 share and per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
 (each GPU predicted by a fit that did not see it); also shown: leave-one-family-out, and per model (fit on one
 model, predict the other).
@@ -70,6 +71,7 @@ class Case:
     dev: object = None
     tdp: float | None = None  # board power and dense FP16 peak, for the power term
     fp16: float | None = None
+    gap_scale: float = 1.0  # the kernel gap is a number of cycles: reference clock / this GPU's boost clock
 
 
 def build_curves():
@@ -173,7 +175,7 @@ def predict(c: Case, fit: Fit) -> float:
         t, _, _ = kernel_seconds(terms, eff_matrix=fit.eff(c.family) * term, eff_vector=d.eff_vector.value,
                                  eff_memory=d.eff_memory.value, bandwidth_gbps=d.bandwidth_gbps,
                                  l2_share_bytes=(d.l2_bytes or 0.0) * fit.l2_fraction, floor=d.kernel_floor.value,
-                                 gap=fit.gap(c.family))
+                                 gap=fit.gap(c.family) * c.gap_scale)
         dev_s = float(t.sum())
         if c.scenario == "latency-b1":
             return dev_s + (c.host + fit.batch_overhead if c.with_host else 0.0)
@@ -212,11 +214,14 @@ def fit_cases(cases: list[Case]) -> Fit:
 
 
 def attach_power(cases: list[Case]) -> None:
+    """Board power and FP16 peak (the power term) and the clock scale of the kernel gap, per case."""
+    from xinfer_sdk.planning.factors import boost_clock, gap_scale
     from xinfer_sdk.profiles import load_profile
 
     for c in cases:
         p = load_profile(c.gpu)
         c.tdp, c.fp16 = p.tdp_w, p.peak("fp16")[0] or p.peak("bf16")[0]
+        c.gap_scale = gap_scale(boost_clock(p)[0])[0]
 
 
 def held_out(cases: list[Case], key) -> dict[int, float]:
@@ -261,7 +266,8 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
              "l2_fraction": {"value": round(float(fit.l2_fraction), 5), "source": "share of the L2 a tensor may use and "
                                                                            "stay on chip; shared by every family"},
              "kernel_gap": {"value": round(float(fit.gap(family) if family else fit.kernel_gap), 9),
-                            "source": "seconds added to every kernel (launch gap, fill and drain)" + (
+                            "source": "seconds added to every kernel (launch gap, fill and drain) at the reference "
+                                      "clock (gpu_clocks.yaml), x reference / boost clock on each GPU" + (
                                 f" (base x exp({fit.gap_offsets.get(family, 0.0):+.3f}) for the {family} family)"
                                 if family else " (base: families without a fitted record)")},
              "batch_overhead": {"value": round(float(fit.batch_overhead), 9),
@@ -278,7 +284,7 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
             "records": used,
             "method": ("least squares of log(predicted / published) over the records above (MLPerf Offline and "
                        "SingleStream, TensorRT BERT demo batch 1 and 128); matrix efficiency = base x exp(family "
-                       f"offset) x power term, kernel gap = base x exp(family offset), offsets ridge-penalised (weight {RIDGE}); eff_vector, eff_memory and "
+                       f"offset) x power term, kernel gap = base x exp(family offset) x reference / boost clock (gpu_clocks.yaml), offsets ridge-penalised (weight {RIDGE}); eff_vector, eff_memory and "
                        "kernel_floor stay at their sourced priors (xinfer_sdk/planning/factors.py)"),
             "priors_kept": {k: PRIORS[k].value for k in ("eff_vector", "eff_memory", "kernel_floor")},
         },

@@ -94,8 +94,9 @@ def _print_plan(result, *, explain: bool) -> None:
         out.print(f"note: {note}", markup=False)
     for pp in result.plans:
         dev, mem, ch = pp.device, pp.memory, pp.choice
-        tag = "calibrated here" if dev.calibrated else ("estimated for this host" if dev.kind == "cpu"
-                                                        else "uncalibrated roofline")
+        tag = "calibrated here" if dev.calibrated else ("estimated for this host" if dev.kind == "cpu" else (
+            "fitted to published results (planning/gpu_factors.yaml)" if dev.factors_basis.startswith("fitted")
+            else "roofline priors, not fitted"))
         rows = []
         for bt in pp.table:
             rows.append((bt.batch, _ms(bt.seconds), f"{bt.batch / bt.seconds:.4g}", bt.bound,

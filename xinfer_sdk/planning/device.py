@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ProfileError
 from ..profiles import Profile
 from .cost import CostCurve
-from .factors import gpu_factors, power_term
+from .factors import boost_clock, gap_scale, gpu_factors, power_term
 from .gpu import fused_times
 from .roofline import ROOFLINE_P, Factor, soft_max
 
@@ -197,6 +197,11 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
     fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
     term, how = power_term(profile.tdp_w, fp16, fac["power_exponent"].value)
     base = fac["eff_matrix"]
+    gap = fac["kernel_gap"]
+    mhz, clock_src = boost_clock(profile)
+    scale, scale_how = gap_scale(mhz)
+    gap = Factor(gap.value * scale, (f"{gap.value * 1e6:.3g} us at the reference clock, {scale_how} ({clock_src}); "
+                                     f"{gap.source}"))
     eff_m = base if term == 1.0 else Factor(base.value * term, f"{base.value:.3g} x {how}; {base.source}; exponent: "
                                                                 f"{fac['power_exponent'].source}")
     return DeviceModel(
@@ -205,7 +210,7 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
         vector_tflops=float(vec), vector_basis=f"FP32 peak, {vbasis}", bandwidth_gbps=float(profile.memory_bandwidth_gbps),
         bandwidth_basis="profile memory_bandwidth_gbps: " + "; ".join(profile.sources.get("memory_bandwidth_gbps", ())),
         eff_matrix=eff_m, eff_vector=fac["eff_vector"], eff_memory=fac["eff_memory"],
-        kernel_floor=fac["kernel_floor"], op_overhead=fac["kernel_gap"], batch_overhead=fac["batch_overhead"],
+        kernel_floor=fac["kernel_floor"], op_overhead=gap, batch_overhead=fac["batch_overhead"],
         request_overhead=REQUEST_OVERHEAD, link_gbps=None if unified else PCIE_GBPS[gen],
         link_basis="memory shared with the host: no copies" if unified else f"PCIe Gen{gen} x16; {PCIE_SOURCE}",
         eff_link=None if unified else EFF_LINK, shared_device=True, engine="fused",

@@ -19,6 +19,7 @@ import yaml
 from .roofline import Factor
 
 FACTORS_FILE = Path(__file__).with_name("gpu_factors.yaml")
+CLOCKS_FILE = Path(__file__).with_name("gpu_clocks.yaml")
 NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fraction", "kernel_floor", "kernel_gap",
          "batch_overhead")
 # The power term's reference: watts per dense FP16 tensor TFLOPS at which it is 1, and its bounds.
@@ -98,6 +99,38 @@ def gpu_factors(family: str, *, jetson: bool = False, data: Mapping[str, Any] | 
                                                                          f"on Jetson: {JETSON_FLOOR_SCALE.source}")
     out["_basis"] = Factor(0.0, basis)
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def _clocks(path: str | None = None) -> dict[str, Any]:
+    p = Path(path) if path else CLOCKS_FILE
+    if not p.is_file():
+        return {}
+    with open(p) as f:
+        return yaml.safe_load(f) or {}
+
+
+def reference_clock_mhz() -> float:
+    """The clock the fitted kernel gap is expressed at (gpu_clocks.yaml ``reference_mhz``)."""
+    return float(_clocks().get("reference_mhz") or 1410.0)
+
+
+def boost_clock(profile) -> tuple[float | None, str]:
+    """(boost clock in MHz, its source) of a profile or of the shipped profile it extends; (None, why) if unknown."""
+    table = _clocks().get("boost_mhz") or {}
+    for name in dict.fromkeys((profile.name, *getattr(profile, "chain", ()))):
+        e = table.get(name)
+        if e:
+            return float(e["value"]), f"{name} boost clock {e['value']:g} MHz ({'; '.join(e.get('sources', ()))})"
+    return None, f"no boost clock for {profile.name} in {CLOCKS_FILE.name}"
+
+
+def gap_scale(boost_mhz: float | None) -> tuple[float, str]:
+    """(multiplier, how) of the fitted kernel gap on a GPU clocked at ``boost_mhz``: the gap is a number of cycles."""
+    ref = reference_clock_mhz()
+    if not boost_mhz:
+        return 1.0, f"boost clock not known: the gap as fitted at the reference {ref:g} MHz"
+    return ref / boost_mhz, f"a fixed number of cycles: x {ref:g} / {boost_mhz:g} MHz = {ref / boost_mhz:.3g}"
 
 
 def power_term(tdp_w: float | None, fp16_tflops: float | None, exponent: float) -> tuple[float, str]:

@@ -16,7 +16,15 @@ from xinfer_sdk.graph import analyze  # noqa: E402
 from xinfer_sdk.planning import plan  # noqa: E402
 from xinfer_sdk.planning.cost import build_curve  # noqa: E402
 from xinfer_sdk.planning.device import batch_time, device_model, gpu_model  # noqa: E402
-from xinfer_sdk.planning.factors import PRIORS, gpu_factors, load, power_term  # noqa: E402
+from xinfer_sdk.planning.factors import (  # noqa: E402
+    PRIORS,
+    boost_clock,
+    gap_scale,
+    gpu_factors,
+    load,
+    power_term,
+    reference_clock_mhz,
+)
 from xinfer_sdk.planning.gpu import kernel_count, kernel_terms, shape_efficiency, spill  # noqa: E402
 from xinfer_sdk.profiles import ProfileRegistry, load_profile  # noqa: E402
 
@@ -178,6 +186,26 @@ def test_power_term():
     assert t == pytest.approx((72 / 121) ** 0.5) and "72 W" in how
     assert power_term(None, 121, 0.5)[0] == 1.0
     assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
+
+
+def test_kernel_gap_is_a_number_of_cycles():
+    ref = reference_clock_mhz()
+    assert gap_scale(2 * ref)[0] == pytest.approx(0.5) and gap_scale(None)[0] == 1.0
+    assert boost_clock(load_profile("l4"))[0] == 2040 and boost_clock(load_profile("t4"))[0] == 1590
+    assert boost_clock(load_profile("b200"))[0] is None  # not in gpu_clocks.yaml: no scaling
+
+    @dataclasses.dataclass
+    class Extends:  # a user profile that extends t4
+        name: str = "my-t4"
+        chain: tuple = ("my-t4", "t4", "_datacenter")
+
+    assert boost_clock(Extends())[0] == 1590
+    l4 = gpu_model(load_profile("l4"), "int8")
+    fitted = gpu_factors("ada")["kernel_gap"].value
+    assert l4.op_overhead.value == pytest.approx(fitted * ref / 2040)
+    assert "2040 MHz" in l4.op_overhead.source and "cycles" in l4.op_overhead.source
+    a100 = gpu_model(load_profile("a100-sxm4-80gb"), "int8")
+    assert a100.op_overhead.value == pytest.approx(gpu_factors("ampere-dc")["kernel_gap"].value * ref / 1410)
 
 
 def test_every_gpu_factor_says_where_it_comes_from():
