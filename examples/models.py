@@ -7,6 +7,8 @@
     transformer_onnx(out_dir)  that encoder exported to ONNX with a dynamic sequence axis, plus calibration data
     resnet18()                 ResNet-18 (torchvision topology, plain torch, seeded random weights)
     resnet18_onnx(path)        that ResNet-18 as ONNX (opset 17, dynamic batch), as the benchmarks use it
+    digits_cnn(out_dir)        a small CNN on the same digits as 1x8x8 images (Conv 3x3 x2 + ReLU, Linear):
+                               the conv path of INT8/FP8 with real accuracy
     digits_keras(out_dir)      the digits MLP in Keras (the [tensorflow] extra): a SavedModel folder and a .keras
                                file, with the same calibration / evaluation .npz files
 
@@ -77,6 +79,45 @@ def digits_mlp(out_dir: str | Path, seed: int = 0) -> ExampleModel:
         pred = net(torch.from_numpy(splits["eval"][0])).argmax(1).numpy()
     acc = float((pred == splits["eval"][1]).mean())
     return ExampleModel(onnx=path, calib=out / "digits-calib.npz", eval=out / "digits-eval.npz", fp32_accuracy=acc)
+
+
+def digits_cnn(out_dir: str | Path, seed: int = 0, epochs: int = 25) -> ExampleModel:
+    """A CNN on the digits as 1x8x8 images (Conv 1->16 3x3, ReLU, Conv 16->32 3x3 stride 2, ReLU, Flatten,
+    Linear 512->10), trained like the MLP on the same split; writes ``digits-cnn.onnx`` and its .npz files."""
+    import torch
+    from torch import nn
+
+    _, splits = digits_module(seed, epochs=0)  # the same split, untrained MLP discarded
+    splits = {k: (x.reshape(-1, 1, 8, 8), y) for k, (x, y) in splits.items()}
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(splits["train"][0]), torch.from_numpy(splits["train"][1])
+    gen = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            for idx in torch.randperm(len(xt), generator=gen).split(64):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    net.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "digits-cnn.onnx"
+    _export(net, (torch.from_numpy(splits["eval"][0][:2]),), path, ["input"], ["logits"])
+    for name in ("calib", "eval"):
+        xs, ys = splits[name]
+        np.savez(out / f"digits-cnn-{name}.npz", input=xs, labels=ys)
+    with torch.no_grad():
+        pred = net(torch.from_numpy(splits["eval"][0])).argmax(1).numpy()
+    acc = float((pred == splits["eval"][1]).mean())
+    return ExampleModel(onnx=path, calib=out / "digits-cnn-calib.npz", eval=out / "digits-cnn-eval.npz",
+                        fp32_accuracy=acc)
 
 
 # -- a small transformer encoder: several int64 inputs, several outputs, dynamic sequence length ---------------

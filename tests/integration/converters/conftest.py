@@ -34,6 +34,12 @@ def digits(models, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_cnn(models, tmp_path_factory):
+    pytest.importorskip("sklearn")
+    return models.digits_cnn(tmp_path_factory.mktemp("digits-cnn"))
+
+
+@pytest.fixture(scope="session")
 def transformer(models, tmp_path_factory):
     return models.transformer_onnx(tmp_path_factory.mktemp("transformer"))
 

@@ -98,3 +98,14 @@ def test_calibration_split_methods_and_provenance(digits, tmp_path):
     entropy = xs.build(digits.onnx, "cpu", "int8", calib=digits.calib, eval=digits.eval, calib_method="entropy",
                        calib_samples=64, output=tmp_path / "e.xinfer")
     assert entropy.manifest.calibration["method"] == "entropy" and entropy.manifest.accuracy["passed"]
+
+
+def test_digits_cnn_int8_for_t4_stays_within_one_point_of_fp32(digits_cnn, tmp_path):
+    """The conv path of symmetric INT8 (per-channel Conv weights), on real digits: true accuracy within a point."""
+    bundle = xs.build(digits_cnn.onnx, "t4", "int8", calib=digits_cnn.calib, eval=digits_cnn.eval,
+                      output=tmp_path / "c.xinfer")
+    model, zps = _qdq(bundle)
+    assert any(n.op_type == "Conv" for n in model.graph.node) and zps and all(not z.any() for z in zps)
+    acc = _accuracy(bundle, digits_cnn.eval)
+    assert digits_cnn.fp32_accuracy > 0.95 and acc >= digits_cnn.fp32_accuracy - 0.01, (acc, digits_cnn.fp32_accuracy)
+    assert bundle.manifest.accuracy["passed"]
