@@ -52,7 +52,7 @@ def self_check(_: argparse.Namespace) -> int:
     collect (pytest --collect-only -m gpu), and each GPU step's code path imports."""
     problems = []
     for mod in ("xinfer_sdk", "xinfer_sdk.converters.engine_check", "xinfer_sdk.converters.bf16",
-                "xinfer_sdk.converters.fp16", "xinfer_sdk.converters.tensorrt_engine", "xinfer_sdk.engine_plan",
+                "xinfer_sdk.converters.fp16", "xinfer_sdk.converters.tensorrt_engine", "xinfer_sdk.accel.nvidia.engine_plan",
                 "gpu_models"):
         try:
             __import__(mod)

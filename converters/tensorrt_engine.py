@@ -1,6 +1,6 @@
 """Step 7: compile the bundle's ONNX graph into a TensorRT engine, following the plan made at build time.
 
-``make_build_plan`` (pure Python, from ``xinfer_sdk.engine_plan``) runs on any machine and is recorded in the
+``make_build_plan`` (pure Python, from ``xinfer_sdk.accel.nvidia.engine_plan``) runs on any machine and is recorded in the
 manifest. ``build_engine`` needs TensorRT 10 or 11 and a CUDA GPU: it runs in ``xinfer-sdk build`` when both
 are present, otherwise the TensorRT backend runs it on the target at first load. It parses the ONNX file,
 applies the plan for the INSTALLED TensorRT major (10: precision builder flags on a weakly typed network;
@@ -20,8 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from xinfer_sdk import _cudart
-from xinfer_sdk.engine_plan import (
+from xinfer_sdk.accel.nvidia import _cudart
+from xinfer_sdk.accel.nvidia.engine_plan import (
     engine_key,
     make_build_plan,
     normalize_trt_version,

@@ -15,7 +15,7 @@ def cuda_device_reason() -> str | None:
 
     Uses the product's own probe, so a GPU CI whose cuda-python is too new for its driver says so
     (cudaErrorInsufficientDriver) instead of quietly skipping every gpu test as 'no CUDA device'."""
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
     from xinfer_sdk.errors import MissingDependency
 
     try:

@@ -21,8 +21,8 @@ import platform
 import sys
 from typing import Any
 
-from . import _cudart
 from ._version import __version__
+from .accel.nvidia import _cudart
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xinfer_sdk.accel.nvidia.engine_plan import make_build_plan
 from xinfer_sdk.bundle import Manifest, TensorSpec, register, save_manifest
-from xinfer_sdk.engine_plan import make_build_plan
 from xinfer_sdk.profiles import load_profile
 
 PROFILE_NAME = "a10"  # the plan's target profile only sets policy; the engine is built for the GPU at hand
@@ -15,14 +15,14 @@ WIDTH, HIDDEN, OUT = 256, 1024, 64  # big enough that TensorRT 10 picks FP16 ten
 
 
 def compute_capability(index: int = 0) -> tuple[int, int]:
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     major, minor = _cudart.device_properties(_cudart.load(), index)["compute_capability"].split(".")
     return int(major), int(minor)
 
 
 def device_count() -> int:
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     return _cudart.device_count(_cudart.load())
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from gpu_models import compute_capability, make_bundle, mlp_onnx, ort_reference, tolerance, trt_major
 
+from xinfer_sdk.accel.nvidia.engine_plan import EngineKey, make_build_plan
 from xinfer_sdk.bundle import TensorSpec, open_bundle
-from xinfer_sdk.engine_plan import EngineKey, make_build_plan
 from xinfer_sdk.errors import ConversionError
 from xinfer_sdk.profiles import load_profile
 

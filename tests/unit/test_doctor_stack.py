@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xinfer_sdk._cudart import explain_no_device
+from xinfer_sdk.accel.nvidia._cudart import explain_no_device
 from xinfer_sdk.doctor import ort_cuda_major, stack_problems, tensorrt_cuda_major
 
 R535 = {"driver": "535.183.01", "driver_cuda": 12020}

@@ -16,6 +16,7 @@ if "MIGraphXExecutionProvider" not in ort.get_available_providers():
     pytest.skip("onnxruntime-migraphx is not installed (this onnxruntime lists "
                 f"{ort.get_available_providers()})", allow_module_level=True)
 
+from xinfer_sdk.accel.amd.migraphx_options import PROVIDER  # noqa: E402
 from xinfer_sdk.errors import BackendUnavailable  # noqa: E402
 from xinfer_sdk.profiles import load_profile  # noqa: E402
 from xinfer_sdk.runtime.backends import migraphx as mgx  # noqa: E402
@@ -33,7 +34,7 @@ def bundle(tmp_path):
 
 def _works() -> bool:
     mgx._provider_report.cache_clear()
-    return mgx.PROVIDER in mgx._provider_report().get("working", ())
+    return PROVIDER in mgx._provider_report().get("working", ())
 
 
 def test_without_rocm_the_backend_says_why_and_never_runs_on_the_cpu(bundle):

@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 
+from xinfer_sdk.accel.amd.migraphx_options import migraphx_provider_options
 from xinfer_sdk.errors import BackendUnavailable, UserError
 from xinfer_sdk.profiles import load_profile
 from xinfer_sdk.runtime.backends import migraphx as mgx
@@ -109,7 +110,7 @@ def test_a_device_we_do_not_know_is_one_clear_error(bad):
     ("int8", {}), ("fp8", {}),
 ])
 def test_options_follow_the_bundle_precision(precision, extra):
-    opts = mgx.migraphx_provider_options(precision, device_id=2, cache_dir="/c", ort_version="1.27.1")
+    opts = migraphx_provider_options(precision, device_id=2, cache_dir="/c", ort_version="1.27.1")
     expected = {"device_id": "2", "migraphx_fp16_enable": "0", "migraphx_int8_enable": "0",
                 "migraphx_fp8_enable": "0", "migraphx_model_cache_dir": "/c", **extra}
     assert opts == expected
@@ -120,15 +121,15 @@ def test_qdq_bundles_never_ask_migraphx_to_requantize():
     """INT8/FP8 come from the graph's Q/DQ nodes: MIGraphX's own calibrated quantization stays off, and the
     float remainder stays FP32 (as the gate measured) unless fp16=True is asked for."""
     for prec in ("int8", "fp8"):
-        opts = mgx.migraphx_provider_options(prec, ort_version="1.27.1")
+        opts = migraphx_provider_options(prec, ort_version="1.27.1")
         assert (opts["migraphx_int8_enable"], opts["migraphx_fp8_enable"], opts["migraphx_fp16_enable"]) == \
             ("0", "0", "0")
-        assert mgx.migraphx_provider_options(prec, fp16=True, ort_version="1.27.1")["migraphx_fp16_enable"] == "1"
-    assert mgx.migraphx_provider_options("fp16", fp16=False, ort_version="1.27.1")["migraphx_fp16_enable"] == "0"
+        assert migraphx_provider_options(prec, fp16=True, ort_version="1.27.1")["migraphx_fp16_enable"] == "1"
+    assert migraphx_provider_options("fp16", fp16=False, ort_version="1.27.1")["migraphx_fp16_enable"] == "0"
 
 
 def test_an_older_onnxruntime_gets_no_option_it_would_refuse():
-    opts = mgx.migraphx_provider_options("bf16", cache_dir="/c", exhaustive_tune=True, ort_version="1.22.1")
+    opts = migraphx_provider_options("bf16", cache_dir="/c", exhaustive_tune=True, ort_version="1.22.1")
     assert opts == {"device_id": "0", "migraphx_fp16_enable": "0", "migraphx_int8_enable": "0",
                     "migraphx_fp8_enable": "0", "migraphx_exhaustive_tune": "1"}
     assert set(opts) <= DOCUMENTED

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from trt_doubles import fake_cudart, fake_tensorrt, install_cudart, install_tensorrt, write_fake_onnx
 
+from xinfer_sdk.accel.nvidia.engine_plan import make_build_plan
 from xinfer_sdk.bundle import Manifest, TensorSpec, open_bundle, register, save_manifest
-from xinfer_sdk.engine_plan import make_build_plan
 from xinfer_sdk.profiles import load_profile
 
 

@@ -223,7 +223,7 @@ def test_manifest_records_engine_meta_as_plain_yaml(trt, gpu, bundle):
 
 
 def test_cuda_errors_name_the_call(trt, gpu, bundle):
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     trt()
     b = bundle()
@@ -241,7 +241,7 @@ def test_stream_handle_is_the_native_handle_never_the_wrapper_address(monkeypatc
     import sys
     import types
 
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     class Stream13:  # int() removed, as announced; getPtr() is the wrapper, not the stream
         def __init__(self, n):
@@ -266,8 +266,8 @@ def _scalar_bundle(root):
     """A bundle whose model takes a rank-0 input and gives a rank-0 output (no batch axis)."""
     from trt_doubles import write_fake_onnx
 
+    from xinfer_sdk.accel.nvidia.engine_plan import make_build_plan
     from xinfer_sdk.bundle import Manifest, TensorSpec, register, save_manifest
-    from xinfer_sdk.engine_plan import make_build_plan
 
     root.mkdir()
     write_fake_onnx(root / "model.onnx", {"x": ["float32", []]}, {"y": ["float32", []]})
@@ -429,7 +429,7 @@ def test_insufficient_driver_is_named_not_no_device(trt, gpu, bundle, monkeypatc
     """cuda-python 13 on an R535 driver: cudaErrorInsufficientDriver, not 'no CUDA device' (review D3)."""
     import enum
 
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     E = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35})
     gpu.cudaGetDeviceCount = lambda: (E.cudaErrorInsufficientDriver, None)

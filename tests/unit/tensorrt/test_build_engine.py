@@ -14,8 +14,8 @@ import pytest
 from trt_doubles import MAGIC, ONNX_MAGIC, write_fake_onnx
 from xinfer_sdk.converters import tensorrt_engine as te
 
+from xinfer_sdk.accel.nvidia.engine_plan import make_build_plan, plan_hash
 from xinfer_sdk.bundle import TensorSpec
-from xinfer_sdk.engine_plan import make_build_plan, plan_hash
 from xinfer_sdk.errors import ConversionError, EnginePrecisionError
 from xinfer_sdk.profiles import load_profile
 
@@ -287,7 +287,7 @@ def test_build_path_names_a_driver_too_old_for_cuda_python_13(trt, gpu, monkeypa
     """Review D3 on the build path: `build` says why no engine, not 'no CUDA device is visible'."""
     import enum
 
-    from xinfer_sdk import _cudart
+    from xinfer_sdk.accel.nvidia import _cudart
 
     E = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35})
     gpu.cudaGetDeviceCount = lambda: (E.cudaErrorInsufficientDriver, None)

@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from xinfer_sdk.bundle import TensorSpec
-from xinfer_sdk.engine_plan import (
+from xinfer_sdk.accel.nvidia.engine_plan import (
     EngineKey,
     check_feed_shapes,
     engine_key,
@@ -22,6 +21,7 @@ from xinfer_sdk.engine_plan import (
     trt_supports_gpu,
     user_engine_dir,
 )
+from xinfer_sdk.bundle import TensorSpec
 from xinfer_sdk.errors import InvalidInput, UserError
 from xinfer_sdk.profiles import load_profile
 from xinfer_sdk.shapes import parse_shapes

@@ -8,8 +8,7 @@ import json
 import pytest
 import yaml
 
-from xinfer_sdk.bundle import TensorSpec
-from xinfer_sdk.engine_plan import (
+from xinfer_sdk.accel.nvidia.engine_plan import (
     dla_config,
     flags_for_major,
     make_build_plan,
@@ -18,6 +17,7 @@ from xinfer_sdk.engine_plan import (
     profile_ranges,
     settings_for,
 )
+from xinfer_sdk.bundle import TensorSpec
 from xinfer_sdk.errors import UserError
 from xinfer_sdk.profiles import load_profile
 from xinfer_sdk.shapes import parse_shapes

@@ -87,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
         if "TensorrtExecutionProvider" in working and "tensorrt" in self.profile.backends and plan:
             cache = self._trt_cache_dir()
             if cache is not None:
-                from ...engine_plan import ort_trt_provider_options
+                from ...accel.nvidia.engine_plan import ort_trt_provider_options
 
                 chain.append(("TensorrtExecutionProvider", ort_trt_provider_options(plan, cache, device_id=idx)))
         if "CUDAExecutionProvider" in working:
@@ -108,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
         CUDA EP (on device 0, without options) when the parent is missing. None (no TensorRT EP) if it can't be."""
         cache = self.options.get("cache_dir")
         if not cache:  # in the bundle, or the user cache when the bundle is mounted read-only
-            from ...engine_plan import user_engine_dir
+            from ...accel.nvidia.engine_plan import user_engine_dir
 
             sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
             cache = str(self.bundle.engines_dir / "ort-trt") if self.bundle.engines_writable() else \

@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import _cudart
-from ...bundle import Bundle, sha256_file
-from ...engine_plan import (
+from ...accel.nvidia import _cudart
+from ...accel.nvidia.engine_plan import (
     EngineKey,
     check_feed_shapes,
     make_build_plan,
@@ -33,6 +32,7 @@ from ...engine_plan import (
     parse_device,
     user_engine_dir,
 )
+from ...bundle import Bundle, sha256_file
 from ...errors import BackendUnavailable, InvalidInput, UserError, XinferError
 from ...profiles import Profile
 from .base import Backend

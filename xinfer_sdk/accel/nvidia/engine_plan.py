@@ -24,9 +24,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .bundle import TensorSpec
-from .errors import InvalidInput, UserError
-from .shapes import ShapeRange, check_names
+from ...bundle import TensorSpec
+from ...errors import InvalidInput, UserError
+from ...shapes import ShapeRange, check_names
 
 PLAN_FORMAT = 1
 GIB = 1 << 30

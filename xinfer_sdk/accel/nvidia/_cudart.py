@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import MissingDependency, XinferError
 from .engine_plan import grow_bytes
-from .errors import MissingDependency, XinferError
 
 
 class CudaError(XinferError):

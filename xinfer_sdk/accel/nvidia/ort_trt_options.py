@@ -3,7 +3,7 @@
 The same plan drives the native builder (``engine_plan`` / ``converters/tensorrt_engine.py``) and ORT's
 ``TensorrtExecutionProvider``: optimization profiles, workspace, builder level, precision flags for the
 TensorRT major ORT links (10 when unknown), DLA for static plans, hardware compatibility. Re-exported by
-``xinfer_sdk.engine_plan``.
+``xinfer_sdk.accel.nvidia.engine_plan``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import UserError
+from ...errors import UserError
 
 
 def _plan_helpers():
