@@ -49,6 +49,10 @@ TARGET = {"offline": 0.20, "offline-b128": 0.20, "latency-b1": 0.30}
 SCORED_GPUS = ("t4", "a10", "l4", "a100-pcie-40gb", "a100-pcie-80gb", "a100-sxm4-40gb", "a100-sxm4-80gb",
                "h100-sxm", "h100-pcie", "h100-nvl")
 RIDGE = 4.0  # weight of the family offsets' penalty (in log-efficiency units)
+# Families without asynchronous global->shared copies (cp.async, compute capability 8.0+): their kernel gap gets a
+# shared factor, fitted on all of them (xinfer_sdk/planning/factors.py PRE_AMPERE_FAMILIES, same tuple)
+from xinfer_sdk.planning.factors import PRE_AMPERE_FAMILIES  # noqa: E402
+
 FITTED = ("eff_base", "power_exponent", "l2_fraction", "kernel_gap", "batch_overhead")
 
 
@@ -156,12 +160,14 @@ class Fit:
     kernel_gap: float
     batch_overhead: float
     gap_offsets: dict = dataclasses.field(default_factory=dict)  # family -> log offset of the kernel gap
+    pre_ampere_gap: float = 0.0  # log factor of the kernel gap on the pre-Ampere families (shared, not penalised)
 
     def eff(self, family: str) -> float:
         return self.eff_base * math.exp(self.offsets.get(family, 0.0))
 
     def gap(self, family: str) -> float:
-        return self.kernel_gap * math.exp(self.gap_offsets.get(family, 0.0))
+        pre = self.pre_ampere_gap if family in PRE_AMPERE_FAMILIES else 0.0
+        return self.kernel_gap * math.exp(self.gap_offsets.get(family, 0.0) + pre)
 
 
 def predict(c: Case, fit: Fit) -> float:
@@ -196,19 +202,21 @@ def fit_cases(cases: list[Case]) -> Fit:
     nf = len(fams)
 
     def unpack(x):
-        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[5:5 + nf]))),
+        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[6:6 + nf]))),
                    power_exponent=float(x[1]), l2_fraction=1 / (1 + math.exp(-x[2])), kernel_gap=math.exp(x[3]) * 1e-6,
                    batch_overhead=math.exp(x[4]) * 1e-6 if lat_host else 100e-6,
-                   gap_offsets=dict(zip(fams, map(float, x[5 + nf:]))))
+                   gap_offsets=dict(zip(fams, map(float, x[6 + nf:]))), pre_ampere_gap=float(x[5]) if pre else 0.0)
+
+    pre = any(c.family in PRE_AMPERE_FAMILIES for c in use)
 
     def resid(x):
         f = unpack(x)
         r = [math.log(predict(c, f) / c.published) for c in use]
-        return np.array(r + [math.sqrt(RIDGE) * o for o in x[5:]])
+        return np.array(r + [math.sqrt(RIDGE) * o for o in x[6:]])
 
-    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0)] + [0.0] * (2 * nf))
-    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0)] + [-2.0] * (2 * nf))
-    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0)] + [2.0] * (2 * nf))
+    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0] + [0.0] * (2 * nf))
+    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0] + [-2.0] * (2 * nf))
+    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0] + [2.0] * (2 * nf))
     sol = least_squares(resid, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3, max_nfev=400)
     return unpack(sol.x)
 
@@ -268,11 +276,19 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
              "kernel_gap": {"value": round(float(fit.gap(family) if family else fit.kernel_gap), 9),
                             "source": "seconds added to every kernel (launch gap, fill and drain) at the reference "
                                       "clock (gpu_clocks.yaml), x reference / boost clock on each GPU" + (
-                                f" (base x exp({fit.gap_offsets.get(family, 0.0):+.3f}) for the {family} family)"
+                                f" (base x exp({fit.gap_offsets.get(family, 0.0):+.3f}) for the {family} family"
+                                + (f", x {math.exp(fit.pre_ampere_gap):.3g} pre-Ampere)"
+                                   if family in PRE_AMPERE_FAMILIES else ")")
                                 if family else " (base: families without a fitted record)")},
              "batch_overhead": {"value": round(float(fit.batch_overhead), 9),
                                 "source": "seconds of host work per batch (MLPerf SingleStream latency minus the "
                                           "device); shared by every family"}}
+        if not family:
+            e["pre_ampere_gap"] = {"value": round(math.exp(fit.pre_ampere_gap), 5), "source": (
+                "x the kernel gap of the pre-Ampere families (" + ", ".join(PRE_AMPERE_FAMILIES) + "), fitted on "
+                "their records together: no asynchronous global->shared copies (cp.async, compute capability 8.0+) "
+                "so the first loads of every kernel are exposed; a family without records of its own gets it on the "
+                "base gap")}
         return e
 
     doc = {
@@ -284,7 +300,9 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
             "records": used,
             "method": ("least squares of log(predicted / published) over the records above (MLPerf Offline and "
                        "SingleStream, TensorRT BERT demo batch 1 and 128); matrix efficiency = base x exp(family "
-                       f"offset) x power term, kernel gap = base x exp(family offset) x reference / boost clock (gpu_clocks.yaml), offsets ridge-penalised (weight {RIDGE}); eff_vector, eff_memory and "
+                       f"offset) x power term, kernel gap = base x exp(family offset) x reference / boost clock (gpu_clocks.yaml) "
+                       "(x a shared factor on the pre-Ampere families), offsets ridge-penalised (weight "
+                       f"{RIDGE}); eff_vector, eff_memory and "
                        "kernel_floor stay at their sourced priors (xinfer_sdk/planning/factors.py)"),
             "priors_kept": {k: PRIORS[k].value for k in ("eff_vector", "eff_memory", "kernel_floor")},
         },

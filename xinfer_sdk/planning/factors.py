@@ -24,6 +24,10 @@ NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fractio
          "batch_overhead")
 # The power term's reference: watts per dense FP16 tensor TFLOPS at which it is 1, and its bounds.
 POWER_REF_W_PER_TFLOPS = 1.0
+# Families without asynchronous global->shared copies (cp.async needs compute capability 8.0; CUDA C++ Programming
+# Guide, "Asynchronous Data Copies"): their kernels expose the latency of their first loads, so their kernel gap
+# carries a shared fitted factor (``pre_ampere_gap`` in the 'all' fit), learned from all of them together.
+PRE_AMPERE_FAMILIES = ("volta", "volta-xavier", "turing")
 POWER_CLIP = (0.5, 1.5)
 
 # ---- priors: what the model assumes before (or without) any fit, each with its source ----------------------
@@ -93,6 +97,10 @@ def gpu_factors(family: str, *, jetson: bool = False, data: Mapping[str, Any] | 
     out = {}
     for name in NAMES:
         out[name] = _entry(values, name, basis) or PRIORS[name]
+    pre = _entry(fits.get("all") or {}, "pre_ampere_gap", basis)
+    if family in PRE_AMPERE_FAMILIES and family not in fits and pre is not None:  # a family fit already carries it
+        g = out["kernel_gap"]
+        out["kernel_gap"] = Factor(g.value * pre.value, f"{g.source}; x {pre.value:.3g} {pre.source}")
     if jetson:
         f = out["kernel_floor"]
         out["kernel_floor"] = Factor(f.value * JETSON_FLOOR_SCALE.value, f"{f.source}; x{JETSON_FLOOR_SCALE.value:g} "

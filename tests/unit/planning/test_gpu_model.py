@@ -188,6 +188,17 @@ def test_power_term():
     assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
 
 
+def test_pre_ampere_families_share_a_fitted_kernel_gap_factor():
+    data = {"provenance": {}, "fits": {"all": {"kernel_gap": 5e-6, "pre_ampere_gap": 3.0},
+                                       "volta-xavier": {"kernel_gap": 2e-5}}}
+    turing = gpu_factors("turing", data=data)["kernel_gap"]  # no turing fit: the base gap x the shared factor
+    assert turing.value == pytest.approx(15e-6) and "x 3" in turing.source
+    assert gpu_factors("volta-xavier", data=data)["kernel_gap"].value == 2e-5  # its own fit carries the factor
+    assert gpu_factors("ampere", data=data)["kernel_gap"].value == 5e-6  # cp.async (sm_80+): not applied
+    stored = load()["fits"]["all"]
+    assert stored["pre_ampere_gap"]["value"] > 1 and "cp.async" in stored["pre_ampere_gap"]["source"]
+
+
 def test_kernel_gap_is_a_number_of_cycles():
     ref = reference_clock_mhz()
     assert gap_scale(2 * ref)[0] == pytest.approx(0.5) and gap_scale(None)[0] == 1.0
