@@ -196,7 +196,7 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
         if present.name not in [p.name for p in profs]:
             profs.append(present)
             notes.append(f"--measure ran on this machine ({present.name}); it is planned too, calibrated. The other "
-                         "profiles stay uncalibrated roofline estimates.")
+                         "profiles keep their estimates (GPUs: the device model fitted to published results).")
     plans, skipped, failures = [], [], []
     for k, prof in enumerate(profs):
         if progress:
