@@ -6,8 +6,7 @@ mean and why each is set is in ``migraphx_provider_options`` below and in docs/a
 
 from __future__ import annotations
 
-import re
-import sys
+from .._ort import installed_ort_version, version_tuple
 
 PROVIDER = "MIGraphXExecutionProvider"
 
@@ -33,11 +32,6 @@ CACHE_AND_BF16_SINCE = (1, 23)
 QDQ_PRECISIONS = ("int8", "fp8")
 
 
-def _version_tuple(version: str | None) -> tuple[int, int] | None:
-    m = re.match(r"\s*(\d+)\.(\d+)", str(version or ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 def migraphx_provider_options(precision: str, *, device_id: int = 0, cache_dir: str | None = None,
                               fp16: bool | None = None, exhaustive_tune: bool = False,
                               ort_version: str | None = None) -> dict[str, str]:
@@ -54,7 +48,7 @@ def migraphx_provider_options(precision: str, *, device_id: int = 0, cache_dir: 
       graph is what runs. The ops left in float stay FP32 unless ``fp16=True``.
     """
     precision = (precision or "as-is").lower()
-    ver = _version_tuple(ort_version if ort_version is not None else _installed_ort_version())
+    ver = version_tuple(ort_version if ort_version is not None else installed_ort_version())
     new = ver is None or ver >= CACHE_AND_BF16_SINCE
     use_fp16 = precision == "fp16" if fp16 is None else bool(fp16)
     opts: dict[str, str] = {
@@ -72,6 +66,3 @@ def migraphx_provider_options(precision: str, *, device_id: int = 0, cache_dir: 
     return opts
 
 
-def _installed_ort_version() -> str | None:
-    mod = sys.modules.get("onnxruntime")
-    return getattr(mod, "__version__", None) if mod is not None else None

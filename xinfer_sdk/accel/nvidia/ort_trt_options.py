@@ -8,12 +8,11 @@ TensorRT major ORT links (10 when unknown), DLA for static plans, hardware compa
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import UserError
+from .._ort import installed_ort_version, version_tuple
 
 
 def _plan_helpers():
@@ -37,17 +36,6 @@ def _ort_shapes(ranges: Mapping[str, Mapping[str, Sequence[int]]], which: str) -
 # PR #24743 (requested in issue #24765), with the compute-capability check of PR #24915 (merged 2025-05-31).
 # Older releases reject unknown TensorRT EP options, which makes ORT drop the whole provider.
 ORT_TRT_BF16_SINCE = (1, 23)
-
-
-def _version_tuple(version: str | None) -> tuple[int, ...] | None:
-    m = re.match(r"\s*(\d+)\.(\d+)", str(version or ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _installed_ort_version() -> str | None:
-    """onnxruntime's version if it is already imported (no import here: this module stays light)."""
-    mod = sys.modules.get("onnxruntime")
-    return getattr(mod, "__version__", None) if mod is not None else None
 
 
 def ort_trt_provider_options(plan: Mapping[str, Any], cache_dir: str, *, device_id: int = 0,
@@ -77,7 +65,7 @@ def ort_trt_provider_options(plan: Mapping[str, Any], cache_dir: str, *, device_
         "trt_timing_cache_path": str(cache_dir),
         "trt_builder_optimization_level": str(int(plan.get("builder_optimization_level", 3))),
     }
-    ort_v = _version_tuple(ort_version if ort_version is not None else _installed_ort_version())
+    ort_v = version_tuple(ort_version if ort_version is not None else installed_ort_version())
     if "BF16" in set_flags and ort_v is not None and ort_v >= ORT_TRT_BF16_SINCE:
         opts["trt_bf16_enable"] = "True"
     if plan.get("workspace_bytes"):
@@ -101,7 +89,7 @@ def ort_precision_gap(plan: Mapping[str, Any], *, ort_version: str | None, trt_m
     _, settings_for = _plan_helpers()
     flags = settings_for(plan, trt_major)
     if "BF16" in (flags.get("set_flags") or []):
-        v = _version_tuple(ort_version)
+        v = version_tuple(ort_version)
         if v is None or v < ORT_TRT_BF16_SINCE:
             return (f"onnxruntime {ort_version or '(unknown)'} has no trt_bf16_enable (added in 1.23): its "
                     "TensorRT EP builds this bf16 bundle without BF16 kernels; upgrade onnxruntime-gpu or use the "
