@@ -47,8 +47,16 @@ def digits_module(seed: int = 0, epochs: int = 40):
     splits = {"train": (x[:1200], y[:1200]), "calib": (x[1200:1500], y[1200:1500]), "eval": (x[1500:], y[1500:])}
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    return _train(net, splits["train"], seed, epochs), splits
+
+
+def _train(net, train, seed: int, epochs: int):
+    """Adam on cross-entropy, batches of 64 in a seeded order; returns the module in eval mode."""
+    import torch
+    from torch import nn
+
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(splits["train"][0]), torch.from_numpy(splits["train"][1])
+    xt, yt = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     gen = torch.Generator().manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and immune to a busy machine
@@ -60,7 +68,7 @@ def digits_module(seed: int = 0, epochs: int = 40):
                 opt.step()
     finally:
         torch.set_num_threads(threads)
-    return net.eval(), splits
+    return net.eval()
 
 
 def digits_mlp(out_dir: str | Path, seed: int = 0) -> ExampleModel:
@@ -92,20 +100,7 @@ def digits_cnn(out_dir: str | Path, seed: int = 0, epochs: int = 25) -> ExampleM
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
                         nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(splits["train"][0]), torch.from_numpy(splits["train"][1])
-    gen = torch.Generator().manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt), generator=gen).split(64):
-                opt.zero_grad()
-                nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    net.eval()
+    net = _train(net, splits["train"], seed, epochs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "digits-cnn.onnx"
