@@ -92,20 +92,7 @@ class MIGraphXBackend(OnnxRuntimeBackend):
 
     def _cache_dir(self) -> str | None:
         """Where MIGraphX keeps compiled programs (one per input shape): in the bundle, else the user cache."""
-        cache = self.options.get("cache_dir")
-        if not cache:
-            from ...accel.nvidia.engine_plan import user_engine_dir
-
-            sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
-            cache = str(self.bundle.engines_dir / "migraphx") if self.bundle.engines_writable() else \
-                os.path.join(user_engine_dir(sha), "migraphx")
-        try:
-            os.makedirs(cache, exist_ok=True)
-        except OSError as exc:
-            log.warning("%-28s | MIGraphX compiles every start: cannot create its model cache %s (%s)",
-                        f"migraphx[{self.bundle.name}]", cache, exc)
-            return None
-        return str(cache)
+        return self._compiled_cache_dir("migraphx", "MIGraphX compiles every start: cannot create its model cache")
 
     def _session(self, ort: Any, so: Any, chain: list[Any]) -> Any:
         path = str(self.bundle.model_file)

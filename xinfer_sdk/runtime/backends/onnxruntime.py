@@ -106,18 +106,22 @@ class OnnxRuntimeBackend(Backend):
     def _trt_cache_dir(self) -> str | None:
         """The TensorRT EP's engine cache dir, created now: ORT makes only its last level and falls back to the
         CUDA EP (on device 0, without options) when the parent is missing. None (no TensorRT EP) if it can't be."""
+        return self._compiled_cache_dir("ort-trt", "TensorRT EP left out: cannot create its engine cache")
+
+    def _compiled_cache_dir(self, sub: str, failure: str) -> str | None:
+        """``options['cache_dir']``, else ``engines/<sub>`` in the bundle, else the user cache when the bundle is
+        mounted read-only; created with its parents. None (with ``failure`` logged) when it cannot be."""
         cache = self.options.get("cache_dir")
-        if not cache:  # in the bundle, or the user cache when the bundle is mounted read-only
+        if not cache:
             from ...accel.nvidia.engine_plan import user_engine_dir
 
             sha = next((a.sha256 for a in self.bundle.manifest.artifacts_by_role("model")), "")
-            cache = str(self.bundle.engines_dir / "ort-trt") if self.bundle.engines_writable() else \
-                os.path.join(user_engine_dir(sha), "ort-trt")
+            cache = str(self.bundle.engines_dir / sub) if self.bundle.engines_writable() else \
+                os.path.join(user_engine_dir(sha), sub)
         try:
             os.makedirs(cache, exist_ok=True)
         except OSError as exc:
-            log.warning("%-28s | TensorRT EP left out: cannot create its engine cache %s (%s)",
-                        f"onnxruntime[{self.bundle.name}]", cache, exc)
+            log.warning("%-28s | %s %s (%s)", f"{self.name}[{self.bundle.name}]", failure, cache, exc)
             return None
         return str(cache)
 
