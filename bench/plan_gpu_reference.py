@@ -161,9 +161,11 @@ class Fit:
     batch_overhead: float
     gap_offsets: dict = dataclasses.field(default_factory=dict)  # family -> log offset of the kernel gap
     pre_ampere_gap: float = 0.0  # log factor of the kernel gap on the pre-Ampere families (shared, not penalised)
+    pre_ampere_eff: float = 0.0  # log factor of the matrix efficiency on the pre-Ampere families (same)
 
     def eff(self, family: str) -> float:
-        return self.eff_base * math.exp(self.offsets.get(family, 0.0))
+        pre = self.pre_ampere_eff if family in PRE_AMPERE_FAMILIES else 0.0
+        return self.eff_base * math.exp(self.offsets.get(family, 0.0) + pre)
 
     def gap(self, family: str) -> float:
         pre = self.pre_ampere_gap if family in PRE_AMPERE_FAMILIES else 0.0
@@ -202,21 +204,22 @@ def fit_cases(cases: list[Case]) -> Fit:
     nf = len(fams)
 
     def unpack(x):
-        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[6:6 + nf]))),
+        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[7:7 + nf]))),
                    power_exponent=float(x[1]), l2_fraction=1 / (1 + math.exp(-x[2])), kernel_gap=math.exp(x[3]) * 1e-6,
                    batch_overhead=math.exp(x[4]) * 1e-6 if lat_host else 100e-6,
-                   gap_offsets=dict(zip(fams, map(float, x[6 + nf:]))), pre_ampere_gap=float(x[5]) if pre else 0.0)
+                   gap_offsets=dict(zip(fams, map(float, x[7 + nf:]))), pre_ampere_gap=float(x[5]) if pre else 0.0,
+                   pre_ampere_eff=float(x[6]) if pre else 0.0)
 
     pre = any(c.family in PRE_AMPERE_FAMILIES for c in use)
 
     def resid(x):
         f = unpack(x)
         r = [math.log(predict(c, f) / c.published) for c in use]
-        return np.array(r + [math.sqrt(RIDGE) * o for o in x[6:]])
+        return np.array(r + [math.sqrt(RIDGE) * o for o in x[7:]])
 
-    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0] + [0.0] * (2 * nf))
-    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0] + [-2.0] * (2 * nf))
-    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0] + [2.0] * (2 * nf))
+    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0, 0.0] + [0.0] * (2 * nf))
+    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0, -3.0] + [-2.0] * (2 * nf))
+    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0, 3.0] + [2.0] * (2 * nf))
     sol = least_squares(resid, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3, max_nfev=400)
     return unpack(sol.x)
 
@@ -268,7 +271,9 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
     def entry(family=None):
         e = {"eff_matrix": {"value": round(float(fit.eff(family) if family else fit.eff_base), 5),
                             "source": "matrix efficiency before the power term" + (
-                                f" (base x exp({fit.offsets.get(family, 0.0):+.3f}) for the {family} family)"
+                                f" (base x exp({fit.offsets.get(family, 0.0):+.3f}) for the {family} family"
+                                + (f", x {math.exp(fit.pre_ampere_eff):.3g} pre-Ampere)"
+                                   if family in PRE_AMPERE_FAMILIES else ")")
                                 if family else " (base: families without a fitted record)")},
              "power_exponent": {"value": round(float(fit.power_exponent), 5), "source": "shared by every family"},
              "l2_fraction": {"value": round(float(fit.l2_fraction), 5), "source": "share of the L2 a tensor may use and "
@@ -289,6 +294,11 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
                 "their records together: no asynchronous global->shared copies (cp.async, compute capability 8.0+) "
                 "so the first loads of every kernel are exposed; a family without records of its own gets it on the "
                 "base gap")}
+            e["pre_ampere_eff"] = {"value": round(math.exp(fit.pre_ampere_eff), 5), "source": (
+                "x the matrix efficiency of the pre-Ampere families (" + ", ".join(PRE_AMPERE_FAMILIES) + "), fitted "
+                "on their records together: without cp.async their GEMM main loops cannot run multistage "
+                "global->shared pipelines (CUTLASS multistage kernels need sm_80), so less of the tensor peak is "
+                "reached; a family without records of its own gets it on the base efficiency")}
         return e
 
     doc = {
@@ -301,7 +311,7 @@ def write_factors(fit: Fit, cases: list[Case], path: Path) -> None:
             "method": ("least squares of log(predicted / published) over the records above (MLPerf Offline and "
                        "SingleStream, TensorRT BERT demo batch 1 and 128); matrix efficiency = base x exp(family "
                        f"offset) x power term, kernel gap = base x exp(family offset) x reference / boost clock (gpu_clocks.yaml) "
-                       "(x a shared factor on the pre-Ampere families), offsets ridge-penalised (weight "
+                       "(the pre-Ampere families share one more factor on each), offsets ridge-penalised (weight "
                        f"{RIDGE}); eff_vector, eff_memory and "
                        "kernel_floor stay at their sourced priors (xinfer_sdk/planning/factors.py)"),
             "priors_kept": {k: PRIORS[k].value for k in ("eff_vector", "eff_memory", "kernel_floor")},

@@ -26,7 +26,8 @@ NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fractio
 POWER_REF_W_PER_TFLOPS = 1.0
 # Families without asynchronous global->shared copies (cp.async needs compute capability 8.0; CUDA C++ Programming
 # Guide, "Asynchronous Data Copies"): their kernels expose the latency of their first loads, so their kernel gap
-# carries a shared fitted factor (``pre_ampere_gap`` in the 'all' fit), learned from all of them together.
+# carries a shared fitted factor (``pre_ampere_gap`` in the 'all' fit), learned from all of them together; so does
+# their matrix efficiency (``pre_ampere_eff``): without cp.async a GEMM main loop cannot pipeline its loads in stages.
 PRE_AMPERE_FAMILIES = ("volta", "volta-xavier", "turing")
 POWER_CLIP = (0.5, 1.5)
 
@@ -97,10 +98,11 @@ def gpu_factors(family: str, *, jetson: bool = False, data: Mapping[str, Any] | 
     out = {}
     for name in NAMES:
         out[name] = _entry(values, name, basis) or PRIORS[name]
-    pre = _entry(fits.get("all") or {}, "pre_ampere_gap", basis)
-    if family in PRE_AMPERE_FAMILIES and family not in fits and pre is not None:  # a family fit already carries it
-        g = out["kernel_gap"]
-        out["kernel_gap"] = Factor(g.value * pre.value, f"{g.source}; x {pre.value:.3g} {pre.source}")
+    for name, pre_name in (("kernel_gap", "pre_ampere_gap"), ("eff_matrix", "pre_ampere_eff")):
+        pre = _entry(fits.get("all") or {}, pre_name, basis)
+        if family in PRE_AMPERE_FAMILIES and family not in fits and pre is not None:  # a family fit carries it
+            g = out[name]
+            out[name] = Factor(g.value * pre.value, f"{g.source}; x {pre.value:.3g} {pre.source}")
     if jetson:
         f = out["kernel_floor"]
         out["kernel_floor"] = Factor(f.value * JETSON_FLOOR_SCALE.value, f"{f.source}; x{JETSON_FLOOR_SCALE.value:g} "

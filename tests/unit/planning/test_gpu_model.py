@@ -188,15 +188,20 @@ def test_power_term():
     assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
 
 
-def test_pre_ampere_families_share_a_fitted_kernel_gap_factor():
-    data = {"provenance": {}, "fits": {"all": {"kernel_gap": 5e-6, "pre_ampere_gap": 3.0},
-                                       "volta-xavier": {"kernel_gap": 2e-5}}}
-    turing = gpu_factors("turing", data=data)["kernel_gap"]  # no turing fit: the base gap x the shared factor
-    assert turing.value == pytest.approx(15e-6) and "x 3" in turing.source
-    assert gpu_factors("volta-xavier", data=data)["kernel_gap"].value == 2e-5  # its own fit carries the factor
-    assert gpu_factors("ampere", data=data)["kernel_gap"].value == 5e-6  # cp.async (sm_80+): not applied
+def test_pre_ampere_families_share_fitted_gap_and_efficiency_factors():
+    data = {"provenance": {}, "fits": {"all": {"kernel_gap": 5e-6, "pre_ampere_gap": 3.0, "eff_matrix": 0.6,
+                                               "pre_ampere_eff": 0.5},
+                                       "volta-xavier": {"kernel_gap": 2e-5, "eff_matrix": 0.25}}}
+    turing = gpu_factors("turing", data=data)  # no turing fit: the base values x the shared factors
+    assert turing["kernel_gap"].value == pytest.approx(15e-6) and "x 3" in turing["kernel_gap"].source
+    assert turing["eff_matrix"].value == pytest.approx(0.3) and "x 0.5" in turing["eff_matrix"].source
+    xavier = gpu_factors("volta-xavier", data=data)  # its own fit carries the factors already
+    assert xavier["kernel_gap"].value == 2e-5 and xavier["eff_matrix"].value == 0.25
+    ampere = gpu_factors("ampere", data=data)  # cp.async (sm_80+): not applied
+    assert ampere["kernel_gap"].value == 5e-6 and ampere["eff_matrix"].value == 0.6
     stored = load()["fits"]["all"]
     assert stored["pre_ampere_gap"]["value"] > 1 and "cp.async" in stored["pre_ampere_gap"]["source"]
+    assert stored["pre_ampere_eff"]["value"] < 1 and "cp.async" in stored["pre_ampere_eff"]["source"]
 
 
 def test_kernel_gap_is_a_number_of_cycles():
