@@ -17,7 +17,8 @@ ran on the GPU and both DLAs: the planner prices the GPU only; those rows are sh
 
 Fit (per architecture family, never per model): matrix efficiency = base x exp(family offset) x power term and
 per-kernel gap = base x exp(family offset) x reference / boost clock (the gap is a number of cycles; clocks:
-xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base);
+xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base); the
+pre-Ampere families (Volta/Xavier, Turing: no cp.async) share one more factor on each, not penalised;
 power exponent, L2 share and per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
 (each GPU predicted by a fit that did not see it); also shown: leave-one-family-out, and per model (fit on one
 model, predict the other).
