@@ -79,6 +79,9 @@ def show(ctx: click.Context, name: str, overrides: tuple[str, ...], as_json: boo
         ("bandwidth", _fig(prof, "memory_bandwidth_gbps", prof.memory_bandwidth_gbps, " GB/s"),
          "; ".join(src.get("memory_bandwidth_gbps", ()))),
         ("L2 cache", _fig(prof, "l2_cache_mb", prof.l2_cache_mb, " MB"), "; ".join(src.get("l2_cache_mb", ()))),
+        ("host link", _fig(prof, "host_link_gbps", prof.host_link_gbps, " GB/s per direction")
+         if prof.host_link_gbps is not None or prof.figure_unknown("host_link_gbps") else "PCIe (planner's rule)",
+         "; ".join(src.get("host_link_gbps", ()))),
         ("TDP", _fig(prof, "tdp_w", prof.tdp_w, " W"), "; ".join(src.get("tdp_w", ()))),
         ("DLA cores", str(prof.dla_cores), "; ".join(src.get("dla_cores", ()))),
         ("architecture", f"{prof.arch_family} ({prof.vendor})", ""),

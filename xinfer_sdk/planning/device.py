@@ -46,9 +46,12 @@ __all__ = ["ROOFLINE_P", "Factor", "soft_max", "DeviceModel", "BatchTime", "devi
 
 # ---- GPU: efficiencies, floors and overheads come from factors.py (priors, or fits to published results) ----
 PCIE_GBPS = {"3": 15.75, "4": 31.5, "5": 63.0}  # per direction, x16 (PCI-SIG: 8 / 16 / 32 GT/s x 16 lanes, 128b/130b)
-PCIE_BY_CC = {"7.5": "3", "8.0": "4", "8.6": "4", "8.9": "4", "9.0": "5", "10.0": "5"}
-PCIE_SOURCE = ("PCIe generation per GPU from the datasheets collected in shared/reference/gpu-specs.yaml "
-               "(T4 Gen3, A10/A100/L4 Gen4, H100/H200 Gen5); per-direction x16 rate from the PCI-SIG line rates")
+PCIE_BY_CC = {"7.5": "3", "8.0": "4", "8.6": "4", "8.9": "4", "9.0": "5", "10.0": "5", "10.3": "5", "12.0": "5",
+              "gfx942": "5", "gfx950": "5"}
+PCIE_SOURCE = ("PCIe generation per GPU from the datasheets collected in shared/reference/gpu-specs*.yaml "
+               "(T4 Gen3, A10/A100/L4/L40S Gen4, H100/H200/H20/B200/RTX PRO 6000 Gen5, MI300X/MI325X/MI355X Gen5 x16; "
+               "B300 is listed as Gen6 with conflicting rates, so Gen5 is assumed); per-direction x16 rate from the "
+               "PCI-SIG line rates. A profile's host_link_gbps (e.g. GB200's NVLink-C2C) replaces this rule")
 EFF_LINK = Factor(0.8, "pinned host-to-device copies reach ~12-13 of 15.75 GB/s on PCIe Gen3 x16 (CUDA samples "
                        "bandwidthTest); protocol overhead ~20 %")
 
@@ -184,6 +187,12 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
         vec, vbasis = peak / 8.0, f"no FP32 figure: {prec.upper()} peak / 8 (Ampere tensor-to-FP32 ratio)"
     unified = profile.unified_memory or profile.kind == "jetson"
     gen = PCIE_BY_CC.get(profile.compute_capability or "", "4")
+    link = getattr(profile, "host_link_gbps", None)
+    if link is not None:
+        link_gbps, link_basis = float(link), ("profile host_link_gbps: "
+                                               + "; ".join(profile.sources.get("host_link_gbps", ())))
+    else:
+        link_gbps, link_basis = PCIE_GBPS[gen], f"PCIe Gen{gen} x16; {PCIE_SOURCE}"
     fac = gpu_factors(profile.arch_family, jetson=profile.kind == "jetson")
     l2 = getattr(profile, "l2_cache_mb", None)
     l2_src = "; ".join(getattr(profile, "sources", {}).get("l2_cache_mb", ()))
@@ -211,8 +220,8 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
         bandwidth_basis="profile memory_bandwidth_gbps: " + "; ".join(profile.sources.get("memory_bandwidth_gbps", ())),
         eff_matrix=eff_m, eff_vector=fac["eff_vector"], eff_memory=fac["eff_memory"],
         kernel_floor=fac["kernel_floor"], op_overhead=gap, batch_overhead=fac["batch_overhead"],
-        request_overhead=REQUEST_OVERHEAD, link_gbps=None if unified else PCIE_GBPS[gen],
-        link_basis="memory shared with the host: no copies" if unified else f"PCIe Gen{gen} x16; {PCIE_SOURCE}",
+        request_overhead=REQUEST_OVERHEAD, link_gbps=None if unified else link_gbps,
+        link_basis="memory shared with the host: no copies" if unified else link_basis,
         eff_link=None if unified else EFF_LINK, shared_device=True, engine="fused",
         l2_bytes=None if l2 is None else float(l2) * 1024 * 1024, l2_basis=l2_basis, l2_fraction=fac["l2_fraction"],
         fused_attention=attn, attention_basis=attn_basis, factors_basis=fac["_basis"].source)

@@ -59,8 +59,9 @@ def check_complete(data: Mapping[str, Any], file: str) -> None:
                 raise ProfileError(f"figure has no source URL; add sources.{fig}", file=file, field=f"sources.{fig}")
     _check_vendor(data, file)
     sources = data.get("sources") or {}
-    if data.get("l2_cache_mb") not in (None, UNKNOWN) and "l2_cache_mb" not in sources:
-        raise ProfileError("figure has no source URL; add sources.l2_cache_mb", file=file, field="sources.l2_cache_mb")
+    for fig in ("l2_cache_mb", "host_link_gbps"):
+        if data.get(fig) not in (None, UNKNOWN) and fig not in sources:
+            raise ProfileError(f"figure has no source URL; add sources.{fig}", file=file, field=f"sources.{fig}")
     if data.get("pricing"):
         _check_pricing(data["pricing"], file)
         if "pricing" not in sources:

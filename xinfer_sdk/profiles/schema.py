@@ -80,6 +80,7 @@ PROFILE = Section({
     "memory_gb": _num,
     "memory_bandwidth_gbps": _fig,
     "l2_cache_mb": _fig,
+    "host_link_gbps": _fig,
     "unified_memory": Scalar(bool),
     "peak_tflops": PEAKS,
     "peak_basis": _str,
@@ -233,6 +234,7 @@ class Profile:
     chain: tuple[str, ...] = ()
     vendor: str = "nvidia"
     l2_cache_mb: float | None = None         # on-chip L2 / last-level cache, MB (None: not given or unknown)
+    host_link_gbps: float | None = None      # host <-> GPU link per direction, GB/s (None: the PCIe rule of the planner)
     pricing: Mapping[str, Any] | None = None  # the YAML `pricing` section (docs/profiles.md), None when unpriced
     arch_family_override: str | None = None  # the YAML `arch_family`, when the profile states it
     unknown: frozenset[str] = frozenset()    # figure paths written as 'unknown' (exposed as None)
@@ -337,7 +339,7 @@ def validate(raw: Any, file: str) -> dict[str, Any]:
     return PROFILE.check(raw, "", file)
 
 
-UNKNOWN_FIGURES = ("memory_bandwidth_gbps", "l2_cache_mb", "tdp_w")
+UNKNOWN_FIGURES = ("memory_bandwidth_gbps", "l2_cache_mb", "host_link_gbps", "tdp_w")
 
 
 def _known(value: Any) -> Any:
@@ -373,6 +375,6 @@ def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Prof
         kubernetes=KubernetesPolicy(**(data.get("kubernetes") or {})), price_per_hour_usd=data.get("price_per_hour_usd"),
         sources={k: tuple(v) for k, v in (data.get("sources") or {}).items()}, notes=tuple(data.get("notes") or ()),
         file=file, extends=data.get("extends"), chain=chain, vendor=data.get("vendor", "nvidia"),
-        l2_cache_mb=_known(data.get("l2_cache_mb")), pricing=copy.deepcopy(data.get("pricing")) or None,
+        l2_cache_mb=_known(data.get("l2_cache_mb")), host_link_gbps=_known(data.get("host_link_gbps")), pricing=copy.deepcopy(data.get("pricing")) or None,
         arch_family_override=data.get("arch_family"), unknown=frozenset(unknown),
     )
