@@ -160,6 +160,8 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
     allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
     """
+    if device is not None:  # a typo is refused before anything is opened or built
+        device = normalize_device(device)
     prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
     bundle = _open(path, prof)
     accuracy = bundle.manifest.accuracy or {}

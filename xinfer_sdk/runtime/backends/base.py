@@ -8,6 +8,7 @@ all of that. Inputs and outputs are ``dict[str, numpy.ndarray]`` with the batch 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Mapping
@@ -33,12 +34,28 @@ def normalize_device(device: str) -> str:
     """
     m = _DEVICE.fullmatch(str(device).strip())
     if m is None:
+        nearest = _nearest_device(str(device))
         raise UserError(f"device {device!r} is not understood; expected 'cpu', 'cuda' or 'cuda:N' (NVIDIA, e.g. "
-                        "'cuda:1'), 'rocm' or 'rocm:N' (AMD, also spelt 'hip:N')")
+                        "'cuda:1'), 'rocm' or 'rocm:N' (AMD, also spelt 'hip:N')"
+                        + (f"; did you mean {nearest!r}?" if nearest else ""))
     if m.group(1):
         return "cpu"
     kind = "rocm" if m.group(2).lower() in ("rocm", "hip") else "cuda"
     return f"{kind}:{int(m.group(3) or 0)}"
+
+
+def _nearest_device(device: str) -> str | None:
+    """The accepted spelling closest to an unknown one ('tpu:1' -> 'cuda:1', 'rocm1' -> 'rocm:1'), or None."""
+    m = re.fullmatch(r"\s*([A-Za-z]+)\W*(\d+)?\s*", device)
+    if m is None:
+        return None
+    names = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "rocm": "rocm", "hip": "rocm", "amd": "rocm",
+             "nvidia": "cuda"}
+    close = difflib.get_close_matches(m.group(1).lower(), list(names), n=1, cutoff=0.5)
+    if not close:
+        return None
+    kind = names[close[0]]
+    return kind if kind == "cpu" else f"{kind}:{int(m.group(2) or 0)}"
 
 
 def device_kind(device: str) -> str:
