@@ -168,8 +168,8 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     if accuracy.get("passed") is False and not allow_failed_gate:
         raise BundleError(f"bundle '{bundle.name}' failed its accuracy gate when it was built "
                           f"({bundle.manifest.precision} vs the FP32 reference)",
-                          hint="see `xinfer-sdk inspect`; rebuild it, or pass allow_failed_gate=True "
-                               "(serve: --allow-failed-gate) to load it anyway")
+                          hint="see `xinfer-sdk inspect`; rebuild it, or load it anyway from Python with "
+                               "xs.load(path, allow_failed_gate=True) (`serve` refuses it)")
     policy = resolve_policy(bundle, prof, batching, config)
     _size_raw_onnx(bundle, policy)
     notes: list[str] = []
