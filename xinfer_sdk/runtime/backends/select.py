@@ -52,9 +52,15 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
         if requested not in REGISTRY:
             raise UserError(f"unknown backend {requested!r}; expected auto or one of {', '.join(REGISTRY)}")
         cls = backend_class(requested)
-        reason = unavailable_reason(cls, bundle, profile, device)
+        if device_kind(device) not in cls.devices:  # the device is the problem, not a missing package
+            raise BackendUnavailable(requested, f"it runs on {' / '.join(cls.devices)} devices, not {device}; "
+                                                f"pass device={' or '.join(repr(k) for k in cls.devices)} (':N' "
+                                                "for another GPU) or leave backend='auto'")
+        reason = cls.unavailable_reason(bundle, profile, device)
         if reason:
-            raise BackendUnavailable(requested, reason, extra=REGISTRY[requested][1])
+            # no generic "install the extra" hint: the reason names the package when one is missing, and
+            # says the real cause otherwise (e.g. torch is installed but the bundle holds no TorchScript)
+            raise BackendUnavailable(requested, reason)
         return cls, f"backend={requested!r} was requested", {}
     skipped: dict[str, str] = dict(exclude or {})
     order = list(profile.backends) + [b for b in REGISTRY if b not in profile.backends]
@@ -75,6 +81,7 @@ def choose(bundle: Bundle, profile: Profile, device: str, requested: str = "auto
             return cls, why, skipped
         skipped[name] = reason
     detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-    # on an AMD device the reasons name what to install (onnxruntime-migraphx has no extra of ours)
-    extra = None if device_kind(device) == "rocm" else "cpu"
+    # on a GPU the reasons name what to install ([gpu], [tensorrt], onnxruntime-migraphx); only a CPU run is
+    # fixed by the [cpu] extra
+    extra = "cpu" if device_kind(device) == "cpu" else None
     raise BackendUnavailable("auto", f"no backend can run bundle '{bundle.name}' on {device}: {detail}", extra=extra)
