@@ -74,7 +74,7 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
                                "by input name, a folder of .npy files, or module:function yielding dicts of arrays")
     out = Path(output) if output is not None else default_output(model)
     opts = BuildOptions(
-        model=model, profile=prof, precision=prec, output=out, name=name or _stem(model), batch=batch,
+        model=model, profile=prof, precision=prec, output=out, name=name or _bundle_name(out, model), batch=batch,
         shapes=ranges, dynamic_axes={k: {int(a): str(n) for a, n in v.items()} for k, v in (dynamic_axes or {}).items()},
         dtypes=dict(dtypes or {}), input_names=list(input_names) if input_names else None,
         output_names=list(output_names) if output_names else None, weights=weights, signature=signature, opset=opset, calib=calib,
@@ -133,6 +133,13 @@ def resolve_precision(profile: Profile, precision: str | None) -> str:
 def default_output(model: Any) -> Path:
     """``<model stem>.xinfer`` in the current folder."""
     return Path.cwd() / (_stem(model) + BUNDLE_SUFFIX)
+
+
+def _bundle_name(out: Path, model: Any) -> str:
+    """The model name when ``--name`` is not given: the output folder's stem (``-o mlp.xinfer`` -> ``mlp``),
+    which is what a user then types in URLs and charts; the model's stem when the folder has no usable stem."""
+    stem = out.name[: -len(BUNDLE_SUFFIX)] if out.name.endswith(BUNDLE_SUFFIX) else out.name
+    return stem or _stem(model)
 
 
 def _stem(model: Any) -> str:

@@ -71,7 +71,7 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--fp16-block-op", "fp16_block_ops", multiple=True, metavar="OP",
               help="Keep this op type in FP32 in an FP16 build (repeatable).")
 @click.option("--no-engine", is_flag=True, help="Record the TensorRT plan but do not build the engine here.")
-@click.option("--name", help="Model name in the bundle (default: the file stem).")
+@click.option("--name", help="Model name in the bundle (default: the output folder's stem, e.g. -o mlp.xinfer -> mlp).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Bundle folder (default: ./<model>.xinfer).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-step lines or progress bar on stderr.")
 @set_option
