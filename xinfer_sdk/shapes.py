@@ -79,6 +79,52 @@ def parse_shapes(specs: str | Iterable[str] | None) -> dict[str, ShapeRange]:
     return out
 
 
+_FORMS = ("'NAME:MIN..OPT..MAX' text (e.g. 'x:1x3x224x224', entries separated by commas), a list of such "
+          "entries, or a dict of input name -> '1x3x224x224' / '1x8..32x128' / [1, 3, 224, 224] / "
+          "{'min': [...], 'opt': [...], 'max': [...]}")
+
+
+def _dims(value: object, where: str) -> Shape:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(d, int) and not isinstance(d, bool)
+                                                           for d in value):
+        if any(d < 1 for d in value):
+            raise UserError(f"{where}: every dimension must be >= 1, got {list(value)}")
+        return tuple(value)
+    raise UserError(f"{where}: expected a shape like [1, 3, 224, 224] or '1x3x224x224', got {value!r}")
+
+
+def coerce_shapes(shapes: object, *, arg: str = "shapes=") -> dict[str, ShapeRange]:
+    """Every form the Python API accepts for shape ranges -> {input name: ShapeRange}; anything else is one
+    UserError line naming the argument and the accepted forms (never a ValueError / AttributeError)."""
+    if shapes is None:
+        return {}
+    if isinstance(shapes, str):
+        return parse_shapes(shapes)
+    if isinstance(shapes, Mapping):
+        out: dict[str, ShapeRange] = {}
+        for name, v in shapes.items():
+            where = f"{arg} input {name!r}"
+            if not isinstance(name, str) or not name:
+                raise UserError(f"{arg} keys must be input names (text), got {name!r}")
+            if isinstance(v, ShapeRange):
+                out[name] = v
+            elif isinstance(v, str):
+                if ":" in v:
+                    raise UserError(f"{where}: give only the shape ('1x3x224x224' or '1x8..32x128'), not {v!r}")
+                out[name] = parse_shapes(f"{name}:{v}")[name]
+            elif isinstance(v, Mapping) and set(v) <= {"min", "opt", "max"} and {"min", "max"} <= set(v):
+                lo, hi = _dims(v["min"], where), _dims(v["max"], where)
+                out[name] = ShapeRange(lo, _dims(v.get("opt", v["max"]), where), hi)
+            elif isinstance(v, (list, tuple)):
+                out[name] = ShapeRange.fixed(_dims(v, where))
+            else:
+                raise UserError(f"{where}: {v!r} is not a shape; expected {_FORMS}")
+        return out
+    if isinstance(shapes, (list, tuple)) and all(isinstance(e, str) for e in shapes):
+        return parse_shapes(shapes)
+    raise UserError(f"{arg} got {type(shapes).__name__} {shapes!r}; expected {_FORMS}")
+
+
 def check_names(shapes: Mapping[str, ShapeRange], known: Iterable[str]) -> None:
     """Refuse ranges for inputs the model does not have, naming the ones it does."""
     known = list(known)

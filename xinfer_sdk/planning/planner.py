@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConversionError, UserError, XinferError
 from ..policy import BatchPolicy, parse_duration
 from ..profiles import Profile, load_profile, read_host
-from ..shapes import ShapeRange
+from ..shapes import ShapeRange, coerce_shapes
 from . import explain as _explain
 from .bill import check_price_names, expand_profiles
 from .cost import CostCurve, build_curve
@@ -154,13 +154,19 @@ def choose_best(plans: Sequence[ProfilePlan]) -> dict[str, Any]:
 
 
 def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precision: str | None = None,
-         target_qps: float | None = None, p99: str | float = "50ms", shapes: Mapping[str, ShapeRange] | None = None,
-         measure: bool = False, profiles_dirs: Sequence[str] = (), prices: Mapping[str, float] | None = None,
+         target_qps: float | None = None, p99: str | float = "50ms",
+         shapes: Mapping[str, Any] | str | Sequence[str] | None = None, measure: bool = False,
+         profiles_dirs: Sequence[str] = (), prices: Mapping[str, float] | None = None,
          sim_requests: int = 20000, screen: int = 3000, measure_kw: Mapping[str, Any] | None = None,
          progress: Callable[[int, int, str], None] | None = None) -> Plan:
     """Plan ``model`` (ONNX path, ModelProto or bundle folder) on each profile for the SLO ("auto": this
-    machine's profile)."""
+    machine's profile).
+
+    shapes: ranges for dynamic axes, as the CLI's ``--shapes`` text ('input_ids:1x8..32x128'), a list of such
+    entries, or a dict {input name: '1x3x224x224' | '1x8..32x128' | [1, 3, 224, 224] | {'min', 'opt', 'max'}};
+    defaults to the ranges a bundle records."""
     p99_s = parse_p99(p99)
+    given_shapes = coerce_shapes(shapes)
     if target_qps is not None and (not isinstance(target_qps, (int, float)) or target_qps <= 0):
         raise UserError(f"--target-qps must be a positive number of requests per second, got {target_qps!r}")
     names = expand_profiles(profiles, profiles_dirs)  # "all": every concrete profile but cpu
@@ -180,7 +186,7 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
         for k in [k for k, p in enumerate(profs) if p.name == name]:
             profs[k] = dataclasses.replace(profs[k], price_per_hour_usd=float(price))
     onnx_model, bundle_policy, bundle_shapes, display = resolve_model(model)
-    shapes = dict(shapes or bundle_shapes)
+    shapes = dict(given_shapes or bundle_shapes)
     curves: dict[str, Any] = {}
     notes: list[str] = []
     calibrations: dict[str, tuple[DeviceModel, dict[str, Any]]] = {}
