@@ -13,7 +13,7 @@ from typing import Any
 
 from .._yamlfile import read_mapping
 from ..bundle import Artifact, Bundle, Manifest, TensorSpec, is_bundle, open_bundle, sha256_file
-from ..errors import BackendUnavailable, BundleError, UserError, XinferError
+from ..errors import BackendUnavailable, BundleError, ConversionError, UserError, XinferError
 from ..policy import BatchPolicy
 from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
 from .backends.base import normalize_device
@@ -111,28 +111,56 @@ def _cache_dir() -> Path:
     return Path(base)
 
 
+#: what xs.load says instead of the build's CLI hint (--shapes / --dtype / --calib are not xs.load arguments)
+LOAD_SHAPES_HINT = ("pass example shapes to xs.load, e.g. shapes={'input_ids': '1x8..32x128..64x512'} (or "
+                    "shapes='input_ids:1x8..32x128..64x512'; add dtypes={'input_ids': 'int64'} for integer inputs), "
+                    "or build a bundle first with xs.build(...) / xinfer-sdk build")
+_MODEL_FILES = (".pt", ".pth", ".ts", ".pt2")
+
+
 def bundle_from_model(path: Path, profile: Profile, **build_kw: Any) -> Bundle:
-    """Build a bundle on the fly from a TorchScript / ExportedProgram file (cached by content and profile)."""
-    digest = hashlib.sha256(f"{sha256_file(path)}:{profile.name}".encode()).hexdigest()[:16]
+    """Build a bundle on the fly from a TorchScript / ExportedProgram file (cached by content, profile and the
+    build arguments)."""
+    key = f"{sha256_file(path)}:{profile.name}"
+    if any(v is not None for v in build_kw.values()):
+        key += ":" + repr(sorted((k, repr(v)) for k, v in build_kw.items()))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = _cache_dir() / "bundles" / f"{path.stem}-{digest}.xinfer"
     if is_bundle(out):
         return open_bundle(out)
     from ..builder import build
 
-    return build(str(path), profile=profile, output=str(out), **build_kw)
+    try:
+        return build(str(path), profile=profile, output=str(out), **build_kw)
+    except UserError as exc:
+        from xinfer_sdk.converters.export import SHAPES_HINT
+
+        if SHAPES_HINT not in exc.message:
+            raise
+        cls = type(exc) if type(exc) in (UserError, ConversionError) else UserError
+        raise cls(exc.message.replace(SHAPES_HINT, LOAD_SHAPES_HINT), hint=exc.hint) from None
 
 
-def _open(path: Any, profile: Profile) -> Bundle:
+def _open(path: Any, profile: Profile, *, shapes: Any = None, dtypes: Mapping[str, str] | None = None) -> Bundle:
     if isinstance(path, Bundle):
-        return path
+        return _no_build_args(path.name, shapes, dtypes) or path
     p = Path(path)
+    if p.is_file() and p.suffix.lower() in _MODEL_FILES:
+        return bundle_from_model(p, profile, shapes=shapes, dtypes=dtypes)
+    _no_build_args(str(p), shapes, dtypes)
     if is_bundle(p):
         return open_bundle(p)
     if p.is_file() and p.suffix.lower() == ".onnx":
         return bundle_from_onnx(p)
-    if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".ts", ".pt2"):
-        return bundle_from_model(p, profile)
     return open_bundle(p)  # raises the right BundleError (missing / not a bundle)
+
+
+def _no_build_args(what: str, shapes: Any, dtypes: Any) -> None:
+    """shapes= / dtypes= only size the export of a model file; never ignored silently elsewhere."""
+    given = [k for k, v in (("shapes", shapes), ("dtypes", dtypes)) if v is not None]
+    if given:
+        raise UserError(f"{' and '.join(f'{k}=' for k in given)} only apply when xs.load builds a TorchScript / "
+                        f"ExportedProgram file ({', '.join(_MODEL_FILES)}); {what} is not one")
 
 
 def default_threads(device: str, concurrency: int) -> int | None:
@@ -146,7 +174,8 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
          batching: BatchPolicy | Mapping[str, Any] | str | None = None, device: str | None = None,
          threads: int | None = None, config: str | os.PathLike[str] | None = None, name: str | None = None,
          profiles_dirs: Sequence[str] = (), overrides: Sequence[str] = (), warmup: bool = True,
-         options: Mapping[str, Any] | None = None, allow_failed_gate: bool = False) -> Model:
+         options: Mapping[str, Any] | None = None, allow_failed_gate: bool = False, shapes: Any = None,
+         dtypes: Mapping[str, str] | None = None) -> Model:
     """Load a bundle (or a raw .onnx / TorchScript file) and start its batching core.
 
     profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
@@ -159,11 +188,14 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
         profile's kind (rocm:0 for an AMD profile). A GPU profile on a machine where no GPU
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
     allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
+    shapes, dtypes: for a TorchScript / ExportedProgram file only (xs.load builds a bundle from it, as
+        ``xs.build``): example input shapes, as ``xs.build(shapes=...)`` takes them ('x:1x8..32x8..64x8' or
+        {'x': '1x8'}), and {'ids': 'int64'} for integer inputs.
     """
     if device is not None:  # a typo is refused before anything is opened or built
         device = normalize_device(device)
     prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
-    bundle = _open(path, prof)
+    bundle = _open(path, prof, shapes=shapes, dtypes=dtypes)
     accuracy = bundle.manifest.accuracy or {}
     if accuracy.get("passed") is False and not allow_failed_gate:
         raise BundleError(f"bundle '{bundle.name}' failed its accuracy gate when it was built "
