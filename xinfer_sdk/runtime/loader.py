@@ -17,7 +17,8 @@ from ..errors import BackendUnavailable, BundleError, ConversionError, UserError
 from ..policy import BatchPolicy
 from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
 from .backends.base import normalize_device
-from .backends.select import choose
+from .backends.select import ALIASES, choose
+from .keys import check_keys, check_options
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     from ..policy import SEED_ALIASES
 
     known = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
-    return {k: v for k, v in section.items() if k in known}
+    check_keys(section, known, f"{p}: batch" if section is not data else str(p))
+    return dict(section)
 
 
 def resolve_policy(bundle: Bundle, profile: Profile, batching: Any, config: str | os.PathLike[str] | None
@@ -194,6 +196,7 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     """
     if device is not None:  # a typo is refused before anything is opened or built
         device = normalize_device(device)
+    check_options(options, ALIASES.get(backend, backend or "auto"))
     prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
     bundle = _open(path, prof, shapes=shapes, dtypes=dtypes)
     accuracy = bundle.manifest.accuracy or {}

@@ -35,7 +35,9 @@ from typing import Any
 
 from .._yamlfile import read_mapping
 from ..errors import UserError
-from ..policy import parse_duration
+from ..policy import SEED_ALIASES, BatchPolicy, parse_duration
+from ..runtime.backends.base import normalize_device
+from ..runtime.keys import check_keys, check_options, did_you_mean
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
@@ -43,6 +45,39 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 10
 _MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
 _SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_max_connection_age", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
 _GRPC_IMPLS = ("native", "grpcio")
+_BATCH_KEYS = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
+#: value types of the scalar keys: (check, what the error says was expected)
+_PORT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535, "a port number 0-65535")
+_OPT_PORT = (lambda v: v is None or _PORT[0](v), "a port number 0-65535 or null")
+_TEXT = (lambda v: isinstance(v, str) and v != "", "text")
+_OPT_TEXT = (lambda v: v is None or _TEXT[0](v), "text or null")
+_TYPES = {
+    "server": {"host": _TEXT, "port": _PORT, "grpc_port": _OPT_PORT, "metrics_port": _OPT_PORT,
+               "api_key_env": _OPT_TEXT},
+    "model": {"name": _OPT_TEXT, "profile": _OPT_TEXT, "device": _OPT_TEXT, "backend": _OPT_TEXT,
+              "threads": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                          "a whole number >= 1 or null")},
+}
+
+
+def _check_types(data: Mapping[str, Any], kind: str, where: str) -> None:
+    """A wrong type is one line naming the key and the expected type (not a crash later on)."""
+    for key, (ok, expected) in _TYPES[kind].items():
+        if key in data and not ok(data[key]):
+            raise UserError(f"{where}.{key}: expected {expected}, got {data[key]!r}")
+    if data.get("device") is not None:
+        try:
+            normalize_device(data["device"])
+        except UserError as exc:
+            raise UserError(f"{where}.device: {exc.message}") from None
+    if "batch" in data:
+        check_keys(_mapping(data["batch"], f"{where}.batch"), _BATCH_KEYS, f"{where}.batch")
+    if data.get("options") is not None:
+        options = _mapping(data["options"], f"{where}.options")
+        try:
+            check_options(options, data.get("backend") or "auto")
+        except UserError as exc:
+            raise UserError(f"{where}.{exc.message}") from None
 
 
 def parse_size(value: Any, *, field: str = "size") -> int:
@@ -101,24 +136,29 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
     data = read_mapping(p)
     if "models" not in data and "server" not in data and "defaults" not in data:
         # the seed's batch-policy config.yaml: applies to every model given on the command line
+        section = _mapping(data.get("batch", data.get("batching", data)), f"{p}: batch")
+        for key in section:
+            if key not in _BATCH_KEYS:  # a batch-policy typo, or a misspelt server-file section
+                hint = did_you_mean(key, _BATCH_KEYS | {"models", "server", "defaults"})
+                raise UserError(f"{p}: {key}: unknown key{hint} (a server file has server, defaults, models; a "
+                                f"batch-policy file has {', '.join(sorted(_BATCH_KEYS))})")
         if not entries:
             raise UserError(f"{p}: holds only batch-policy keys; give the BUNDLE paths on the command line")
         for e in entries:
             e.policy_file = str(p)
         return ServeConfig(entries, {})
-    unknown = set(data) - {"models", "server", "defaults"}
-    if unknown:
-        raise UserError(f"{p}: unknown top-level key(s) {sorted(unknown)}; expected server, defaults, models")
+    for key in data:
+        if key not in ("models", "server", "defaults"):
+            raise UserError(f"{p}: unknown top-level key {key!r}{did_you_mean(key, ('models', 'server', 'defaults'))}"
+                            " (expected server, defaults, models)")
     server = _mapping(data.get("server"), f"{p}: server")
-    bad = set(server) - _SERVER_KEYS
-    if bad:
-        raise UserError(f"{p}: server.{sorted(bad)[0]}: unknown key; expected one of {sorted(_SERVER_KEYS)}")
+    check_keys(server, _SERVER_KEYS, f"{p}: server")
+    _check_types(server, "server", f"{p}: server")
     if "grpc_impl" in server and server["grpc_impl"] not in _GRPC_IMPLS:
         raise UserError(f"{p}: server.grpc_impl: expected one of {', '.join(_GRPC_IMPLS)}, got {server['grpc_impl']!r}")
     defaults = _mapping(data.get("defaults"), f"{p}: defaults")
-    bad = set(defaults) - (_MODEL_KEYS - {"name", "path"})
-    if bad:
-        raise UserError(f"{p}: defaults.{sorted(bad)[0]}: unknown key")
+    check_keys(defaults, _MODEL_KEYS - {"name", "path"}, f"{p}: defaults")
+    _check_types(defaults, "model", f"{p}: defaults")
     models = data.get("models") or []
     if isinstance(models, Mapping):  # {name: path or {path: ...}}
         models = [dict(v, name=k) if isinstance(v, Mapping) else {"name": k, "path": v} for k, v in models.items()]
@@ -127,9 +167,8 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
     base = p.parent
     for i, m in enumerate(models):
         m = _mapping(m, f"{p}: models[{i}]")
-        bad = set(m) - _MODEL_KEYS
-        if bad:
-            raise UserError(f"{p}: models[{i}].{sorted(bad)[0]}: unknown key; expected one of {sorted(_MODEL_KEYS)}")
+        check_keys(m, _MODEL_KEYS, f"{p}: models[{i}]")
+        _check_types(m, "model", f"{p}: models[{i}]")
         if not isinstance(m.get("path"), str):
             raise UserError(f"{p}: models[{i}].path: required (a bundle folder or model file)")
         mp = Path(m["path"])
@@ -143,6 +182,8 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
                 setattr(e, k, defaults[k])
         e.batch = {**_mapping(defaults.get("batch"), "defaults.batch"), **e.batch}
         e.options = {**_mapping(defaults.get("options"), "defaults.options"), **e.options}
+        if e.device is not None:  # what the config reports is the device that runs
+            e.device = normalize_device(e.device)
     if not entries:
         raise UserError(f"{p}: no models to serve (add a 'models:' list or BUNDLE paths)")
     if "drain_timeout" in server:
