@@ -88,7 +88,7 @@ def _print_plan(result, *, explain: bool) -> None:
               f"{s['param_count']:,} parameters ({s['param_bytes_stored'] / 1e6:.4g} MB as stored, "
               f"{first.graph_precision}), activations {s['activation_bytes_per_sample'] / 1e6:.3g} MB/sample, "
               f"{s['ops']} ops; shapes {shapes}")
-    slo = f"p99 <= {result.p99 * 1e3:g} ms" + (f" at {result.target_qps:g} req/s" if result.target_qps else "")
+    slo = f"p99 <= {result.p99 * 1e3:g} ms" + (f" at {_rate(result.target_qps)} req/s" if result.target_qps else "")
     out.print(f"SLO: {slo}")
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
@@ -99,7 +99,7 @@ def _print_plan(result, *, explain: bool) -> None:
             else "roofline priors, not fitted"))
         rows = []
         for bt in pp.table:
-            rows.append((bt.batch, _ms(bt.seconds), f"{bt.batch / bt.seconds:.4g}", bt.bound,
+            rows.append((bt.batch, _ms(bt.seconds), _rate(bt.batch / bt.seconds), bt.bound,
                          _gb(mem.need(bt.batch)), "yes" if bt.batch <= mem.max_batch else "NO"))
         out.print()
         out.print(table(f"{pp.profile.name} · {pp.profile.display_name} · {pp.precision} · {tag}",
@@ -117,7 +117,7 @@ def _print_plan(result, *, explain: bool) -> None:
             sim = ch.sim
             out.print(f"  policy    {_policy_text(ch.policy)}: simulated p50 {_ms(sim.p50)} ms, p99 {_ms(sim.p99)} ms, "
                       f"utilisation {sim.utilisation:.0%}, mean batch {sim.mean_batch:.3g}", markup=False)
-        out.print(f"  capacity  {ch.capacity or 0:.4g} req/s per device within p99; {ch.reason}", markup=False)
+        out.print(f"  capacity  {_rate(ch.capacity or 0)} req/s per device within p99; {ch.reason}", markup=False)
         if pp.calibration:
             _print_calibration(pp)
         if explain:
@@ -164,7 +164,7 @@ def _print_bill(result) -> None:
                      _ms(ch.sim.p99) if ch.sim else "-"))
     per = "devices" if bill.target_qps else "devices (no target)"
     out.print()
-    out.print(table("Comparison" + (f" at {bill.target_qps:g} req/s" if bill.target_qps else " (one device at its "
+    out.print(table("Comparison" + (f" at {_rate(bill.target_qps)} req/s" if bill.target_qps else " (one device at its "
                                                                                           "capacity within p99)"),
                     ["profile", "precision", "req/s per device", per, "instances", "$/GPU-h", "$/h", "$ per 1M",
                      "meets SLO", "policy", "p99 ms (sim)"], rows))
@@ -242,7 +242,7 @@ def tune(bundle: str, p99: str, profile: str, output: str | None, no_write: bool
         pol = pt.policy
         mark = "<= chosen" if pt is result.best else ("" if pt.meets_slo else "misses p99")
         rows.append((pol.max_batch_size, f"{pol.max_batch_delay * 1e3:g}", pol.device_concurrency, pt.clients,
-                     f"{pt.throughput:.4g}", _ms(pt.p50), _ms(pt.p99),
+                     _rate(pt.throughput), _ms(pt.p50), _ms(pt.p99),
                      "-" if pt.mean_batch is None else f"{pt.mean_batch:.3g}",
                      ",".join(f"{k}:{v}" for k, v in pt.errors.items()) or "-", mark))
     out.print(table(f"tune {result.model} · p99 <= {result.p99 * 1e3:g} ms",
@@ -251,7 +251,7 @@ def tune(bundle: str, p99: str, profile: str, output: str | None, no_write: bool
     if result.best is None:
         raise UserError(f"no swept policy met p99 <= {result.p99 * 1e3:g} ms on this machine",
                         hint="relax --p99, or sweep smaller --batch-sizes / --delays")
-    out.print(f"[bold]=> {_policy_text(result.best.policy)}[/bold]: {result.best.throughput:.4g} req/s at p99 "
+    out.print(f"[bold]=> {_policy_text(result.best.policy)}[/bold]: {_rate(result.best.throughput)} req/s at p99 "
               f"{_ms(result.best.p99)} ms")
     if result.written:
         out.print(f"written to {result.written}", markup=False)

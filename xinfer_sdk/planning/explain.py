@@ -21,6 +21,13 @@ def si(value: float | None, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+def rate(value: float | None) -> str:
+    """A rate as people write it: ``100,000`` (never ``1e+05``); small rates keep 4 significant digits."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
 def ms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -102,7 +109,7 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
             f"overhead {ms(dev.batch_overhead.value)} + {bt.batch} requests x {ms(dev.request_overhead.value)}{io} + "
             f"compute-bound ops {ms(bt.compute_s)} + memory-bound ops "
             f"{ms(bt.memory_s)} + floors and per-{unit} overhead {ms(bt.floor_s)}; each {unit.split()[-1]} "
-            f"soft_max(FLOPs / (peak x eff), bytes / (bandwidth x eff)); {bt.batch / bt.seconds:.4g} samples/s")
+            f"soft_max(FLOPs / (peak x eff), bytes / (bandwidth x eff)); {rate(bt.batch / bt.seconds)} samples/s")
     add("bound at batch 1", bound_text(pp, 1).split(": ", 1)[1], "the largest share of the batch's time")
     if ch.policy is not None and ch.policy.max_batch_size > 1:
         b = ch.policy.max_batch_size
@@ -127,20 +134,20 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
         f"most {HEADROOM:.0%} of the time and the rate is at most {HEADROOM:.0%} of what the policy sustains; lowest p99 wins, ties within {NEAR_BEST - 1:.0%} go to a "
         "cap whose full batch meets the target, then to the most capacity")
     if ch.capacity_policy is not None:
-        add("capacity of one device", f"{ch.capacity:.4g} req/s",
+        add("capacity of one device", f"{rate(ch.capacity)} req/s",
             f"highest Poisson rate meeting p99 (bisection over simulations) with {_policy(ch.capacity_policy)}")
     if ch.policy is not None and ch.sim is not None:
         s = ch.sim
         add("recommended policy", _policy(ch.policy), ch.reason)
         add("simulated at that load", f"p50 {ms(s.p50)}, p99 {ms(s.p99)}, utilisation {s.utilisation:.0%}",
-            f"{s.requests:,} simulated requests at {s.rate:.4g} req/s; mean batch {s.mean_batch:.3g}")
+            f"{s.requests:,} simulated requests at {rate(s.rate)} req/s; mean batch {s.mean_batch:.3g}")
     else:
         add("recommended policy", "none", ch.reason)
     if target_qps is not None:
         if ch.replicas is not None:
             add("replicas", str(ch.replicas),
-                f"fewest n with {target_qps:g} / n req/s per device feasible; starts at ceil({target_qps:g} / capacity "
-                f"{(ch.capacity or 0):.4g})")
+                f"fewest n with {rate(target_qps)} / n req/s per device feasible; starts at ceil({rate(target_qps)} / capacity "
+                f"{rate(ch.capacity or 0)})")
         if pp.cost_per_hour is not None:
             add("cost", f"${pp.cost_per_hour:.4g}/h", bill_line(pp, target_qps).arithmetic())
     if pp.calibration:

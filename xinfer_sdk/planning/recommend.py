@@ -247,7 +247,7 @@ class Recommender:
             if got is not None:
                 cand, sim = got
                 return Choice(cand.policy, sim, rate, replicas, cap, cap_cand.policy, True,
-                              f"{replicas} replica(s) at {rate:.4g} req/s each meet p99 {self.p99 * 1e3:g} ms",
+                              f"{replicas} replica(s) at {rate:{',.0f' if rate >= 100 else '.4g'}} req/s each meet p99 {self.p99 * 1e3:g} ms",
                               self.tried)
         return Choice(None, None, None, None, cap, cap_cand.policy, False,
                       f"no policy met p99 {self.p99 * 1e3:g} ms up to {2 * r + 5} replicas", self.tried)

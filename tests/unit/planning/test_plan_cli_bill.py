@@ -36,7 +36,7 @@ def test_the_bill_names_the_cheapest_with_its_arithmetic(cli_run, mlp_file, user
     code, out, err = cli_run("--profiles-dir", str(user_dir), "plan", str(mlp_file), "-p", "gpu1,node8,jetson-agx-orin-64gb", *ARGS,
                              "--explain")
     assert code == 0, err
-    assert "Comparison at 250000 req/s" in out and "1 x aws big.48xlarge" in out
+    assert "Comparison at 250,000 req/s" in out and "1 x aws big.48xlarge" in out
     cheapest = next(ln for ln in out.splitlines() if ln.startswith("cheapest:"))
     assert cheapest.startswith("cheapest: gpu1: ") and "x $1/GPU-h (user price) = $" in cheapest
     assert cheapest.endswith("per 1M") and "250,000 req/s -> $" in cheapest
