@@ -25,7 +25,7 @@ from . import explain as _explain
 from .bill import check_price_names, expand_profiles
 from .cost import CostCurve, build_curve
 from .device import DeviceModel, batch_time, device_model
-from .recommend import Choice, Recommender
+from .recommend import MAX_BATCH_CAP, Choice, Recommender
 from .result import MemoryFit, Plan, ProfilePlan
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,11 @@ TABLE_MAX = 128
 
 
 # ----------------------------------------------------------------------------------------------------------
-def resolve_model(model: Any) -> tuple[Any, BatchPolicy | None, dict[str, ShapeRange], str]:
-    """An ONNX path / ModelProto / bundle dir -> (onnx model, bundle policy, bundle shapes, display name)."""
+def resolve_model(model: Any) -> tuple[Any, BatchPolicy | None, dict[str, ShapeRange], str, Any]:
+    """An ONNX path / ModelProto / bundle dir -> (onnx model, bundle policy, bundle shapes, display name,
+    bundle manifest or None)."""
     if hasattr(model, "graph"):
-        return model, None, {}, model.graph.name or "model"
+        return model, None, {}, model.graph.name or "model", None
     p = Path(os.fspath(model))
     from ..bundle import is_bundle, open_bundle
 
@@ -50,13 +51,23 @@ def resolve_model(model: Any) -> tuple[Any, BatchPolicy | None, dict[str, ShapeR
         for rng in ((m.engine_plan or {}).get("profiles") or [{}])[:1]:
             for name, r in (rng or {}).items():
                 shapes[name] = ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
-        return bundle.model_file, policy, shapes, m.name
+        return bundle.model_file, policy, shapes, m.name, m
     if not p.exists():
         raise UserError(f"no model or bundle at {str(p)!r}", hint="pass an .onnx file or a bundle folder")
     if p.suffix.lower() != ".onnx":
         raise ConversionError(f"{p.name}: the planner reads ONNX graphs",
                               hint=f"build a bundle first (xinfer-sdk build {p.name} -o model.xinfer) and plan that")
-    return p, None, {}, p.stem
+    return p, None, {}, p.stem, None
+
+
+def engine_cap(manifest: Any, profile: Profile) -> int:
+    """The batch maximum of the bundle's TensorRT engine plan on this profile's device (0: none): the runtime
+    lowers a larger max_batch_size to it (``runtime.loader.engine_batch_cap``), so the planner stops there."""
+    if manifest is None:
+        return 0
+    from ..runtime.loader import engine_batch_cap
+
+    return engine_batch_cap(manifest, "cpu" if profile.kind == "cpu" else "cuda")
 
 
 def usable_memory(profile: Profile) -> tuple[float | None, str]:
@@ -100,7 +111,8 @@ def _precision_for(profile: Profile, requested: str | None, graph: str) -> str:
 def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float | None, precision: str | None,
                  shapes: Mapping[str, ShapeRange] | None, base_policy: BatchPolicy | None, curves: dict,
                  device: DeviceModel | None = None, sim_requests: int = 20000, screen: int = 3000,
-                 calibration: dict[str, Any] | None = None) -> ProfilePlan:
+                 calibration: dict[str, Any] | None = None, batch_cap: int = 0) -> ProfilePlan:
+    """``batch_cap``: the bundle's TensorRT engine plan maximum (0: none); no candidate goes above it."""
     graph = curves.get("_graph")
     if graph is None:
         graph = curves["_graph"] = build_curve(model, shapes=shapes)
@@ -111,7 +123,8 @@ def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float 
     dev = device or device_model(profile, prec)
     mem = memory_fit(profile, curve)
     times = functools.lru_cache(maxsize=None)(lambda b: batch_time(dev, curve, b))
-    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(1, min(mem.max_batch, TABLE_MAX))]
+    fits = min(mem.max_batch, batch_cap) if batch_cap else mem.max_batch
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(1, min(fits, TABLE_MAX))]
     if not curve.batched:
         sizes = [1]
     base = base_policy or profile.batch
@@ -120,7 +133,7 @@ def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float 
                         f"the model needs {mem.need(1) / 1e9:.3g} GB at batch 1, more than the "
                         f"{(mem.usable_bytes or 0) / 1e9:.3g} GB usable on {profile.name}")
     else:
-        rec = Recommender(dev, times, max_batch=mem.max_batch, batched=curve.batched, p99=p99, base=base,
+        rec = Recommender(dev, times, max_batch=fits, batched=curve.batched, p99=p99, base=base,
                           requests=sim_requests, screen=screen)
         choice = rec.recommend(target_qps)
         if choice.policy is not None and mem.need(choice.policy.max_batch_size, choice.policy.device_concurrency) \
@@ -132,7 +145,23 @@ def plan_profile(profile: Profile, model: Any, *, p99: float, target_qps: float 
                      memory=mem, choice=choice, calibration=calibration)
     pp.bound = _explain.bound_summary(pp)
     pp.explain = _explain.lines(pp, p99=p99, target_qps=target_qps)
+    if batch_cap and curve.batched and batch_cap < min(mem.max_batch, MAX_BATCH_CAP):
+        _explain_cap(pp, batch_cap, min(mem.max_batch, MAX_BATCH_CAP))
     return pp
+
+
+def _explain_cap(pp: ProfilePlan, cap: int, uncapped: int) -> None:
+    """Say (in the reason and in --explain) that the engine plan, not memory, bounds max_batch_size."""
+    why = (f"the bundle's TensorRT engine plan covers batches <= {cap}: the runtime lowers a larger max_batch_size "
+           "to it, so the candidates stop there (rebuild with --max-batch-size for more)")
+    if pp.choice.policy is not None:
+        pp.choice.reason += f"; max_batch_size capped at {cap}, the engine plan's maximum"
+    at = next((k for k, row in enumerate(pp.explain) if row[0] == "policy search"), len(pp.explain))
+    if at < len(pp.explain):
+        figure, value, how = pp.explain[at]
+        pp.explain[at] = (figure, value, how.replace(f"powers of two up to {uncapped},",
+                                                     f"powers of two up to {cap},"))
+    pp.explain.insert(at, ("engine plan batch maximum", str(cap), why))
 
 
 def choose_best(plans: Sequence[ProfilePlan]) -> dict[str, Any]:
@@ -185,7 +214,7 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
     for name, price in (prices or {}).items():
         for k in [k for k, p in enumerate(profs) if p.name == name]:
             profs[k] = dataclasses.replace(profs[k], price_per_hour_usd=float(price))
-    onnx_model, bundle_policy, bundle_shapes, display = resolve_model(model)
+    onnx_model, bundle_policy, bundle_shapes, display, manifest = resolve_model(model)
     shapes = dict(given_shapes or bundle_shapes)
     curves: dict[str, Any] = {}
     notes: list[str] = []
@@ -211,7 +240,8 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
         try:
             plans.append(plan_profile(prof, onnx_model, p99=p99_s, target_qps=target_qps, precision=precision,
                                       shapes=shapes, base_policy=bundle_policy, curves=curves, device=dev,
-                                      sim_requests=sim_requests, screen=screen, calibration=report))
+                                      sim_requests=sim_requests, screen=screen, calibration=report,
+                                      batch_cap=engine_cap(manifest, prof)))
         except XinferError as exc:  # one profile that cannot be planned (an unknown peak ...) must not stop the rest
             failures.append(exc)
             skipped.append({"profile": prof.name, "reason": str(exc)})

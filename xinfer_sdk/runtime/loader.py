@@ -227,8 +227,8 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
         notes.append("this INT8 graph uses the symmetric scheme TensorRT needs, which ONNX Runtime's CPU provider "
                      "runs slower than FP32; build for the 'cpu' profile for a fast CPU INT8 graph")
         log.warning("%s: %s", bundle.name, notes[-1])
-    plan_max = int(((bundle.manifest.engine_plan or {}).get("batch") or {}).get("max") or 0)
-    if plan_max and dev != "cpu" and policy.max_batch_size > plan_max:
+    plan_max = engine_batch_cap(bundle.manifest, dev)
+    if plan_max and policy.max_batch_size > plan_max:
         # a TensorRT engine (or ORT's TensorRT EP) is built for batch <= the plan's max: bigger batches would fail
         notes.append(f"max_batch_size {policy.max_batch_size} lowered to {plan_max}, the largest batch the bundle's "
                      "TensorRT engine plan covers (rebuild with --max-batch-size for more); larger requests are split")
@@ -253,6 +253,16 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
             notes.append(note)
             excluded = {**skipped, cls.name: f"failed to start: {exc}"}
             cls, why, skipped = choose(bundle, prof, dev, backend, exclude=excluded)
+
+
+def engine_batch_cap(manifest: Manifest, device: str) -> int:
+    """The largest batch the bundle's TensorRT engine plan covers when it runs on ``device`` (0: no cap).
+
+    A TensorRT engine (or ORT's TensorRT EP) is built for batch <= the plan's max, so on a GPU ``load`` lowers a
+    larger ``max_batch_size`` to it, and ``plan`` recommends nothing above it."""
+    if normalize_device(device) == "cpu":
+        return 0
+    return int(((manifest.engine_plan or {}).get("batch") or {}).get("max") or 0)
 
 
 def _size_raw_onnx(bundle: Bundle, policy: BatchPolicy) -> None:
