@@ -48,7 +48,7 @@ __all__ = ["ROOFLINE_P", "Factor", "soft_max", "DeviceModel", "BatchTime", "devi
 PCIE_GBPS = {"3": 15.75, "4": 31.5, "5": 63.0}  # per direction, x16 (PCI-SIG: 8 / 16 / 32 GT/s x 16 lanes, 128b/130b)
 PCIE_BY_CC = {"7.5": "3", "8.0": "4", "8.6": "4", "8.9": "4", "9.0": "5", "10.0": "5", "10.3": "5", "12.0": "5",
               "gfx942": "5", "gfx950": "5"}
-PCIE_SOURCE = ("PCIe generation per GPU from the datasheets collected in shared/reference/gpu-specs*.yaml "
+PCIE_SOURCE = ("PCIe generation per GPU from the vendors' datasheets (as collected with the profiles' sources) "
                "(T4 Gen3, A10/A100/L4/L40S Gen4, H100/H200/H20/B200/RTX PRO 6000 Gen5, MI300X/MI325X/MI355X Gen5 x16; "
                "B300 is listed as Gen6 with conflicting rates, so Gen5 is assumed); per-direction x16 rate from the "
                "PCI-SIG line rates. A profile's host_link_gbps (e.g. GB200's NVLink-C2C) replaces this rule")
