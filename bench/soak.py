@@ -341,8 +341,14 @@ def client_main(kind: str, port: int, pool: list, quota: int, conc: int, stop_at
 
 
 # -- the server, its resources, the run ----------------------------------------------------------------------------
-def start_server(models: dict, workdir: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, int, int, Path]:
-    """``python -m xinfer_sdk serve --config ...`` on free ports; returns (process, http port, grpc port, log)."""
+class ServerFailed(RuntimeError):
+    """The server did not start (its command and the end of its log are in the message)."""
+
+
+def start_server(models: dict, workdir: Path, timeout: float = 120.0, tree: Path = ROOT
+                 ) -> tuple[subprocess.Popen, int, int, Path]:
+    """``python -m xinfer_sdk serve --config ...`` on free ports, its package imported from ``tree``; returns
+    (process, http port, grpc port, log)."""
     cfg = workdir / "config.yaml"
     cfg.write_text("defaults:\n  profile: cpu\n  device: cpu\n  threads: 1\n"
                    "  batch: {max_batch_size: 32, max_batch_delay: 0ms}\nmodels:\n"
@@ -351,7 +357,7 @@ def start_server(models: dict, workdir: Path, timeout: float = 120.0) -> tuple[s
     cmd = [sys.executable, "-m", "xinfer_sdk", "serve", "--config", str(cfg), "--port", "0", "--grpc-port", "0"]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env={**os.environ, "PYTHONPATH": str(tree)})
     end = time.time() + timeout
     while time.time() < end:
         m = re.search(r"ready: HTTP http://[\d.]+:(\d+), gRPC [\d.]+:(\d+)", log.read_text(errors="replace"))
@@ -362,7 +368,7 @@ def start_server(models: dict, workdir: Path, timeout: float = 120.0) -> tuple[s
         time.sleep(0.1)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"the server did not become ready: {' '.join(cmd)}\n{log.read_text(errors='replace')[-2000:]}")
+    raise ServerFailed(f"the server did not become ready: {' '.join(cmd)}\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def resources(pid: int) -> dict:
@@ -404,11 +410,11 @@ def analyse(samples: list[dict], baseline: dict, final: dict, *, warmup: float =
 
 def run_soak(requests: int = 1_000_000, seconds: float | None = None, *, http_conns: int = 16, grpc_calls: int = 16,
              sample_s: float = 2.0, warmup: float = 0.1, rss_bound_mib: float = 16, rss_bound_pct: float = 5,
-             fd_slack: int = 5, stall_s: float = 90, seed: int = 0, log=print) -> dict:
+             fd_slack: int = 5, stall_s: float = 90, seed: int = 0, server_tree: Path = ROOT, log=print) -> dict:
     """Start the server, run the clients to ``requests`` (or ``seconds``), sample, drain; the report (a dict)."""
     with tempfile.TemporaryDirectory(prefix="xinfer-soak-") as tmp:
         models = make_models(Path(tmp))
-        proc, port, gport, server_log = start_server(models, Path(tmp))
+        proc, port, gport, server_log = start_server(models, Path(tmp), tree=Path(server_tree))
         try:
             return _drive(proc, port, gport, server_log, build_pool(models, seed), requests, seconds, http_conns,
                           grpc_calls, sample_s, stall_s, seed, log,
@@ -541,9 +547,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-conns", type=int, default=16, help="keep-alive HTTP connections (default 16)")
     ap.add_argument("--grpc-calls", type=int, default=16, help="gRPC calls in flight (default 16)")
     ap.add_argument("--sample", type=float, default=2.0, help="seconds between resource samples (default 2)")
+    ap.add_argument("--server-tree", default=str(ROOT),
+                    help="import the server's xinfer_sdk from this checkout (default: this one), e.g. a\n"
+                         "'git archive <commit> xinfer_sdk | tar -x -C DIR' snapshot")
     ap.add_argument("--json", default=None, help="write the full report (with every sample) here")
     a = ap.parse_args(argv)
-    rep = run_soak(a.requests, a.seconds, http_conns=a.http_conns, grpc_calls=a.grpc_calls, sample_s=a.sample)
+    try:
+        rep = run_soak(a.requests, a.seconds, http_conns=a.http_conns, grpc_calls=a.grpc_calls, sample_s=a.sample,
+                       server_tree=Path(a.server_tree))
+    except ServerFailed as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 2
     print(table(rep))
     if a.json:
         Path(a.json).write_text(json.dumps(rep, indent=1))
