@@ -29,6 +29,21 @@ from ._common import err, obj, set_option
 @click.option("--drain-timeout", default=None, metavar="DURATION",
               help="On SIGTERM, how long to wait for accepted requests (default 30s).")
 @click.option("--max-body", default=None, metavar="SIZE", help="Largest request body / gRPC message (default 64MiB).")
+@click.option("--header-timeout", default=None, metavar="DURATION",
+              help="Request line + headers (HTTP/2: preface + SETTINGS) must arrive within this (default 10s).")
+@click.option("--body-timeout", default=None, metavar="DURATION",
+              help="A request body / gRPC message must arrive within this once started (default 30s).")
+@click.option("--keepalive-timeout", default=None, metavar="DURATION",
+              help="Close an idle HTTP/1.1 keep-alive connection after this (default 15s; behind a proxy, set it "
+                   "above the proxy's upstream idle timeout).")
+@click.option("--idle-timeout", default=None, metavar="DURATION",
+              help="GOAWAY an HTTP/2 connection with no open call after this (default 30s).")
+@click.option("--max-connections", type=int, default=None, help="Open connections per port (default 4096).")
+@click.option("--max-buffered", default=None, metavar="SIZE",
+              help="Request bytes all connections together may hold before the model takes them (default 1GiB).")
+@click.option("--drain-delay", default=None, metavar="DURATION",
+              help="On SIGTERM, keep serving this long with readiness already false, then refuse new work "
+                   "(default 0s; on Kubernetes the generated preStop hook does this).")
 @click.option("--allow-nonfinite", is_flag=True,
               help="Accept NaN/Inf in float inputs (refused with 400 by default; perf_analyzer's random data has them).")
 @click.option("--profile", default=None, help="Hardware profile (default: the bundle's / detected).")
@@ -39,7 +54,9 @@ from ._common import err, obj, set_option
 @click.pass_context
 def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
           no_grpc: bool, metrics_port: int | None, grpc_impl: str | None, grpc_max_connection_age: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
-          max_body: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
+          max_body: str | None, header_timeout: str | None, body_timeout: str | None,
+          keepalive_timeout: str | None, idle_timeout: str | None, max_connections: int | None,
+          max_buffered: str | None, drain_delay: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
           overrides: tuple[str, ...]) -> int:
     """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
 
@@ -49,6 +66,7 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
     from ..errors import UserError
     from ..policy import parse_duration
     from ..server.config import load_models, parse_size, read_serve_config
+    from ..server.limits import DURATION_KEYS, LIMIT_KEYS, SIZE_KEYS, ServerLimits, flag
     from ..server.runner import DEFAULT_DRAIN_TIMEOUT, DEFAULT_GRPC_IMPL, DEFAULT_MAX_BODY, Server
 
     cfg = read_serve_config(config, bundles)
@@ -62,12 +80,21 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
     drain = parse_duration(drain_timeout, field="--drain-timeout") if drain_timeout is not None else \
         s.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT)
     body = parse_size(max_body, field="--max-body") if max_body is not None else s.get("max_body", DEFAULT_MAX_BODY)
+    flags = {"header_timeout": header_timeout, "body_timeout": body_timeout, "keepalive_timeout": keepalive_timeout,
+             "idle_timeout": idle_timeout, "drain_delay": drain_delay, "max_buffered": max_buffered,
+             "max_connections": max_connections}
+    settings = {k: s[k] for k in LIMIT_KEYS if k in s}
+    for key, value in flags.items():
+        if value is not None:
+            settings[key] = (parse_duration(value, field=flag(key)) if key in DURATION_KEYS else
+                             parse_size(value, field=flag(key)) if key in SIZE_KEYS else value)
+    limits = ServerLimits.from_settings(settings)
     gport = None if no_grpc else (grpc_port if grpc_port is not None else s.get("grpc_port", 8001))
     models, seconds = load_models(cfg.models, profile=profile, device=device, backend=backend, threads=threads,
                                   profiles_dirs=obj(ctx).get("profiles_dirs", ()), overrides=overrides)
     server = Server(models, host=host or s.get("host", "127.0.0.1"), port=port if port is not None else
                     s.get("port", 8000), grpc_port=gport, api_key=api_key, drain_timeout=drain, max_body=body,
-                    load_seconds=seconds, allow_nonfinite=allow_nonfinite,
+                    load_seconds=seconds, allow_nonfinite=allow_nonfinite, limits=limits,
                     grpc_impl=grpc_impl or s.get("grpc_impl", DEFAULT_GRPC_IMPL),
                     metrics_port=metrics_port if metrics_port is not None else s.get("metrics_port"),
                     grpc_max_connection_age=parse_duration(grpc_max_connection_age, field="--grpc-max-connection-age")

@@ -48,11 +48,18 @@ def _meta(spec: DeploySpec, name: str, extra: dict[str, str] | None = None) -> d
     return m
 
 
+NETWORK_LIMITS = {"header_timeout": "10s", "body_timeout": "30s", "keepalive_timeout": "15s", "idle_timeout": "30s",
+                  "max_connections": 4096}
+
+
 def server_config(spec: DeploySpec) -> dict[str, Any]:
     """The server's config.yaml (docs/serving.md), mounted from the ConfigMap."""
     # drain_timeout is on the command line (a value the grace period is computed from, in the chart too)
     server: dict[str, Any] = {"host": "0.0.0.0", "port": HTTP_PORT, "grpc_port": GRPC_PORT,
-                              "metrics_port": METRICS_PORT, "grpc_max_connection_age": GRPC_MAX_CONNECTION_AGE}
+                              "metrics_port": METRICS_PORT, "grpc_max_connection_age": GRPC_MAX_CONNECTION_AGE,
+                              # the network limits (docs/security.md), written out so `serverConfig` shows them; behind
+                              # an L7 proxy keep keepalive_timeout above the proxy's upstream idle timeout
+                              **NETWORK_LIMITS}
     if spec.api_key_secret:
         server["api_key_env"] = API_KEY_ENV
     model: dict[str, Any] = {"name": spec.bundle_name, "path": spec.bundle_mount, "profile": spec.profile.name,

@@ -13,6 +13,13 @@ A config.yaml is either the seed's batch-policy file (``batch_size``, ``max_batc
       drain_timeout: 30s
       max_body: 64MiB
       api_key_env: XINFER_API_KEY
+      header_timeout: 10s        # network limits (docs/security.md): request headers must arrive within this
+      body_timeout: 30s          #   a request body / gRPC message must arrive within this
+      keepalive_timeout: 15s     #   an idle HTTP/1.1 keep-alive connection is closed after this
+      idle_timeout: 30s          #   an HTTP/2 connection with no open call gets GOAWAY after this
+      max_connections: 4096      #   per port
+      max_buffered: 1GiB         #   request bytes held by all connections together
+      drain_delay: 0s            # on SIGTERM, keep serving this long with readiness false before refusing work
     defaults:                    # for every model below (and on the command line)
       profile: auto
       device: cpu
@@ -38,12 +45,14 @@ from ..errors import UserError
 from ..policy import SEED_ALIASES, BatchPolicy, parse_duration
 from ..runtime.backends.base import normalize_device
 from ..runtime.keys import check_keys, check_options, did_you_mean
+from .limits import DURATION_KEYS, LIMIT_KEYS, SIZE_KEYS
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
           "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
 _MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
-_SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_max_connection_age", "grpc_impl", "drain_timeout", "max_body", "api_key_env"}
+_SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_max_connection_age", "grpc_impl", "drain_timeout",
+                "max_body", "api_key_env", *LIMIT_KEYS}
 _GRPC_IMPLS = ("native", "grpcio")
 _BATCH_KEYS = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
 #: value types of the scalar keys: (check, what the error says was expected)
@@ -53,7 +62,9 @@ _TEXT = (lambda v: isinstance(v, str) and v != "", "text")
 _OPT_TEXT = (lambda v: v is None or _TEXT[0](v), "text or null")
 _TYPES = {
     "server": {"host": _TEXT, "port": _PORT, "grpc_port": _OPT_PORT, "metrics_port": _OPT_PORT,
-               "api_key_env": _OPT_TEXT},
+               "api_key_env": _OPT_TEXT,
+               "max_connections": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                                   "a whole number >= 1")},
     "model": {"name": _OPT_TEXT, "profile": _OPT_TEXT, "device": _OPT_TEXT, "backend": _OPT_TEXT,
               "threads": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                           "a whole number >= 1 or null")},
@@ -193,6 +204,12 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
                                                            field="server.grpc_max_connection_age")
     if "max_body" in server:
         server["max_body"] = parse_size(server["max_body"], field="server.max_body")
+    for key in DURATION_KEYS:
+        if key in server:
+            server[key] = parse_duration(server[key], field=f"server.{key}")
+    for key in SIZE_KEYS:
+        if key in server:
+            server[key] = parse_size(server[key], field=f"server.{key}")
     return ServeConfig(entries, server)
 
 

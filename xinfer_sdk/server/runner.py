@@ -22,6 +22,7 @@ from typing import Any
 
 from .._lazy import require
 from ..errors import UserError
+from .limits import RequestBudget, ServerLimits
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Server:
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
                  load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
                  allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None,
-                 grpc_max_connection_age: float | None = None):
+                 grpc_max_connection_age: float | None = None, limits: ServerLimits | Mapping[str, Any] | None = None):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
@@ -69,6 +70,10 @@ class Server:
         self.grpc_max_connection_age = grpc_max_connection_age
         self.drain_timeout = float(drain_timeout)
         self.max_body = int(max_body)
+        if isinstance(limits, Mapping):
+            limits = ServerLimits.from_settings(dict(limits))
+        self.limits = limits if limits is not None else ServerLimits()
+        self.budget = RequestBudget(self.limits.max_buffered)
         self._metrics = None
         if metrics:
             from .metrics import Metrics

@@ -153,6 +153,7 @@ class Service:
             self.models[m.name] = Served(m, (load_seconds or {}).get(m.name, 0.0))
         self._key = api_key.encode() if api_key else None
         self.draining = False
+        self.unready = False  # readiness false while still serving (the drain delay before intake stops)
         self.finite = not allow_nonfinite  # refuse NaN/Inf in float inputs (400) unless told otherwise
         self.started = time.time()
 
@@ -182,10 +183,10 @@ class Service:
 
     @property
     def ready(self) -> bool:
-        return not self.draining and all(s.ready for s in self.models.values())
+        return not self.draining and not self.unready and all(s.ready for s in self.models.values())
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return not self.draining and self.get(name, version).ready
+        return not self.draining and not self.unready and self.get(name, version).ready
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
