@@ -355,7 +355,9 @@ def add_to_server(server: Any, servicer: InferenceServicer) -> None:
 class GrpcServer:
     """The grpc.aio transport (C-core): ``--grpc-impl grpcio``."""
 
-    def __init__(self, service: Service, *, max_message: int, max_connection_age: float | None = None):
+    def __init__(self, service: Service, *, max_message: int, max_connection_age: float | None = None,
+                 net: Any = None, budget: Any = None):
+        self.net, self.budget = net, budget  # the network limits (limits.py); grpcio enforces what it offers
         self.service = service
         self.max_message = int(max_message)
         self.max_connection_age = max_connection_age

@@ -286,9 +286,13 @@ class Connection(asyncio.Protocol):
 class HttpServer:
     """Owns the listening socket and the open connections (for drain)."""
 
-    def __init__(self, router: Any, *, max_body: int):
+    def __init__(self, router: Any, *, max_body: int, limits: Any = None, budget: Any = None):
+        from .limits import RequestBudget, ServerLimits
+
         self.router = router
         self.max_body = int(max_body)
+        self.limits = limits if limits is not None else ServerLimits()
+        self.budget = budget if budget is not None else RequestBudget(self.limits.max_buffered)
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
 

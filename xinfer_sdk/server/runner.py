@@ -97,7 +97,7 @@ class Server:
         render = self._metrics.render if self._metrics else None
         # with a metrics port, /metrics lives there only: the API port can be exposed without it
         router = Router(self.service, metrics=render if self.metrics_port is None else None)
-        self.http = HttpServer(router, max_body=self.max_body)
+        self.http = HttpServer(router, max_body=self.max_body, limits=self.limits, budget=self.budget)
         try:
             self.port = await self.http.start(self.host, self.port)
         except OSError as exc:
@@ -105,7 +105,7 @@ class Server:
                             hint="pick another --port or stop what uses it") from None
         if self.metrics_port is not None:
             self.ops_http = HttpServer(Router(self.service, metrics=render, ops_only=True),
-                                       max_body=64 << 10)
+                                       max_body=64 << 10, limits=self.limits, budget=self.budget)
             try:
                 self.metrics_port = await self.ops_http.start(self.host, self.metrics_port)
             except OSError as exc:
@@ -119,7 +119,7 @@ class Server:
             else:
                 from .grpc_server import GrpcServer
 
-            self.grpc = GrpcServer(self.service, max_message=self.max_body,
+            self.grpc = GrpcServer(self.service, max_message=self.max_body, net=self.limits, budget=self.budget,
                                    max_connection_age=self.grpc_max_connection_age)
             try:
                 self.grpc_port = await self.grpc.start(self.host, self.grpc_port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import Any
 
 from ..service import Service
 from .calls import GrpcCalls
@@ -26,8 +27,12 @@ AGE_GRACE = 30.0  # after an age GOAWAY, calls still open this long are cut (gRP
 
 class NativeGrpcServer:
     def __init__(self, service: Service, *, max_message: int, limits: Limits | None = None,
-                 max_connection_age: float | None = None):
+                 max_connection_age: float | None = None, net: Any = None, budget: Any = None):
+        from ..limits import RequestBudget, ServerLimits
+
         self.service = service
+        self.net = net if net is not None else ServerLimits()  # timeouts and caps shared with the HTTP port
+        self.budget = budget if budget is not None else RequestBudget(self.net.max_buffered)
         self.max_connection_age = max_connection_age
         self.accepted = 0  # connections accepted so far
         self._ager: asyncio.Task | None = None
