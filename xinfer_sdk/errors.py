@@ -18,10 +18,12 @@ not an ``XinferError`` is a bug: the CLI exits 1, the server answers 500 and log
     │       └── BackendUnavailable   an engine cannot run here (no GPU, no TensorRT, ...)
     ├── AccuracyGateError            exit 3: the converted model fell below the accuracy thresholds
     ├── InferenceError               HTTP 500: the engine failed while running a batch
+    │   └── EngineFatal              the engine / device is unusable (sticky CUDA error): its worker is replaced
     ├── QueueFull                    HTTP 429: the batching queue is at max_queue_size
     ├── DeadlineExceeded             HTTP 504: the request's timeout passed before it ran
     ├── Cancelled                    HTTP 499-style: the caller cancelled the request
-    └── ServerClosing                HTTP 503: the model or server is draining / closed
+    ├── ServerClosing                HTTP 503: the model or server is draining / closed
+    └── WorkersUnavailable           HTTP 503: no worker of the model is running and replacing them keeps failing
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "XinferError", "UserError", "ProfileError", "ConversionError", "CalibrationError", "MemoryBudgetError",
     "BundleError", "InvalidInput", "ModelNotFound", "Unauthorized", "MissingDependency", "BackendUnavailable",
     "AccuracyGateError", "InferenceError", "QueueFull", "DeadlineExceeded", "Cancelled", "ServerClosing",
+    "EngineFatal", "WorkersUnavailable",
 ]
 
 # Exit codes of the CLI (documented in README and docs/profiles.md).
@@ -162,4 +165,48 @@ class Cancelled(XinferError):
 
 class ServerClosing(XinferError):
     exit_code = EXIT_USER
+    http_status = 503
+
+
+class EngineFatal(InferenceError):
+    """The engine or its device is in a state no later batch can recover from (a sticky CUDA error: illegal
+    memory access, device-side assert, launch failure, uncorrectable ECC error, device unavailable).
+
+    A backend raises it from ``infer()``; the batching core fails that batch's requests with it (HTTP 500) and
+    replaces the worker: a new backend instance (``factory`` + activate + warm-up) with exponential backoff.
+    ``EngineFatal.recognise`` maps an engine's own error text to it (docs/batching.md, "Worker failures")."""
+
+    #: texts an engine error contains when the CUDA context is unusable ("sticky" errors: "the process must be
+    #: terminated and relaunched" in the CUDA runtime API's cudaError_t docs): the cudaError_t names (what
+    #: cuda-python and TensorRT report), the runtime's messages for them (what ONNX Runtime's "CUDA failure N:
+    #: <message>" and PyTorch's "CUDA error: <message>" carry) and CUDA_ERROR_* driver names. Out of memory and
+    #: invalid arguments are NOT here: the next batch can succeed, so only the batch fails.
+    MARKERS = (
+        "cudaErrorIllegalAddress", "an illegal memory access was encountered",  # 700
+        "cudaErrorLaunchTimeout", "the launch timed out and was terminated",  # 702
+        "cudaErrorAssert", "device-side assert triggered",  # 710
+        "cudaErrorHardwareStackError", "cudaErrorIllegalInstruction", "cudaErrorMisalignedAddress",  # 714-716
+        "cudaErrorInvalidPc", "cudaErrorLaunchFailure", "unspecified launch failure",  # 718, 719
+        "cudaErrorECCUncorrectable", "uncorrectable ECC error",  # 214
+        "cudaErrorDevicesUnavailable", "busy or unavailable",  # 46: the device fell off the bus / is gone
+        "CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_ASSERT", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_ECC_UNCORRECTABLE",
+    )
+
+    @classmethod
+    def recognise(cls, exc: BaseException, engine: str) -> EngineFatal | None:
+        """An ``EngineFatal`` naming ``exc`` when its text holds one of ``MARKERS``, else None (not fatal)."""
+        text = str(exc)
+        for marker in cls.MARKERS:
+            if marker in text:
+                return cls(f"{engine}: the device or engine is in an unrecoverable state ({type(exc).__name__}: "
+                           f"{text.strip()})", hint="this worker is being replaced; if it keeps happening, check "
+                           "the GPU (nvidia-smi, dmesg Xid errors)")
+        return None
+
+
+class WorkersUnavailable(XinferError):
+    """No worker of a model is running and replacing them has failed several times in a row: queued requests
+    are failed and new ones refused with this (HTTP 503) until a replacement starts."""
+
+    exit_code = EXIT_INTERNAL
     http_status = 503

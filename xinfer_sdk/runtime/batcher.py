@@ -13,6 +13,10 @@ execution context); the engines release the GIL while they run. Requests carry a
 started by then -> ``DeadlineExceeded``) and can be cancelled while queued. ``close()`` stops intake and
 drains. Nothing busy-waits: workers sleep on one condition variable, and are only woken when there is a
 decision to make.
+
+An engine error fails only the requests of its batch. A worker whose loop dies, or whose engine raises
+``EngineFatal``, is replaced by ``supervisor.Supervisor`` (backoff, restart counters, readiness, no request
+left waiting when replacements keep failing); see that module.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InferenceError, QueueFull, ServerClosing, XinferError
+from ..errors import EngineFatal, InferenceError, QueueFull, ServerClosing, WorkersUnavailable, XinferError
 from ..policy import BatchPolicy
+from . import supervisor
 from .backends.base import Backend
-from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request  # noqa: F401
+from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request, answered  # noqa: F401
 from .stats import Stats
+from .supervisor import DOWN_HINT, Supervisor, WorkerLost, died, release
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +68,20 @@ class Batcher(Delivery):
         self._idle = 0  # workers waiting for any request
         self._timed = 0  # workers waiting for the oldest request's delay to pass
         self._closing = False
-        self._accepting = True
+        self._accepting = True  # False: stop_intake(), close(), or down (every replacement failing)
+        self._intake_stopped = False
+        self._down: str | None = None  # why new requests are refused while no worker can be started
         self._in_flight = 0
         self._drain_waiters = 0  # threads in wait_drained(); woken when in_flight reaches 0
         self.backends: list[Backend | None] = [None] * policy.device_concurrency
+        self._factory = factory
+        self._warmup = warmup
+        self._healthy = policy.device_concurrency  # workers with a running backend
+        self.stats.workers = self.stats.workers_healthy = policy.device_concurrency
+        self._sup = Supervisor(self)
         self._errors: list[BaseException] = []
         self._started = threading.Barrier(policy.device_concurrency + 1)
-        self._threads = [threading.Thread(target=self._worker, args=(i, factory, warmup), daemon=True,
+        self._threads = [threading.Thread(target=self._worker, args=(i,), daemon=True,
                                           name=f"xinfer-{name}-worker{i}") for i in range(policy.device_concurrency)]
         for t in self._threads:
             t.start()
@@ -93,8 +106,7 @@ class Batcher(Delivery):
         cond = self._cond
         with cond:
             if not self._accepting:
-                self.stats.record_rejected("closing")
-                raise ServerClosing(f"model '{self.name}' is shutting down and accepts no new requests")
+                raise self._refusal()
             q = self._q
             if self.max_queue and len(q) + len(items) > self.max_queue:
                 self.stats.record_rejected("queue_full")
@@ -110,6 +122,13 @@ class Batcher(Delivery):
             if self._idle and (was_empty or not self._timed) or self._timed and self._ready_now():
                 cond.notify()
         return req
+
+    def _refusal(self) -> XinferError:  # lock held
+        if self._down is not None and not (self._intake_stopped or self._closing):
+            self.stats.record_rejected("workers_unavailable")
+            return WorkersUnavailable(self._down, hint=DOWN_HINT)
+        self.stats.record_rejected("closing")
+        return ServerClosing(f"model '{self.name}' is shutting down and accepts no new requests")
 
     def _split(self, req: Request) -> tuple[Request, ...]:
         """A request above max_batch_size becomes chunks; the parent completes when all of them have."""
@@ -207,59 +226,59 @@ class Batcher(Delivery):
 
     # ------------------------------------------------------------------------------------------------
     # workers
-    def _worker(self, index: int, factory: Callable[[int], Backend], warmup: Callable[[Backend], None] | None):
-        backend = None
+    def _worker(self, index: int) -> None:
         try:
-            backend = factory(index)
-            backend.activate()
-            if warmup is not None:
-                warmup(backend)
-            self.backends[index] = backend
+            backend = self._sup.make(index)
         except BaseException as exc:  # reported to load() by the constructor
             self._errors.append(exc)
-            if backend is not None:
-                try:
-                    backend.deactivate()
-                except Exception:
-                    pass
             self._started.wait()
             return
+        self.backends[index] = backend
         self._started.wait()
+        self._serve(index, backend)
+
+    def _serve(self, index: int, backend: Backend) -> None:
+        """Worker ``index``'s loop; when it dies (or the engine reports a fatal state) the supervisor replaces it."""
         cond = self._cond
         q = self._q
+        batch = None
         try:
-            while True:
-                with cond:
-                    while True:
-                        if q:
-                            now = _perf()
-                            wait = self._wait_time(now)
-                            if wait <= 0:
-                                batch, expired = self._take(now)
-                                if batch or expired:
-                                    break
-                                continue
-                            self._timed += 1
-                            cond.wait(wait)
-                            self._timed -= 1
-                        elif self._closing:
-                            return
-                        else:
-                            self._idle += 1
-                            cond.wait()
-                            self._idle -= 1
-                    # more work queued and another worker asleep: let it look too
-                    if q and self._idle:
-                        cond.notify()
-                if expired:
-                    self._fail(expired, None)
-                if batch:
-                    self._run(backend, batch)
-        finally:
             try:
-                backend.deactivate()
-            except Exception:  # pragma: no cover - engine teardown errors are only logged
-                log.exception("%s: error while releasing the backend of worker %d", self.name, index)
+                while True:
+                    with cond:
+                        while True:
+                            if q:
+                                now = _perf()
+                                wait = self._wait_time(now)
+                                if wait <= 0:
+                                    batch, expired = self._take(now)
+                                    if batch or expired:
+                                        break
+                                    continue
+                                self._timed += 1
+                                cond.wait(wait)
+                                self._timed -= 1
+                            elif self._closing:
+                                return
+                            else:
+                                self._idle += 1
+                                cond.wait()
+                                self._idle -= 1
+                        # more work queued and another worker asleep: let it look too
+                        if q and self._idle:
+                            cond.notify()
+                    if expired:
+                        self._fail(expired, None)
+                    if batch:
+                        self._run(backend, batch)
+                        batch = None
+            finally:
+                release(self.name, index, backend)
+        except BaseException as exc:
+            lost = exc.cause if isinstance(exc, WorkerLost) else exc
+            if batch and not isinstance(exc, WorkerLost):  # died outside _run's handling: answer what is left
+                self._fail([r for r in batch if not answered(r)], died(self.name, index, lost))
+            self._sup.lost(index, lost)
 
     def _run(self, backend: Backend, batch: list[Request]) -> None:
         live = []
@@ -285,6 +304,21 @@ class Batcher(Delivery):
             else:
                 feeds = {name: np.concatenate([r.feeds[name] for r in live]) for name in self.names}
             outputs = backend.infer(feeds)
+            t1 = _perf()
+            total = 0
+            if len(live) == 1:
+                results = [outputs]
+                total = live[0].n
+            else:
+                results = []
+                items = list(outputs.items())
+                for r in live:
+                    stop = total + r.n
+                    results.append({k: v[total:stop] for k, v in items})
+                    total = stop
+        except EngineFatal as exc:  # the engine cannot run another batch: fail this one, replace the worker
+            self._fail(live, exc)
+            raise WorkerLost(exc) from exc
         except XinferError as exc:
             self._fail(live, exc)
             return
@@ -293,18 +327,6 @@ class Batcher(Delivery):
             self._fail(live, InferenceError(f"inference failed in backend '{backend.name}': {type(exc).__name__}: "
                                             f"{exc}"))
             return
-        t1 = _perf()
-        total = 0
-        if len(live) == 1:
-            results = [outputs]
-            total = live[0].n
-        else:
-            results = []
-            items = list(outputs.items())
-            for r in live:
-                stop = total + r.n
-                results.append({k: v[total:stop] for k, v in items})
-                total = stop
         self.stats.record_batch(total, t1 - t0, [t0 - r.t_enq for r in live])
         self._deliver(live, results)
 
@@ -313,26 +335,35 @@ class Batcher(Delivery):
     def stop_intake(self) -> None:
         with self._cond:
             self._accepting = False
+            self._intake_stopped = True
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> bool:
-        """Stop intake; with drain, every accepted request is answered first. True if all threads ended."""
+        """Stop intake; with drain, every accepted request is answered first. True if all threads ended.
+
+        With no worker running (all lost, replacements pending), queued requests fail at once (ServerClosing);
+        a replacement still being built is waited for at most ``timeout`` (``supervisor.CLOSE_WAIT_S`` if None)."""
         with self._cond:
             self._accepting = False
             self._closing = True
             leftovers: list[Request] = []
-            if not drain:
+            if not drain or self._healthy == 0:
                 leftovers = self._drop_queue()
-                self._queued_samples = 0
-                self.stats.queue_depth = 0
+            workers = [t for t in self._threads if t is not threading.current_thread()]
+            helpers = [t for t in self._sup.threads if t not in workers and t is not threading.current_thread()]
             self._cond.notify_all()
+        self._sup.stop.set()
         if leftovers:
-            self._fail(leftovers, ServerClosing(f"model '{self.name}' was closed before the request ran"))
+            why = "was closed before the request ran" if not drain else \
+                f"was closed while none of its workers was running (last error: {self.stats.worker_last_error})"
+            self._fail(leftovers, ServerClosing(f"model '{self.name}' {why}"))
         deadline = None if timeout is None else _perf() + timeout
         ok = True
-        for t in self._threads:
-            if t is threading.current_thread():
-                continue
-            t.join(None if deadline is None else max(0.0, deadline - _perf()))
+        for t in workers + helpers:
+            if deadline is not None:
+                left = max(0.0, deadline - _perf())
+            else:
+                left = None if t in workers else supervisor.CLOSE_WAIT_S
+            t.join(left)
             ok = ok and not t.is_alive()
         if not ok:
             with self._cond:
@@ -372,4 +403,9 @@ class Batcher(Delivery):
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def healthy(self) -> int:
+        """Workers with a running backend now (0 while every one is lost and being replaced)."""
+        return self._healthy
 

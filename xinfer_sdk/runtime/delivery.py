@@ -45,6 +45,16 @@ class Request:
         self.parent: Request | None = None
 
 
+def answered(r: Request) -> bool:
+    """Whether a request of a batch has had its result or error (for a worker that died mid-batch)."""
+    k = r.kind
+    if k in (FUTURE, ASYNC):
+        return r.sink.done()
+    if k == CHILD:
+        return r.parent.parts[r.index] is not None
+    return r.result is not None or r.error is not None
+
+
 def _resolve_async(items: list) -> None:
     """Runs on the caller's event loop: complete every asyncio future of one batch in one go."""
     for fut, value, exc in items:

@@ -141,7 +141,8 @@ class Model:
     # ------------------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return not self._closed
+        """Open and at least one worker running (false while every worker is lost and being replaced)."""
+        return not self._closed and self._batcher.healthy > 0
 
     @property
     def batcher(self) -> Batcher:

@@ -73,6 +73,12 @@ class Stats:
         self.request = Histogram(DURATION_BUCKETS)
         self.queue_depth = 0
         self.in_flight = 0
+        # workers (set by the batching core under its own lock; read without one)
+        self.workers = 0
+        self.workers_healthy = 0
+        self.worker_restarts = 0  # replacements that came up
+        self.worker_restart_failures = 0  # replacement attempts that failed (factory, activate or warm-up raised)
+        self.worker_last_error = ""  # why the last worker was lost ("" = never)
 
     def record_batch(self, size: int, compute_s: float, waits: Sequence[float]) -> None:
         with self.lock:
@@ -107,6 +113,9 @@ class Stats:
                 "mean_batch_size": (self.samples / self.batches) if self.batches else 0.0,
                 "queue_depth": self.queue_depth,
                 "in_flight": self.in_flight,
+                "workers": {"total": self.workers, "healthy": self.workers_healthy, "restarts": self.worker_restarts,
+                            "restart_failures": self.worker_restart_failures,
+                            "last_error": self.worker_last_error},
                 "batch_size": self.batch_size.snapshot(),
                 "queue_wait_s": self.queue_wait.snapshot(),
                 "compute_s": self.compute.snapshot(),

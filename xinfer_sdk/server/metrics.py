@@ -46,7 +46,8 @@ class ModelCollector:
         labels = ["model", "version"]
         success = C(f"{PREFIX}_request_success", "Requests answered with outputs.", labels=labels)
         failure = C(f"{PREFIX}_request_failure", "Requests that failed or were refused, by reason "
-                    "(InvalidInput, QueueFull, ServerClosing, DeadlineExceeded, InferenceError, Cancelled).",
+                    "(InvalidInput, QueueFull, ServerClosing, DeadlineExceeded, InferenceError, EngineFatal, "
+                    "WorkersUnavailable, Cancelled).",
                     labels=[*labels, "reason"])
         samples = C(f"{PREFIX}_inference_samples", "Samples (batch rows) inferred.", labels=labels)
         batches = C(f"{PREFIX}_batches", "Batches executed by the engine.", labels=labels)
@@ -66,6 +67,12 @@ class ModelCollector:
         build_s = G(f"{PREFIX}_engine_build_seconds", "Seconds spent building the engine on this machine "
                     "(TensorRT plan); 0 when a cached plan or no build was needed.", labels=labels)
         max_q = G(f"{PREFIX}_queue_capacity", "max_queue_size of the batch policy (0 = unbounded).", labels=labels)
+        healthy = G(f"{PREFIX}_workers_healthy", "Workers with a running engine now (of device_concurrency); 0 "
+                    "while every worker is lost and being replaced.", labels=labels)
+        restarts = C(f"{PREFIX}_worker_restarts", "Lost workers (fatal engine error, dead worker thread) replaced "
+                     "by a new engine instance.", labels=labels)
+        restart_fail = C(f"{PREFIX}_worker_restart_failures", "Attempts to replace a lost worker that failed "
+                         "(retried with exponential backoff).", labels=labels)
         svc = self.service
         for s in svc.models.values():
             lv = [s.name, s.version]
@@ -77,7 +84,8 @@ class ModelCollector:
                 for k, v in src.items():
                     reasons[k] = reasons.get(k, 0) + v
             for k, v in req["rejected"].items():
-                k = {"queue_full": "QueueFull", "closing": "ServerClosing"}.get(k, k)
+                k = {"queue_full": "QueueFull", "closing": "ServerClosing",
+                     "workers_unavailable": "WorkersUnavailable"}.get(k, k)
                 reasons[k] = reasons.get(k, 0) + v
             for k, v in sorted(reasons.items()):
                 failure.add_metric([*lv, k], v)
@@ -96,8 +104,12 @@ class ModelCollector:
             load_s.add_metric(lv, s.load_seconds)
             build_s.add_metric(lv, s.engine_build_seconds)
             max_q.add_metric(lv, pol.max_queue_size)
+            w = st.get("workers") or {}
+            healthy.add_metric(lv, w.get("healthy", pol.device_concurrency))
+            restarts.add_metric(lv, w.get("restarts", 0))
+            restart_fail.add_metric(lv, w.get("restart_failures", 0))
         yield from (success, failure, samples, batches, req_h, queue_h, comp_h, bs_h, depth, inflight, ready, info,
-                    load_s, build_s, max_q)
+                    load_s, build_s, max_q, healthy, restarts, restart_fail)
         server_ready = G(f"{PREFIX}_server_ready", "1 when every model is ready and the server is not draining.")
         server_ready.add_metric([], 1.0 if svc.ready else 0.0)
         yield server_ready

@@ -12,6 +12,10 @@ one that failed); when no GPU provider started at all for a ``cuda`` device, act
 FP32 bundles get ``use_tf32=0`` in the CUDA EP (ORT's default is TF32 on for FP32 MatMul/Conv on Ampere+), so
 an FP32 model computes what the accuracy gate measured, as on the TensorRT path. ORT's TensorRT EP has no such
 option: only ``NVIDIA_TF32_OVERRIDE=0`` in the environment before the first session (see docs/tensorrt.md).
+
+A run error whose text names a sticky CUDA error (ORT's "CUDA failure 700: an illegal memory access was
+encountered ...", a device-side assert, a launch failure; ``EngineFatal.MARKERS``) is raised as ``EngineFatal``,
+so the batching core replaces this worker's session instead of feeding it more batches.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BackendUnavailable
+from ...errors import BackendUnavailable, EngineFatal
 from .base import Backend, normalize_device
 
 log = logging.getLogger(__name__)
@@ -185,7 +189,13 @@ class OnnxRuntimeBackend(Backend):
             feeds = dict(feeds)
             for name in self._string_inputs:
                 feeds[name] = _as_str(feeds[name])
-        return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+        try:
+            return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+        except Exception as exc:  # Fail / RuntimeException / EPFail from the session
+            fatal = EngineFatal.recognise(exc, "onnxruntime")
+            if fatal is None:
+                raise
+            raise fatal from exc
 
     def deactivate_impl(self) -> None:
         self.session = None

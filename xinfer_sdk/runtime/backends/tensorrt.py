@@ -10,6 +10,10 @@ cached in the bundle's ``engines/`` (registered in the manifest) or, for a read-
 One engine per (bundle, device, plan) is shared by every worker; each backend instance (one per worker of
 the batching core) owns ONE execution context, one CUDA stream and its own device/pinned buffers, grown
 when a larger batch comes. CUDA goes through cuda-python; TensorRT and cuda-python are imported on first use.
+
+A CUDA call that fails with a sticky error while a batch runs (cudaErrorIllegalAddress, cudaErrorAssert,
+cudaErrorLaunchFailure, ...; ``EngineFatal.MARKERS``) is raised as ``EngineFatal``: the context is unusable, so
+the batching core replaces this worker (new context, stream and buffers) instead of feeding it more batches.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ...accel.nvidia.engine_plan import (
     user_engine_dir,
 )
 from ...bundle import Bundle, sha256_file
-from ...errors import BackendUnavailable, InvalidInput, UserError, XinferError
+from ...errors import BackendUnavailable, EngineFatal, InvalidInput, UserError, XinferError
 from ...profiles import Profile
 from .base import Backend
 
@@ -257,6 +261,15 @@ class TensorRTBackend(Backend):
             raise
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self._infer(feeds)
+        except _cudart.CudaError as exc:  # "CUDA cudaStreamSynchronize failed: cudaErrorIllegalAddress"
+            fatal = EngineFatal.recognise(exc, "tensorrt")
+            if fatal is None:
+                raise
+            raise fatal from exc
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shared, ctx, stream = self._shared, self._context, self._stream
         if self._index:
             _cudart.set_device(self._cudart, self._index)  # the current device is per host thread
