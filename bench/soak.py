@@ -207,15 +207,16 @@ class _HttpConn(asyncio.Protocol):
 
 
 async def _http_loop(port: int, pool: list, bud: _Budget, rng: random.Random,
-                     sleepy: asyncio.Event | None = None) -> None:
-    """One keep-alive connection, one request outstanding. ``sleepy``: idle 0-40 s before each request (long
-    enough for the server's idle timeout) until the event is set."""
+                     pause: tuple[float, float] | None = None, stop: asyncio.Event | None = None) -> None:
+    """One keep-alive connection, one request outstanding. ``pause``: stay idle that many seconds (uniform in the
+    range) before each request, e.g. long enough for the server's keep-alive timeout, until ``stop`` is set."""
     loop = asyncio.get_running_loop()
     conn: _HttpConn | None = None
+    stop = stop or asyncio.Event()
     while True:
-        if sleepy is not None:
+        if pause is not None:
             try:
-                await asyncio.wait_for(sleepy.wait(), rng.uniform(0, 40))
+                await asyncio.wait_for(stop.wait(), rng.uniform(*pause))
                 break
             except asyncio.TimeoutError:
                 pass
@@ -311,7 +312,7 @@ def client_main(kind: str, port: int, pool: list, quota: int, conc: int, stop_at
     async def main():
         if kind == "http":
             stop = asyncio.Event()
-            sleepy = asyncio.ensure_future(_http_loop(port, pool, bud, random.Random(rng.random()), stop))
+            sleepy = asyncio.ensure_future(_http_loop(port, pool, bud, random.Random(rng.random()), (0, 40), stop))
             await asyncio.gather(*(_http_loop(port, pool, bud, random.Random(rng.random())) for _ in range(conc)))
             stop.set()
             await sleepy

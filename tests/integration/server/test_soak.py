@@ -4,7 +4,11 @@ cancellations and deadlines; no wrong answer, no unexpected error, resources bou
 
 from __future__ import annotations
 
+import asyncio
+import random
+import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +72,63 @@ def test_resource_verdicts_catch_a_leak():
     assert not soak.analyse(leak, base, base)["rss_mib"]["flat"]
     assert not soak.analyse(flat, base, dict(base, fds=30))["fds"]["flat"]  # sockets left open
     assert not soak.analyse([dict(s, threads=10 + (i > 15)) for i, s in enumerate(flat)], base, base)["threads"]["flat"]
+
+
+# -- the HTTP client against a stand-in server that closes keep-alive connections (test double) ---------------------
+def _http_entry():
+    e = _entry()
+    e["model"] = "m"
+    e["http"] = e["http_deadline"] = b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    return e
+
+
+async def _client_against(mode: str, requests: int, pause: tuple[float, float] | None) -> soak._Budget:
+    """``mode``: 'idle_close' closes a connection idle for 0.2 s; 'race' closes instead of answering a request
+    that arrives after 0.2 s idle (the close crossing the send); 'drop' never answers and closes."""
+    e = _http_entry()
+    answer = (b"HTTP/1.1 200 OK\r\nInference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+              % (len(e["http_head"]), len(e["http_head"]) + 32)) + e["http_head"] + e["y_bytes"]
+
+    async def handle(reader, writer):
+        since = time.monotonic()
+        try:
+            while True:
+                wait = 0.2 if mode == "idle_close" else None
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+                await reader.readexactly(int(re.search(rb"Content-Length: (\d+)", head).group(1)))
+                if mode == "drop" or (mode == "race" and time.monotonic() - since > 0.2):
+                    break
+                writer.write(answer)
+                since = time.monotonic()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    bud = soak._Budget(requests, None, [0], 0)
+    async with srv:
+        await asyncio.wait_for(soak._http_loop(srv.sockets[0].getsockname()[1], [e], bud, random.Random(0), pause),
+                               30)
+    return bud
+
+
+@pytest.fixture()
+def no_cancels(monkeypatch):
+    monkeypatch.setattr(soak, "CANCEL_P", 0.0)
+    monkeypatch.setattr(soak, "DEADLINE_P", 0.0)
+    monkeypatch.setattr(soak, "IDLE_S", 0.1)
+
+
+def test_http_client_reconnects_when_the_server_closed_an_idle_connection(no_cancels):
+    bud = asyncio.run(_client_against("idle_close", 4, (0.35, 0.35)))
+    assert bud.counts == {"ok": 4, "reconnect": 3}, bud.samples  # no pause-and-reconnect before the first
+
+
+def test_http_client_retries_once_when_the_idle_close_crosses_the_send(no_cancels):
+    bud = asyncio.run(_client_against("race", 3, (0.3, 0.3)))
+    assert bud.counts == {"ok": 3, "idle_retry": 2, "reconnect": 2}, bud.samples
+
+
+def test_http_client_counts_a_request_lost_on_a_busy_connection(no_cancels):
+    bud = asyncio.run(_client_against("drop", 2, None))
+    assert bud.counts == {"unexpected": 2, "reconnect": 1} and "http lost" in bud.samples[0], bud.samples
