@@ -4,7 +4,15 @@ Content-Length and chunked bodies, ``Expect: 100-continue``, gzip/deflate reques
 One ``Connection`` per socket; requests are parsed in ``data_received`` and handed to the router, which
 either answers at once or later (inference). Responses always go out in request order. Nothing here
 raises into the event loop: a malformed request gets a 4xx and, when the stream cannot be trusted any
-more, the connection is closed after the answer.
+more, the connection is closed after the answer (after a short "lingering close" that reads and discards what
+the client still sends, so the answer is not lost to a TCP reset).
+
+Limits against clients that hold resources (``ServerLimits``, docs/security.md): a header-read, a body-read and a
+keep-alive timeout, one deadline per connection checked by a single sweep task per server (no timer per request);
+the per-port connection cap (``Listener.admit``); the server-wide budget of buffered request bytes
+(``RequestBudget``); raw header bytes and URI length; the body cap answered as soon as it is known to be
+exceeded; and write backpressure: while the socket's send buffer is above its high-water mark the connection
+stops reading, so a client that never reads its answers holds at most about one buffer of them.
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ from collections import deque
 from typing import Any
 
 from .codec import error_body
+from .limits import RequestBudget, ServerLimits, flag
+from .listener import Listener
 
 log = logging.getLogger(__name__)
 
 _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-            415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            414: "URI Too Long", 415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
             499: "Client Closed Request", 500: "Internal Server Error", 501: "Not Implemented",
             503: "Service Unavailable", 504: "Gateway Timeout"}
 _STATUS = {k: f"HTTP/1.1 {k} {v}\r\n".encode() for k, v in _REASONS.items()}
@@ -29,10 +39,20 @@ JSON = b"application/json"
 OCTET = b"application/octet-stream"
 # the headers the router needs; everything else is skipped while parsing
 _WANTED = {b"content-length", b"inference-header-content-length", b"authorization", b"expect", b"content-encoding",
-           b"transfer-encoding"}
-MAX_HEADER_BYTES = 64 * 1024
+           b"transfer-encoding", b"host"}
+MAX_HEADER_BYTES = 64 * 1024  # request line + header section (431 beyond)
+MAX_URI_BYTES = 16 * 1024  # request target (414 beyond)
 MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
 LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
+SLICE = 16 * 1024  # bytes fed to the parser at a time, so a pause (backpressure) takes effect within one slice
+TICK = 0.25  # seconds between two sweeps of the connection deadlines (timeouts fire up to one tick early)
+ERROR_LINGER = 1.0  # seconds input is read and discarded after an error answer before the socket is closed
+REFUSED_LINGER = 0.1  # the same for a connection refused by the connection cap (it holds an fd meanwhile)
+INF = float("inf")
+# connection phases (the deadline that applies)
+_IDLE, _HEAD, _BODY, _BUSY, _LINGER = range(5)
+# why reading is paused (bit flags)
+_PENDING, _WRITE = 1, 2
 
 
 def response(status: int, body: bytes = b"", ctype: bytes = JSON, extra: bytes = b"", close: bool = False) -> bytes:
@@ -71,8 +91,19 @@ class Slot:
         self.model: Any = None
 
 
+class _Refuse(Exception):
+    """Raised inside a parser callback: stop parsing, answer ``status`` and close (see ``Connection._fatal``)."""
+
+    def __init__(self, status: int, message: str, extra: bytes = b""):
+        super().__init__(status, message)
+        self.status, self.message, self.extra = status, message, extra
+
+
 class Connection(asyncio.Protocol):
-    """One client socket: parse with httptools, dispatch to ``server.router``, write answers in order."""
+    """One client socket: parse with httptools, dispatch to ``server.router``, write answers in order.
+
+    ``phase`` says which deadline applies (header read, body read, keep-alive idle, none while answers are
+    pending, the lingering close); ``deadline`` is checked by ``HttpServer._sweep``."""
 
     def __init__(self, server: HttpServer):
         import httptools
@@ -80,70 +111,165 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.router = server.router
         self.max_body = server.max_body
+        self.budget = server.budget
+        lim = server.limits
+        self.header_timeout, self.body_timeout = lim.header_timeout, lim.body_timeout
+        self.keepalive_timeout = lim.keepalive_timeout
         self.parser = httptools.HttpRequestParser(self)
         self._parse_error = httptools.HttpParserError
+        self._callback_error = httptools.HttpParserCallbackError
         self._upgrade = httptools.HttpParserUpgrade
-        self._parse_url = httptools.parse_url
         self.transport: asyncio.Transport | None = None
         self.pending: deque[Slot] = deque()
-        self.closed = False
-        self.closing = False  # answer what is pending, then close
-        self._paused = False
+        self.closed = False  # nothing more is written (the socket is closed or in its lingering close)
+        self.closing = False  # answer what is pending, then close; input is discarded
+        self.admitted = False  # counted by the listener's connection cap
+        self.phase = _IDLE
+        self.deadline = INF
+        self.head_raw = 0  # raw bytes fed while the header section was incomplete (D6)
+        self.head_fresh = False  # the current message began in the piece being parsed
+        self._hold = 0  # why reading is paused (_PENDING | _WRITE)
+        self._unread = b""  # input not parsed yet because reading was paused mid-read
+        self._error_close = False  # the close follows an error answer: linger
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.header_bytes = 0
+        self.hosts = 0
+        self.upgrade = False
         self.body: list[bytes] = []
-        self.body_len = 0
-        self.reject: tuple[int, str] | None = None  # answer instead of dispatching (body too big, ...)
+        self.body_len = 0  # body bytes held (taken from the server's RequestBudget)
 
     # -- asyncio ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server.connections.add(self)
+        srv = self.server
+        srv.connections.add(self)
+        if not srv.listener.admit():
+            cap = srv.listener.max_connections
+            transport.write(error_response(  # type: ignore[attr-defined]
+                503, f"the server has {cap} open connections on this port, its limit ({flag('max_connections')} "
+                     f"{cap}); retry later, or raise the limit", close=True))
+            self._error_close = True
+            self._close(REFUSED_LINGER)
+            return
+        self.admitted = True
+        # a new connection must send its first request within the header timeout (closed quietly otherwise)
+        self.deadline = srv.clock + self.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.server.connections.discard(self)
+        self.closed = self.closing = True
+        srv = self.server
+        srv.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            srv.listener.release()
+        self._release_body()
+        self._unread = b""
         for slot in self.pending:
             if slot.handle is not None and slot.model is not None:
                 slot.model.batcher.cancel(slot.handle)  # a client that left cannot be answered
         self.pending.clear()
 
+    def pause_writing(self) -> None:
+        """The socket's send buffer is above its high-water mark: the client does not read its answers. Stop
+        reading its requests until it does (closed after ``body_timeout`` without progress)."""
+        self._hold_on(_WRITE)
+
+    def resume_writing(self) -> None:
+        self._hold_off(_WRITE)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._hold or self._unread:  # paused mid-read: keep the order
+            self._unread += data
+            return
+        if len(data) <= SLICE:
+            self._feed(data)
+            return
+        view = memoryview(data)
+        for off in range(0, len(data), SLICE):
+            if self.closing:
+                return
+            if self._hold:
+                self._unread = bytes(view[off:])
+                return
+            self._feed(view[off:off + SLICE])
+
+    def _feed(self, data: Any) -> None:
         try:
             self.parser.feed_data(data)
-        except self._upgrade:
-            self._fatal(501, "protocol upgrades (WebSocket, h2c) are not supported; use HTTP/1.1")
+        except self._callback_error as exc:
+            ctx = exc.__context__
+            if isinstance(ctx, _Refuse):
+                self._fatal(ctx.status, ctx.message, ctx.extra)
+            else:
+                log.error("HTTP: unexpected error while handling a request", exc_info=ctx or exc)
+                self._fatal(500, "internal server error (see the server log)")
+            return
+        except self._upgrade:  # the request was answered normally (Upgrade ignored); what follows is not HTTP/1.1
+            self.closing = True
+            if not self.pending:
+                self._close()
+            return
         except self._parse_error as exc:
             self._fatal(400, f"malformed HTTP request ({exc})")
+            return
         except Exception:  # never let a bug kill the loop; the client gets a 500
             log.exception("HTTP: unexpected error while handling a request")
             self._fatal(500, "internal server error (see the server log)")
+            return
+        if self.phase == _HEAD:  # httptools buffers an unfinished header field itself: count it here
+            if self.head_fresh:  # the message began in this piece: what came before it is another message's
+                self.head_fresh = False
+                return
+            self.head_raw += len(data)
+            if self.head_raw > MAX_HEADER_BYTES:
+                self._fatal(431, f"the request header section is larger than {MAX_HEADER_BYTES} bytes (or never "
+                                 "ends); send smaller headers")
 
     # -- httptools callbacks ----------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
+        self.phase = _HEAD
+        self.head_raw = 0
+        self.head_fresh = True
+        self.deadline = self.server.clock + self.header_timeout
+        if self._hold:
+            self._arm()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_HEADER_BYTES:
-            raise self._parse_error("request line too long")
+        if len(self.url) > MAX_URI_BYTES:
+            raise _Refuse(414, f"the request target is longer than {MAX_URI_BYTES} bytes; send a shorter URI")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
-            raise self._parse_error(f"headers larger than {MAX_HEADER_BYTES} bytes")
+            raise _Refuse(431, f"the request headers are larger than {MAX_HEADER_BYTES} bytes; send smaller headers")
         key = name.lower()
         if key in _WANTED:
+            if key == b"host":
+                self.hosts += 1
             self.headers[key] = value
 
     def on_headers_complete(self) -> None:
+        self.phase = _BODY
+        self.deadline = self.server.clock + self.body_timeout
+        if self._hold:
+            self._arm()
+        p = self.parser
         h = self.headers
+        if self.hosts != 1 and (self.hosts or p.get_http_version() == "1.1"):
+            raise _Refuse(400, f"an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2), this one "
+                               f"has {self.hosts}")
+        te = h.get(b"transfer-encoding")
+        if te is not None and te.strip().lower() != b"chunked":
+            raise _Refuse(501, f"Transfer-Encoding {te.decode('latin-1')!r} is not supported: send the body with "
+                               "Content-Length or 'Transfer-Encoding: chunked' alone")
         cl = h.get(b"content-length")
         if cl is not None:
             try:
@@ -151,33 +277,38 @@ class Connection(asyncio.Protocol):
             except ValueError:
                 n = -1
             if n > self.max_body:
-                self.reject = (413, f"request body of {n} bytes is larger than the server's limit "
-                                    f"(--max-body {self.max_body} bytes)")
-        if self.reject is not None:
-            return
+                raise _Refuse(413, f"request body of {n} bytes is larger than the server's limit (--max-body "
+                                   f"{self.max_body} bytes)")
+        if p.should_upgrade():
+            if p.get_method() == b"CONNECT":
+                raise _Refuse(405, "CONNECT is not supported: this server is not a proxy", b"Allow: GET, POST\r\n")
+            if te is not None or (cl is not None and cl.strip() not in (b"", b"0")):
+                raise _Refuse(501, "protocol upgrades (WebSocket, h2c) are not supported, and a request body cannot "
+                                   "follow an Upgrade header; send the request without 'Connection: upgrade'")
+            self.upgrade = True  # served as a plain request (RFC 9110 7.8 allows ignoring Upgrade), then closed
         expect = h.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self.reject is not None:
-            return
-        self.body_len += len(body)
-        if self.body_len > self.max_body:
-            self.reject = (413, f"request body larger than the server's limit (--max-body {self.max_body} bytes)")
-            self.body = []
-            return
+        n = len(body)
+        if self.body_len + n > self.max_body:
+            raise _Refuse(413, f"request body larger than the server's limit (--max-body {self.max_body} bytes)")
+        if not self.budget.take(n):
+            raise _Refuse(503, f"the server holds {self.budget.used} bytes of request bodies still arriving, its "
+                               f"limit ({flag('max_buffered')} {self.budget.limit}); retry later")
+        self.body_len += n
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.phase = _BUSY
+        self.deadline = INF
+        if self._hold:
+            self._arm()
         p = self.parser
-        keep_alive = p.should_keep_alive()
-        if self.reject is not None:
-            status, msg = self.reject
-            self._answer(error_response(status, msg, close=True), close=True)
-            self.closing = True
-            return
+        keep_alive = p.should_keep_alive() and not self.upgrade
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self._release_body()
         enc = self.headers.get(b"content-encoding")
         if enc is not None and body:
             try:
@@ -198,9 +329,14 @@ class Connection(asyncio.Protocol):
             return
         req = Request(p.get_method(), spath, query.decode("latin-1"), self.headers, body, keep_alive)
         self.router.dispatch(self, req)
-        if len(self.pending) > MAX_PENDING and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
+        if len(self.pending) > MAX_PENDING and not self._hold & _PENDING:
+            self._hold_on(_PENDING)
+
+    def _release_body(self) -> None:
+        if self.body_len:
+            self.budget.give(self.body_len)
+            self.body_len = 0
+        self.body = []
 
     def _decompress(self, enc: bytes, body: bytes) -> bytes:
         enc = enc.strip().lower()
@@ -213,12 +349,19 @@ class Connection(asyncio.Protocol):
         else:
             raise ValueError(f"unsupported Content-Encoding {enc.decode('latin-1')!r} (use gzip, deflate or "
                              "identity)")
+        name = enc.decode()
         try:
             out = d.decompress(body, self.max_body + 1)
         except zlib.error as exc:
-            raise ValueError(f"the {enc.decode()} request body cannot be decompressed ({exc})") from None
+            raise ValueError(f"the {name} request body cannot be decompressed ({exc})") from None
         if len(out) > self.max_body or d.unconsumed_tail:
             raise ValueError(f"the decompressed body is larger than the server's limit (--max-body {self.max_body})")
+        if not d.eof:
+            raise ValueError(f"the {name} request body is truncated (the compressed stream does not end); send all "
+                             "of it")
+        if d.unused_data:
+            raise ValueError(f"the {name} request body has data after the end of its compressed stream (a second "
+                             f"{name} member?); send a single {name} stream")
         return out
 
     # -- answers ----------------------------------------------------------------------------------------
@@ -234,6 +377,10 @@ class Connection(asyncio.Protocol):
         self.transport.write(data)
         if close:
             self._close()
+        elif self.phase == _BUSY:
+            self.phase = _IDLE
+            if not self._hold:
+                self.deadline = self.server.clock + self.keepalive_timeout
 
     def begin(self) -> Slot:
         """Reserve the response position of the request just parsed (answered later with ``finish``)."""
@@ -254,26 +401,48 @@ class Connection(asyncio.Protocol):
             if s.close:
                 self._close()
                 return
-        if self._paused and len(pending) <= MAX_PENDING // 2:
-            self._paused = False
-            self.transport.resume_reading()
-        if self.closing and not pending:
-            self._close()
+        if self._hold & _PENDING and len(pending) <= MAX_PENDING // 2:
+            self._hold_off(_PENDING)
+        if not pending:
+            if self.closing:
+                self._close()
+            elif self.phase == _BUSY:
+                self.phase = _IDLE
+                if not self._hold:
+                    self.deadline = self.server.clock + self.keepalive_timeout
 
-    def _fatal(self, status: int, message: str) -> None:
+    def _fatal(self, status: int, message: str, extra: bytes = b"") -> None:
         """The byte stream cannot be trusted any more: answer (after what is pending) and close."""
         self.closing = True
+        self._error_close = True
+        self._release_body()
+        data = error_response(status, message, close=True, extra=extra)
         if self.pending:
+            self.deadline = INF  # the answers go out first; the close then lingers
             slot = Slot()
             self.pending.append(slot)
-            self.finish(slot, error_response(status, message, close=True), close=True)
+            self.finish(slot, data, close=True)
         elif not self.closed:
-            self.transport.write(error_response(status, message, close=True))
+            self.transport.write(data)
             self._close()
 
-    def _close(self) -> None:
-        if not self.closed:
-            self.closed = True
+    def _close(self, linger: float = ERROR_LINGER) -> None:
+        """Close after what was written. After an error answer the client may still be sending: half-close and
+        discard its input for up to ``linger`` seconds, so the answer is not destroyed by a TCP reset."""
+        if self.closed:
+            return
+        self.closed = self.closing = True
+        if not self._error_close:
+            self.transport.close()
+            return
+        self.phase = _LINGER
+        self.deadline = self.server.clock + linger
+        try:
+            if self._hold:
+                self._hold = 0
+                self.transport.resume_reading()
+            self.transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
             self.transport.close()
 
     def close_when_idle(self) -> None:
@@ -282,50 +451,129 @@ class Connection(asyncio.Protocol):
         if not self.pending:
             self._close()
 
+    # -- deadlines and reading pauses -----------------------------------------------------------------------
+    def _arm(self) -> None:
+        """Set the deadline of the current phase, counted from now."""
+        if self.phase == _LINGER:
+            return
+        clock = self.server.clock
+        if self._hold & _WRITE:  # answers the client does not read
+            self.deadline = clock + self.body_timeout
+        elif self._hold:  # paused by us (answers pending from the model): no client deadline
+            self.deadline = INF
+        elif self.phase == _HEAD:
+            self.deadline = clock + self.header_timeout
+        elif self.phase == _BODY:
+            self.deadline = clock + self.body_timeout
+        elif self.phase == _IDLE:
+            self.deadline = clock + self.keepalive_timeout
+        else:
+            self.deadline = INF
+
+    def expire(self) -> None:
+        """Called by the sweep once ``deadline`` has passed."""
+        if self.phase == _LINGER or self._hold & _WRITE:  # lingering close over, or answers never read
+            self.transport.abort()
+        elif self.phase == _IDLE:
+            self._close()  # keep-alive (or fresh connection) idle: close quietly
+        elif self.phase == _HEAD:
+            self._fatal(408, f"the request line and headers did not arrive within {self.header_timeout:g} s "
+                             f"({flag('header_timeout')}); send the whole request at once")
+        elif self.phase == _BODY:
+            self._fatal(408, f"the request body did not arrive within {self.body_timeout:g} s after its headers "
+                             f"({flag('body_timeout')}); send the body at once")
+        else:
+            self.deadline = INF
+
+    def _hold_on(self, why: int) -> None:
+        if not self._hold and not self.closed:
+            self.transport.pause_reading()
+        self._hold |= why
+        self._arm()
+
+    def _hold_off(self, why: int) -> None:
+        if not self._hold & why:
+            return
+        self._hold &= ~why
+        self._arm()
+        if not self._hold and not self.closed:
+            if self._unread:
+                self.server.loop.call_soon(self._resume)  # not from inside finish/transport callbacks
+            else:
+                self.transport.resume_reading()
+
+    def _resume(self) -> None:
+        if self._hold or self.closed:
+            return
+        data, self._unread = self._unread, b""
+        self.data_received(data)
+        if not self._hold and not self._unread and not self.closed:
+            self.transport.resume_reading()
+
 
 class HttpServer:
-    """Owns the listening socket and the open connections (for drain)."""
+    """Owns the listening socket (a ``Listener``: the connection cap and the reset-free close), the open
+    connections (for drain) and the sweep task that enforces their deadlines."""
 
-    def __init__(self, router: Any, *, max_body: int, limits: Any = None, budget: Any = None):
-        from .limits import RequestBudget, ServerLimits
-
+    def __init__(self, router: Any, *, max_body: int, limits: ServerLimits | None = None,
+                 budget: RequestBudget | None = None):
         self.router = router
         self.max_body = int(max_body)
         self.limits = limits if limits is not None else ServerLimits()
         self.budget = budget if budget is not None else RequestBudget(self.limits.max_buffered)
         self.connections: set[Connection] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self.listener = Listener("http", self.limits.max_connections)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock = 0.0  # loop time at the last sweep: deadlines are set from it (no clock read per request)
+        self._sweeper: asyncio.Task | None = None
 
     async def start(self, host: str, port: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time()
+        port = await self.listener.start(lambda: Connection(self), host, port)
+        self._sweeper = self.loop.create_task(self._sweep())
+        return port
+
+    async def _sweep(self) -> None:
+        """Every TICK: expire the connections whose deadline has passed (one task per server, O(connections))."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
-                                                backlog=1024)
-        return self._server.sockets[0].getsockname()[1]
+        while True:
+            await asyncio.sleep(TICK)
+            now = self.clock = loop.time()
+            for c in [c for c in self.connections if c.deadline <= now]:
+                try:
+                    c.expire()
+                except Exception:  # pragma: no cover - never let one connection stop the sweep
+                    log.exception("HTTP: expiring a connection failed")
+                    c.transport.abort()
 
     def pending_answers(self) -> int:
         return sum(len(c.pending) for c in self.connections)
 
+    async def close_listener(self) -> None:
+        """Drain step: seal the listening socket, serve what is left in its backlog, close it (no client reset)."""
+        await self.listener.close()
+
     def stop_listening(self) -> None:
-        """Refuse new connections (drain): a client reconnecting after a 'Connection: close' answer is refused
-        at once instead of landing in the accept backlog of a socket that is about to close."""
-        if self._server is not None:
-            self._server.close()
+        """Deprecated (the drain now calls ``close_listener``): the same, in the background."""
+        if self.listener.listening:
+            asyncio.ensure_future(self.listener.close())
 
     async def close(self, linger: float = LINGER) -> None:
         """Close every connection once idle. A keep-alive client may have a request on the wire when its last
         answer (sent before the drain began, so without 'Connection: close') reached it: connections first stay
         open for ``linger`` seconds, answering such requests 503 + 'Connection: close', so none is dropped
         unanswered; then the idle ones are closed."""
-        if self._server is not None:
-            self._server.close()
+        await self.close_listener()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + linger
         while loop.time() < deadline and any(not c.closed for c in self.connections):
             await asyncio.sleep(0.01)
         for c in list(self.connections):
-            c.close_when_idle()
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, Exception):  # pragma: no cover - stuck sockets are not our problem
-                pass
+            if c.phase == _LINGER:
+                c.transport.abort()
+            else:
+                c.close_when_idle()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
