@@ -257,7 +257,8 @@ def _goaway(port, send, preface=F.PREFACE) -> int:
     ("RST_STREAM on an idle stream", F.PROTOCOL_ERROR),
     ("PUSH_PROMISE from a client", F.PROTOCOL_ERROR),
     ("DATA padding longer than the frame", F.PROTOCOL_ERROR),
-    ("stream id going backwards", F.STREAM_CLOSED),
+    ("stream id going backwards", F.PROTOCOL_ERROR),
+    ("stream id reused", F.STREAM_CLOSED),
 ])
 def test_connection_errors_answer_goaway(srv, case, code):
     port = srv.grpc_port
@@ -283,6 +284,8 @@ def test_connection_errors_answer_goaway(srv, case, code):
         "stream id going backwards": lambda c: c.send(
             F.frame(F.HEADERS, F.END_HEADERS | F.END_STREAM, 5, request_block("ServerLive"))
             + F.frame(F.HEADERS, F.END_HEADERS | F.END_STREAM, 3, request_block("ServerLive"))),
+        "stream id reused": lambda c: (c.call(5, "ServerLive", b""), c.response(5),
+                                       c.send(F.frame(F.HEADERS, F.END_HEADERS, 5, request_block("ServerLive")))),
     }
     if case == "bad preface":
         got = _goaway(port, lambda c: None, preface=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -324,8 +327,8 @@ def test_drain_sends_goaway_and_finishes_open_calls(serve, gate):
     gate.set()
     np.testing.assert_array_equal(infer_output(c.response(1)), np.full((1, 4), 6.0, np.float32))
     c.until_closed()
-    # GOAWAY went out when the drain began: it names stream 1 (being answered) as the last one processed
-    assert c.goaway is not None and c.goaway[1] == F.NO_ERROR and c.goaway[0] == 1
+    # the last GOAWAY names the last stream processed: 1 (being answered), or 3 when it was answered UNAVAILABLE
+    assert c.goaway is not None and c.goaway[1] == F.NO_ERROR and c.goaway[0] == (3 if r3.grpc_status == 14 else 1)
     srv._thread.join(10)
     assert srv.drained_cleanly is True
 

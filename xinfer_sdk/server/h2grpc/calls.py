@@ -7,6 +7,11 @@ callback writes the answer (no task per request). ModelStreamInfer enqueues each
 answers in request order; after the client's END_STREAM and the last answer come the OK trailers.
 The RPCs themselves (and the error -> status mapping) are shared with the grpc.aio transport:
 ``xinfer_sdk.server.grpc_server.KServeRpcs``.
+
+Request bytes the layer holds (a partial message, or a whole unary one waiting for END_STREAM) are counted per
+stream (``st.held``), per connection (``conn.buffered``, at most ``max_buffered``) and against the server-wide
+``RequestBudget``; beyond either the call ends RESOURCE_EXHAUSTED. The connection returns flow-control credit for
+what the layer no longer holds. ``expire`` ends a call whose request did not arrive in time.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from ...errors import InvalidInput, XinferError
 from ..grpc_server import (
+    DEADLINE_EXCEEDED,
     INTERNAL,
     RESOURCE_EXHAUSTED,
     SERVICE,
@@ -29,6 +35,7 @@ from ..grpc_server import (
     grpc_status,
     unsupported_message,
 )
+from ..limits import RequestBudget
 from ..service import Service
 from . import frames as F
 from . import grpcwire as W
@@ -54,8 +61,10 @@ class Route:
 class GrpcCalls:
     """The call layer behind every ``H2Connection`` of a server (hooks: head, start, data, reset)."""
 
-    def __init__(self, service: Service, *, max_message: int, max_header_list: int):
+    def __init__(self, service: Service, *, max_message: int, max_header_list: int,
+                 budget: RequestBudget | None = None):
         self.svc = service
+        self.budget = budget if budget is not None else RequestBudget(1 << 30)
         self.rpcs = KServeRpcs(service)
         self.max_message = int(max_message)
         self.max_header_list = int(max_header_list)
@@ -114,6 +123,8 @@ class GrpcCalls:
             st.deadline = conn.loop.time() + head.timeout
         if route.kind == STREAM:
             st.queue = deque()
+        else:
+            st.t0 = conn.server.now  # the whole request must arrive within body_timeout
         if end_stream:
             self.data(conn, st, b"", True)
 
@@ -133,11 +144,18 @@ class GrpcCalls:
                 return
             msg = st.msg = bytearray()
         if chunk:
-            msg += chunk
-            conn.buffered += len(chunk)
-            if conn.buffered > conn.lim.max_buffered:
-                self._status(conn, st, RESOURCE_EXHAUSTED, "too many request bytes are waiting on this connection")
+            n = len(chunk)
+            if conn.buffered + n > conn.lim.max_buffered:
+                self._status(conn, st, RESOURCE_EXHAUSTED, "too many request bytes are waiting on this connection "
+                                                           f"(at most {conn.lim.max_buffered})")
                 return
+            if not self.budget.take(n):
+                self._status(conn, st, RESOURCE_EXHAUSTED, "the server holds too many partial requests right now "
+                                                           "(--max-buffered); retry later")
+                return
+            msg += chunk
+            conn.buffered += n
+            st.held += n
         streaming = head.route.kind == STREAM
         while len(msg) >= 5:
             n = int.from_bytes(msg[1:5], "big")
@@ -146,11 +164,11 @@ class GrpcCalls:
                                                            f"{self.max_message})")
                 return
             if len(msg) < n + 5:
+                conn.expect(st, n + 5 - len(msg))
                 break
             flag = msg[0]
             payload = bytes(msg[5:5 + n])
             del msg[:5 + n]
-            conn.buffered -= n + 5
             if flag:
                 try:
                     payload = W.decompress(head.encoding, payload, self.max_message)
@@ -159,12 +177,17 @@ class GrpcCalls:
                     self._status(conn, st, code, text, W.ACCEPT_ENCODING if code == UNIMPLEMENTED else b"")
                     return
             if streaming:
+                self._unhold(conn, st, n + 5)
                 self._stream_message(conn, st, head, payload)
+                if st.closed:
+                    return
             elif st.ctx is not None:
                 self._status(conn, st, INTERNAL, f"{head.route.name} takes one request message, got more")
                 return
             else:
-                st.ctx = payload
+                st.ctx = payload  # still held (and timed) until the request ends
+        if streaming:
+            st.t0 = (st.t0 or conn.server.now) if msg else None  # a message in progress must complete in time
         if not end:
             return
         if msg:
@@ -177,7 +200,21 @@ class GrpcCalls:
             self._status(conn, st, INTERNAL, f"{head.route.name} needs a request message, the request had none")
         else:
             payload, st.ctx = st.ctx, None
+            self._unhold(conn, st, st.held)
             self._unary(conn, st, head, payload)
+
+    def expire(self, conn: Any, st: Any, message: str) -> None:
+        """The request did not arrive in time (body timeout or grpc-timeout): DEADLINE_EXCEEDED trailers, then
+        RST_STREAM(CANCEL) so the client stops sending."""
+        held = st.held
+        self.reset(conn, st)
+        if held:
+            conn.consumed(held)
+        if not st.closed and st.out is None:
+            st.recv_open = False  # the RST below (not NO_ERROR) tells the client to stop
+            block = W.trailers(DEADLINE_EXCEEDED, message)
+            conn.send_headers(st, block if st.headers_sent else W.RESPONSE_HEADERS + block, end_stream=True)
+        conn.reset_stream(st.sid, F.CANCEL, message)
 
     def reset(self, conn: Any, st: Any) -> None:
         """The client reset the stream or went away: withdraw what is still queued."""
@@ -193,11 +230,18 @@ class GrpcCalls:
             st.queue.clear()
 
     # -- answers ------------------------------------------------------------------------------------------
+    def _unhold(self, conn: Any, st: Any, n: int) -> None:
+        """``n`` held bytes reached the model (or were dropped)."""
+        if n:
+            st.held -= n
+            conn.buffered -= n
+            self.budget.give(n)
+
     def _release(self, conn: Any, st: Any) -> None:
         st.call = None
-        if st.msg is not None:
-            conn.buffered -= len(st.msg)
-            st.msg = None
+        st.msg = None
+        if st.held:
+            self._unhold(conn, st, st.held)
 
     def _status(self, conn: Any, st: Any, code: int, message: str, extra: bytes = b"") -> None:
         """End the call with a gRPC status (trailers-only when nothing was sent yet)."""

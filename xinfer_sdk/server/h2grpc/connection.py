@@ -4,14 +4,16 @@ half (the writing half, ``H2Output``, is in output.py).
 Reads: the client preface, then frames parsed in place from each read (a partial frame waits in a
 bytearray). Header blocks (HEADERS + CONTINUATION) go through HPACK; a block that leaves the dynamic table
 unchanged is remembered with what it meant, so a client repeating its headers (gRPC clients index them
-all) costs one dict lookup per request. DATA is counted against our windows, which are returned as the
-bytes arrive (WINDOW_UPDATE once half of a window is used). The call layer (``app``) sees ``head`` (what a
-header block means), ``start``, ``data`` and ``reset`` per stream, and answers with ``respond``,
-``send_headers`` and ``send_message``.
+all) costs one dict lookup per request (the cache is bounded in bytes and holds only blocks that opened a valid
+call). DATA is counted against our windows, and credit goes back only for bytes the call layer has consumed
+(a whole message handed to the model, or dropped; ``expect`` lets one large message arrive whole). The call
+layer (``app``) sees ``head`` (what a header block means), ``start``, ``data``, ``reset`` and ``expire`` per
+stream, and answers with ``respond``, ``send_headers`` and ``send_message``.
 
 Errors: a connection error sends GOAWAY(last stream, code) and closes; a stream error sends RST_STREAM and
-the connection goes on. Limits: concurrent streams (REFUSED_STREAM beyond), frame size, header block size,
-buffered request bytes, and reading pauses while the client does not read its answers.
+the connection goes on. Limits: concurrent streams (REFUSED_STREAM beyond), frame size, header block size (and
+CONTINUATION count), buffered request bytes, and reading pauses while the client does not read its answers.
+Flood counters, timeouts, the drain and the work budget: guard.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import logging
 from typing import Any
 
 from . import frames as F
-from .hpack import Decoder, HpackError
+from . import guard as G
+from .control import H2Control
+from .guard import H2Guard
+from .hpack import Decoder, HpackError, HpackFlood
 from .output import H2Output
 from .stream import Limits, Stream
 
@@ -29,10 +34,11 @@ __all__ = ["H2Connection", "Limits", "Stream"]
 
 log = logging.getLogger(__name__)
 
-RAPID_RESETS = 1000  # streams a client may cancel before we look at the share it cancels
+HEAD_CACHE_BYTES = 64 << 10  # header blocks remembered per connection (bytes of blocks)
+HEAD_CACHE_BLOCK = 4096  # larger blocks are not remembered
 
 
-class H2Connection(H2Output, asyncio.Protocol):
+class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
     def __init__(self, server: Any, app: Any, limits: Limits, loop: asyncio.AbstractEventLoop):
         self.server = server
         self.app = app
@@ -42,6 +48,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.decoder = Decoder(4096, limits.max_header_list)
         self._heads: dict[bytes, Any] = {}  # header block -> app.head(...) while the HPACK table is unchanged
+        self._heads_bytes = 0
         self.last_sid = 0  # highest stream id the client opened
         self.accepted_sid = 0  # highest stream id we process (what GOAWAY reports)
         self.closed = False
@@ -55,7 +62,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._cont: list | None = None  # [sid, end_stream, fragments, size] while CONTINUATION is due
         self._reset_sent: set[int] = set()  # streams we reset: late frames for them are ignored
         self.started = 0  # streams accepted
-        self._client_resets = 0  # of them, reset by the client before we answered ("rapid reset" guard)
+        self.admitted = False  # counted by the server's Listener (released when the connection is lost)
+        self.expires: float | None = None  # max connection age (set by the server)
         self._out: list[bytes] = []
         self._reading = False
         self._flush_due = False
@@ -72,21 +80,33 @@ class H2Connection(H2Output, asyncio.Protocol):
         # our receive windows
         self.recv_window = limits.connection_window
         self.recv_unacked = 0
-        self._conn_update_at = limits.connection_window // 2
+        self._conn_update_at = min(limits.connection_window // 2, 1 << 20)
         self._stream_update_at = limits.stream_window // 2
+        self._guard_init(server.now)
 
     # -- asyncio ----------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.server.connections.add(self)
         lim = self.lim
         transport.write(F.settings({F.MAX_CONCURRENT_STREAMS: lim.max_streams,
                                     F.INITIAL_WINDOW_SIZE: lim.stream_window, F.MAX_FRAME_SIZE: lim.max_frame,
                                     F.MAX_HEADER_LIST_SIZE: lim.max_header_list})
                         + F.window_update(0, lim.connection_window - F.DEFAULT_WINDOW))
+        server = self.server
+        if server.draining:
+            self.refuse(b"the server is shutting down")
+            return
+        if not server.admit():
+            self.refuse(b"connection limit reached")
+            return
+        self.admitted = True
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.admitted:
+            self.admitted = False
+            self.server.release()
         self.server.connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()
@@ -106,6 +126,9 @@ class H2Connection(H2Output, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        now = self.server.now
+        if now - self.win_start >= G.WINDOW:
+            self._new_window(now)
         buf = self._buf
         if buf:
             buf += data
@@ -130,6 +153,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         finally:
             self._reading = False
         self._flush()
+        if len(data) >= G.WORK_BUDGET:
+            self._yield_loop()
 
     # -- reading ----------------------------------------------------------------------------------------
     def _check_preface(self, data: bytes) -> bytes | None:
@@ -185,6 +210,9 @@ class H2Connection(H2Output, asyncio.Protocol):
                 elif ftype == F.CONTINUATION:
                     self._on_continuation(data, p, stop, flags, sid)
                 elif ftype == F.PRIORITY:
+                    self.n_priority += 1
+                    if self.n_priority > G.PRIORITY_FRAMES:
+                        self._calm("PRIORITY frames")
                     if sid == 0:
                         raise F.H2Error(F.PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if stop - p != 5:
@@ -193,31 +221,40 @@ class H2Connection(H2Output, asyncio.Protocol):
                     self._on_goaway(data, p, stop, sid)
                 elif ftype == F.PUSH_PROMISE:
                     raise F.H2Error(F.PROTOCOL_ERROR, "a client must not send PUSH_PROMISE")
-                # unknown frame types are ignored (RFC 9113 5.5)
+                elif stop == p:  # unknown frame types are ignored (RFC 9113 5.5), empty ones counted
+                    self._empty()
             except F.StreamError as exc:
+                self.n_errors += 1
+                if self.n_errors > G.STREAM_ERRORS:
+                    self._calm("stream errors")
                 self.reset_stream(exc.sid, exc.code, str(exc))
             if self.closed:
                 return end
         self._need = 9
         return pos
 
+    def _empty(self) -> None:
+        self.n_empty += 1
+        if self.n_empty > G.EMPTY_FRAMES:
+            self._calm("empty frames")
+
     def _on_data(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
         length = stop - p
         self.recv_window -= length
         if self.recv_window < 0:
             raise F.H2Error(F.FLOW_CONTROL_ERROR, "the client sent more DATA than the connection window allows")
-        self.recv_unacked += length
-        if self.recv_unacked >= self._conn_update_at:
-            self._write(F.window_update(0, self.recv_unacked))
-            self.recv_window += self.recv_unacked
-            self.recv_unacked = 0
         if sid == 0:
             raise F.H2Error(F.PROTOCOL_ERROR, "DATA on stream 0")
         st = self.streams.get(sid)
         if st is None:
             if sid > self.last_sid or not sid & 1:
                 raise F.H2Error(F.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            return  # a stream already answered or reset: its late DATA is dropped (but counted above)
+            if sid in self._reset_sent:  # a stream we reset or answered early: its late DATA is dropped
+                self.consumed(length)
+                return
+            # the client ended this stream before: a stream error, and the bytes stay counted against the
+            # connection window (RFC 9113 6.1, 6.9)
+            raise F.StreamError(sid, F.STREAM_CLOSED, "DATA after END_STREAM")
         if not st.recv_open:
             raise F.StreamError(sid, F.STREAM_CLOSED, "DATA after END_STREAM")
         st.recv_window -= length
@@ -231,13 +268,41 @@ class H2Connection(H2Output, asyncio.Protocol):
         end = flags & F.END_STREAM
         if end:
             st.recv_open = False
-        else:
-            st.recv_unacked += length
+        elif stop == p:
+            self._empty()
+        held = st.held
+        self.app.data(self, st, memoryview(data)[p:stop], end)  # no copy: ``data`` is immutable bytes
+        held += length - st.held  # what the call layer consumed: the frame, and what it held before, less what
+        if held:  # it holds now
+            self.consumed(held, st)
+
+    def consumed(self, n: int, st: Any = None) -> None:
+        """Flow-control credit for ``n`` request bytes the call layer no longer holds (WINDOW_UPDATE once enough
+        has accumulated)."""
+        self.recv_unacked += n
+        if self.recv_unacked >= self._conn_update_at:
+            self._write(F.window_update(0, self.recv_unacked))
+            self.recv_window += self.recv_unacked
+            self.recv_unacked = 0
+        if st is not None and st.recv_open and not st.closed:
+            if st.granted:
+                given = min(st.granted, n)
+                st.granted -= given
+                n -= given
+            st.recv_unacked += n
             if st.recv_unacked >= self._stream_update_at:
-                self._write(F.window_update(sid, st.recv_unacked))
+                self._write(F.window_update(st.sid, st.recv_unacked))
                 st.recv_window += st.recv_unacked
                 st.recv_unacked = 0
-        self.app.data(self, st, memoryview(data)[p:stop], end)  # no copy: ``data`` is immutable bytes
+
+    def expect(self, st: Any, need: int) -> None:
+        """The call layer holds part of a message of which ``need`` more bytes are due: open the stream window so
+        they can come (the message was admitted against the limits already)."""
+        short = need - st.recv_window
+        if short > 0 and st.recv_open:
+            self._write(F.window_update(st.sid, short))
+            st.recv_window += short
+            st.granted += short
 
     def _on_headers(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
         if sid == 0:
@@ -253,22 +318,32 @@ class H2Connection(H2Output, asyncio.Protocol):
                 raise F.H2Error(F.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
             bad = F.u32(data, p) & 0x7FFFFFFF == sid  # a stream depending on itself: stream error
             p += 5
+        size = stop - p
+        if size > self.lim.max_header_block:
+            raise F.H2Error(F.ENHANCE_YOUR_CALM, f"a header block larger than {self.lim.max_header_block} bytes")
+        if size == 0:
+            self._empty()
         if flags & F.END_HEADERS:
             self._headers_done(sid, data[p:stop], flags & F.END_STREAM, bad)
         else:
-            self._cont = [sid, flags & F.END_STREAM, [data[p:stop]], stop - p, bad]
+            self._cont = [sid, flags & F.END_STREAM, [data[p:stop]], size, bad]
 
     def _on_continuation(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
         cont = self._cont
         if cont is None or cont[0] != sid:
             raise F.H2Error(F.PROTOCOL_ERROR, "CONTINUATION without a HEADERS frame before it on this stream")
-        cont[2].append(data[p:stop])
+        if stop == p and not flags & F.END_HEADERS:
+            raise F.H2Error(F.ENHANCE_YOUR_CALM, "an empty CONTINUATION frame that does not end the header block")
+        parts = cont[2]
+        parts.append(data[p:stop])
+        if len(parts) > G.MAX_FRAGMENTS:
+            raise F.H2Error(F.ENHANCE_YOUR_CALM, f"a header block in more than {G.MAX_FRAGMENTS} frames")
         cont[3] += stop - p
         if cont[3] > self.lim.max_header_block:
             raise F.H2Error(F.ENHANCE_YOUR_CALM, f"a header block larger than {self.lim.max_header_block} bytes")
         if flags & F.END_HEADERS:
             self._cont = None
-            self._headers_done(sid, b"".join(cont[2]), cont[1], cont[4])
+            self._headers_done(sid, b"".join(parts), cont[1], cont[4])
 
     def _decode(self, block: bytes) -> Any:
         """The request head a header block means (HPACK-decoded, or remembered)."""
@@ -279,16 +354,21 @@ class H2Connection(H2Output, asyncio.Protocol):
         gen = dec.generation
         try:
             fields, oversize = dec.decode(block)
+        except HpackFlood as exc:
+            raise F.H2Error(F.ENHANCE_YOUR_CALM, f"HPACK: {exc}") from None
         except HpackError as exc:
             raise F.H2Error(F.COMPRESSION_ERROR, f"HPACK: {exc}") from None
         head = self.app.head(fields, oversize)
         heads = self._heads
         if dec.generation != gen:
             heads.clear()  # indices moved: a remembered block may mean something else now
-        elif len(block) <= 4096:
-            if len(heads) >= 256:
+            self._heads_bytes = 0
+        elif head.error is None and len(block) <= HEAD_CACHE_BLOCK:  # only blocks that open a valid call
+            if self._heads_bytes + len(block) > HEAD_CACHE_BYTES:
                 heads.clear()
+                self._heads_bytes = 0
             heads[block] = head
+            self._heads_bytes += len(block)
         return head
 
     def _headers_done(self, sid: int, block: bytes, end_stream: int, bad: bool = False) -> None:
@@ -302,7 +382,10 @@ class H2Connection(H2Output, asyncio.Protocol):
             if not end_stream:
                 raise F.StreamError(sid, F.PROTOCOL_ERROR, "trailing HEADERS without END_STREAM")
             st.recv_open = False
+            held = st.held
             self.app.data(self, st, b"", True)
+            if held > st.held:
+                self.consumed(held - st.held)
             return
         if not sid & 1:
             raise F.H2Error(F.PROTOCOL_ERROR, f"a client stream id must be odd, got {sid}")
@@ -310,6 +393,8 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._decode(block)  # keeps the HPACK table in step
             if sid in self._reset_sent:
                 return
+            if sid < self.last_sid:  # RFC 9113 5.1.1: a new stream id must be above every one opened before
+                raise F.H2Error(F.PROTOCOL_ERROR, f"stream id {sid} is lower than {self.last_sid}, opened before")
             raise F.H2Error(F.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_sid = sid
         head = self._decode(block)
@@ -326,98 +411,3 @@ class H2Connection(H2Output, asyncio.Protocol):
             st.recv_open = False
         self.streams[sid] = st
         self.app.start(self, st, head, end_stream)
-
-    def _on_window_update(self, data: bytes, p: int, stop: int, sid: int) -> None:
-        if stop - p != 4:
-            raise F.H2Error(F.FRAME_SIZE_ERROR, "WINDOW_UPDATE must be 4 bytes")
-        inc = F.u32(data, p) & 0x7FFFFFFF
-        if sid == 0:
-            if inc == 0:
-                raise F.H2Error(F.PROTOCOL_ERROR, "connection WINDOW_UPDATE of 0")
-            self.send_window += inc
-            if self.send_window > F.MAX_WINDOW:
-                raise F.H2Error(F.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
-            if self._blocked:
-                self._resume_blocked()
-            return
-        st = self.streams.get(sid)
-        if st is None:
-            if sid > self.last_sid or not sid & 1:
-                raise F.H2Error(F.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
-            return
-        if inc == 0:
-            raise F.StreamError(sid, F.PROTOCOL_ERROR, "stream WINDOW_UPDATE of 0")
-        st.window += inc
-        if st.window > F.MAX_WINDOW:
-            raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window above 2^31-1")
-        if st.out is not None:
-            self._push(st)
-
-    def _on_ping(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
-        if sid != 0:
-            raise F.H2Error(F.PROTOCOL_ERROR, "PING on a stream")
-        if stop - p != 8:
-            raise F.H2Error(F.FRAME_SIZE_ERROR, "PING must be 8 bytes")
-        if not flags & F.ACK:
-            self._write(F.ping_ack(data[p:stop]))
-
-    def _on_settings(self, data: bytes, p: int, stop: int, flags: int, sid: int) -> None:
-        if sid != 0:
-            raise F.H2Error(F.PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & F.ACK:
-            if stop != p:
-                raise F.H2Error(F.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
-            return
-        if (stop - p) % 6:
-            raise F.H2Error(F.FRAME_SIZE_ERROR, "SETTINGS payload is not a multiple of 6 bytes")
-        for key, value in F.parse_settings(data[p:stop]):
-            if key == F.INITIAL_WINDOW_SIZE:
-                if value > F.MAX_WINDOW:
-                    raise F.H2Error(F.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
-                delta = value - self.peer_window
-                self.peer_window = value
-                for st in self.streams.values():
-                    st.window += delta
-                    if st.window > F.MAX_WINDOW:
-                        raise F.H2Error(F.FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
-            elif key == F.MAX_FRAME_SIZE:
-                if not F.DEFAULT_MAX_FRAME <= value <= F.MAX_FRAME_LIMIT:
-                    raise F.H2Error(F.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
-                self.peer_max_frame = value
-            elif key == F.ENABLE_PUSH:
-                if value > 1:
-                    raise F.H2Error(F.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH must be 0 or 1")
-            elif key == F.HEADER_TABLE_SIZE:
-                self._table_update = True  # we never index, so an empty table (size update 0) always fits
-        self._write(F.SETTINGS_ACK)
-        if self._blocked:
-            self._resume_blocked()
-
-    def _on_rst_stream(self, data: bytes, p: int, stop: int, sid: int) -> None:
-        if stop - p != 4:
-            raise F.H2Error(F.FRAME_SIZE_ERROR, "RST_STREAM must be 4 bytes")
-        if sid == 0:
-            raise F.H2Error(F.PROTOCOL_ERROR, "RST_STREAM on stream 0")
-        st = self.streams.pop(sid, None)
-        if st is None:
-            if sid > self.last_sid or not sid & 1:
-                raise F.H2Error(F.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
-            return
-        self._drop(st)
-        self._note_reset(sid)
-        self.app.reset(self, st)
-        self._client_resets += 1
-        if self._client_resets > RAPID_RESETS and self._client_resets * 2 > self.started:
-            raise F.H2Error(F.ENHANCE_YOUR_CALM, "the client resets most of its streams (rapid reset)")
-
-    def _on_goaway(self, data: bytes, p: int, stop: int, sid: int) -> None:
-        if sid != 0:
-            raise F.H2Error(F.PROTOCOL_ERROR, "GOAWAY on a stream")
-        if stop - p < 8:
-            raise F.H2Error(F.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
-        self.goaway_received = True
-        code = F.u32(data, p + 4)
-        if code != F.NO_ERROR:
-            log.debug("HTTP/2: client GOAWAY code %d: %r", code, data[p + 8:stop][:200])
-        self.close_when_idle = True
-        self._close_if_idle()

@@ -83,8 +83,9 @@ def settings(values: dict[int, int]) -> bytes:
 SETTINGS_ACK = frame(SETTINGS, ACK, 0)
 
 
-def parse_settings(payload: bytes) -> list[tuple[int, int]]:
-    return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload), 6)]
+def parse_settings(payload: bytes) -> dict[int, int]:
+    """Identifier -> value; when an identifier repeats, the last value counts (RFC 9113 6.5.3)."""
+    return dict(_SETTING.iter_unpack(payload))
 
 
 def window_update(sid: int, increment: int) -> bytes:

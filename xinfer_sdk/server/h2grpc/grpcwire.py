@@ -81,7 +81,7 @@ def parse_head(fields: list[tuple[bytes, bytes]], oversize: bool, max_list_size:
         elif name == b"te":
             if value != b"trailers":
                 return Head(error=(RST, 1, "malformed request: 'te' may only be 'trailers'"))
-        elif name in _CONNECTION_SPECIFIC or not _is_lower(name):
+        elif not name or name in _CONNECTION_SPECIFIC or not _is_lower(name):
             return Head(error=(RST, 1, f"malformed request: field {name!r} is not allowed in HTTP/2"))
     if method is None or scheme is None or not path:
         return Head(error=(RST, 1, "malformed request: :method, :scheme and :path are required"))

@@ -7,8 +7,10 @@ server needs (it never indexes what it sends, so its encoder keeps no state).
 Fast path: after a client's first request nearly every field is a one-byte index (``0x80 | i``), looked up
 in one list. ``decode`` raises ``HpackError`` (a COMPRESSION_ERROR for the connection) on anything malformed:
 index 0 or out of range, a truncated integer or string, a size update above the limit or after a field,
-invalid Huffman. A header list larger than ``max_list_size`` is still decoded to the end (the dynamic table
-must stay in step with the client's) but not collected: ``oversize`` comes back True.
+invalid Huffman. A header list larger than ``max_list_size`` is not collected (``oversize`` comes back True);
+from that point on only what the dynamic table needs is decoded (it must stay in step with the client's):
+strings of literals that are not indexed are skipped, not Huffman-decoded. A block with more than
+``max_fields`` fields (more than any list within the limit can have) raises ``HpackFlood`` at once.
 """
 
 from __future__ import annotations
@@ -40,18 +42,26 @@ class HpackError(ValueError):
     """A header block that cannot be decoded (a COMPRESSION_ERROR of the connection)."""
 
 
+class HpackFlood(HpackError):
+    """A header block with far more fields than the list limit allows (ENHANCE_YOUR_CALM for the connection)."""
+
+
 class Decoder:
     """One connection's HPACK decoding context (the dynamic table lives as long as the connection)."""
 
-    __slots__ = ("max_allowed", "max_size", "size", "dynamic", "generation", "max_list_size", "_strings")
+    __slots__ = ("max_allowed", "max_size", "size", "dynamic", "generation", "max_list_size", "max_fields",
+                 "_strings")
 
-    def __init__(self, max_table_size: int = 4096, max_list_size: int = 16384):
+    def __init__(self, max_table_size: int = 4096, max_list_size: int = 16384, max_fields: int | None = None):
         self.max_allowed = max_table_size  # our SETTINGS_HEADER_TABLE_SIZE: the most a size update may ask for
         self.max_size = max_table_size
         self.size = 0
         self.dynamic: list[tuple[bytes, bytes]] = []  # newest LAST: index 62 is dynamic[-1]
         self.generation = 0  # bumped whenever the dynamic table changes (callers cache decoded blocks by it)
         self.max_list_size = max_list_size
+        # every field counts at least 32 bytes against the list size: a block with twice the fields a list within
+        # the limit can hold is a flood, not a request
+        self.max_fields = max_fields if max_fields is not None else max(64, 2 * max_list_size // _ENTRY_OVERHEAD)
         self._strings: dict[bytes, bytes] = {}
 
     # -- table ------------------------------------------------------------------------------------------
@@ -135,6 +145,15 @@ class Decoder:
             self._strings[raw] = text
         return text, stop
 
+    def _skip(self, block: bytes, pos: int, end: int) -> int:
+        """Step over a string without decoding it."""
+        if pos >= end:
+            raise HpackError("the header block ends before a string")
+        n, pos = self._int(block, pos, end, 0x7F)
+        if pos + n > end:
+            raise HpackError("a string runs past the end of the header block")
+        return pos + n
+
     # -- blocks -----------------------------------------------------------------------------------------
     def decode(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Decode a complete header block: (fields in order, True if the list exceeded max_list_size)."""
@@ -144,7 +163,8 @@ class Decoder:
         total = 0
         limit = self.max_list_size
         oversize = False
-        fields = False
+        fields = 0
+        max_fields = self.max_fields
         static = STATIC
         dyn = self.dynamic
         while pos < end:
@@ -179,13 +199,25 @@ class Decoder:
                 continue
             else:  # literal without indexing (0000) / never indexed (0001)
                 idx, pos = self._int(block, pos, end, 0x0F)
+                if oversize:  # not collected and not indexed: nothing to decode
+                    if idx:
+                        self._get(idx)
+                    else:
+                        pos = self._skip(block, pos, end)
+                    pos = self._skip(block, pos, end)
+                    fields += 1
+                    if fields > max_fields:
+                        raise HpackFlood(f"a header block with more than {max_fields} fields")
+                    continue
                 if idx:
                     name = self._get(idx)[0]
                 else:
                     name, pos = self._str(block, pos, end)
                 value, pos = self._str(block, pos, end)
                 field = (name, value)
-            fields = True
+            fields += 1
+            if fields > max_fields:
+                raise HpackFlood(f"a header block with more than {max_fields} fields")
             if not oversize:
                 total += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
                 if total > limit:

@@ -55,6 +55,7 @@ class H2Output:
 
     def send_headers(self, st: Stream, block: bytes, end_stream: bool = False) -> None:
         st.headers_sent = True
+        self.n_ping = 0  # an answer: the client's (BDP, keepalive) PINGs start counting again
         if end_stream and st.out is not None:
             st.tail = block  # trailers follow the DATA that still waits for window (framed when sent: HPACK
             return  # blocks must reach the client in the order they were encoded)
@@ -84,6 +85,7 @@ class H2Output:
     def respond(self, st: Stream, head: bytes, message: bytes, trailers: bytes) -> None:
         """A whole unary answer: headers, one message, trailers (one write when the windows allow)."""
         n = len(message) + 5
+        self.n_ping = 0
         if n <= self.send_window and n <= st.window and n <= self.peer_max_frame and not st.headers_sent \
                 and not self._table_update and len(head) <= F.DEFAULT_MAX_FRAME and len(trailers) <= F.DEFAULT_MAX_FRAME:
             self.send_window -= n
@@ -108,9 +110,12 @@ class H2Output:
             n = min(len(out), self.send_window, st.window, self.peer_max_frame)
             if n <= 0:
                 self._blocked[sid] = st
+                if st.parked is None:
+                    st.parked = self.server.now  # the server's sweep drops it after body_timeout without window
                 if self._blocked_bytes > self.lim.max_output:
                     self._pause_reading()
                 return
+            st.parked = None
             self.send_window -= n
             st.window -= n
             self._blocked_bytes -= n
@@ -164,7 +169,10 @@ class H2Output:
         st = self.streams.pop(sid, None)
         if st is not None:
             self._drop(st)
+            held = st.held
             self.app.reset(self, st)
+            if held:
+                self.consumed(held)
             if self.close_when_idle:
                 self._close_if_idle()
 
@@ -206,10 +214,12 @@ class H2Output:
     def _pause_reading(self) -> None:
         if not self._read_paused and not self.closed:
             self._read_paused = True
-            self.transport.pause_reading()
+            if not self._yielding:
+                self.transport.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
         if self._read_paused and not self._write_paused and self._blocked_bytes <= self.lim.max_output // 2 \
                 and not self.closed:
             self._read_paused = False
-            self.transport.resume_reading()
+            if not self._yielding:
+                self.transport.resume_reading()
