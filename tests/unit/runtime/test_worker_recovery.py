@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from fault_backend import DIE, ERROR, FATAL, FAULTS
+from fault_backend import DIE, ERROR, FATAL, FAULTS, WorkerKilled
 
 from xinfer_sdk.accel.nvidia._cudart import CudaError
 from xinfer_sdk.errors import (
@@ -77,6 +77,22 @@ def test_worker_killed_mid_run_is_replaced_and_later_requests_succeed(make):
     assert submit(b, 3.0).result(BOUND)["y"][0, 0] == 6.0
     assert b.stats.worker_restarts == 1 and b.healthy == 1
     assert FAULTS.activations == 2 and FAULTS.deactivations == 1  # the dead worker's engine was released
+
+
+def test_a_bug_outside_the_engine_call_kills_the_worker_its_batch_fails_and_it_is_replaced(make):
+    b = make()
+    record_batch = b.stats.record_batch
+
+    def broken_once(*args):
+        b.stats.record_batch = record_batch
+        raise WorkerKilled("injected: bug after the engine ran")
+
+    b.stats.record_batch = broken_once  # raises in _run after the engine's try, before delivery
+    with pytest.raises(InferenceError, match=r"worker 0 died while running this batch \(WorkerKilled: injected: bug"):
+        submit(b, 1.0).result(BOUND)
+    assert submit(b, 2.0).result(BOUND)["y"][0, 0] == 4.0
+    assert b.stats.worker_restarts == 1
+    assert b.stats.snapshot()["in_flight"] == 0  # the failed request was settled exactly once
 
 
 def test_fatal_engine_error_fails_only_its_batch_and_queued_requests_wait_for_the_replacement(make):
