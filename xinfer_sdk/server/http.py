@@ -45,14 +45,16 @@ MAX_URI_BYTES = 16 * 1024  # request target (414 beyond)
 MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
 LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
 SLICE = 16 * 1024  # bytes fed to the parser at a time, so a pause (backpressure) takes effect within one slice
+BURST = 64  # requests parsed in one read callback before the connection yields to the others (pipelining flood)
 TICK = 0.25  # seconds between two sweeps of the connection deadlines (timeouts fire up to one tick early)
 ERROR_LINGER = 1.0  # seconds input is read and discarded after an error answer before the socket is closed
-REFUSED_LINGER = 0.1  # the same for a connection refused by the connection cap (it holds an fd meanwhile)
+REFUSED_LINGER = 0.1  # the same for a connection refused by the connection cap (it holds an fd meanwhile) ...
+MAX_REFUSED_LINGERING = 16  # ... for this many at a time; beyond, refused connections are closed at once (fds)
 INF = float("inf")
 # connection phases (the deadline that applies)
 _IDLE, _HEAD, _BODY, _BUSY, _LINGER = range(5)
 # why reading is paused (bit flags)
-_PENDING, _WRITE = 1, 2
+_PENDING, _WRITE, _YIELD = 1, 2, 4
 
 
 def response(status: int, body: bytes = b"", ctype: bytes = JSON, extra: bytes = b"", close: bool = False) -> bytes:
@@ -124,11 +126,13 @@ class Connection(asyncio.Protocol):
         self.closed = False  # nothing more is written (the socket is closed or in its lingering close)
         self.closing = False  # answer what is pending, then close; input is discarded
         self.admitted = False  # counted by the listener's connection cap
+        self.refused = False  # over the cap: answered 503 at once
         self.phase = _IDLE
         self.deadline = INF
         self.head_raw = 0  # raw bytes fed while the header section was incomplete (D6)
         self.head_fresh = False  # the current message began in the piece being parsed
-        self._hold = 0  # why reading is paused (_PENDING | _WRITE)
+        self._hold = 0  # why reading is paused (_PENDING | _WRITE | _YIELD)
+        self.burst = 0  # requests parsed in the current read callback
         self._unread = b""  # input not parsed yet because reading was paused mid-read
         self._error_close = False  # the close follows an error answer: linger
         self._reset()
@@ -152,7 +156,9 @@ class Connection(asyncio.Protocol):
             transport.write(error_response(  # type: ignore[attr-defined]
                 503, f"the server has {cap} open connections on this port, its limit ({flag('max_connections')} "
                      f"{cap}); retry later, or raise the limit", close=True))
-            self._error_close = True
+            self.refused = True
+            self._error_close = srv.refused_lingering < MAX_REFUSED_LINGERING
+            srv.refused_lingering += self._error_close
             self._close(REFUSED_LINGER)
             return
         self.admitted = True
@@ -166,6 +172,9 @@ class Connection(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             srv.listener.release()
+        elif self.refused and self._error_close:
+            self._error_close = False
+            srv.refused_lingering -= 1
         self._release_body()
         self._unread = b""
         for slot in self.pending:
@@ -190,12 +199,16 @@ class Connection(asyncio.Protocol):
         if len(data) <= SLICE:
             self._feed(data)
             return
+        self.burst = 0
         view = memoryview(data)
         for off in range(0, len(data), SLICE):
             if self.closing:
                 return
-            if self._hold:
+            if self._hold or self.burst > BURST:
                 self._unread = bytes(view[off:])
+                if not self._hold:  # many small requests: let the other connections in before the rest
+                    self._hold_on(_YIELD)
+                    self.server.loop.call_soon(self._hold_off, _YIELD)
                 return
             self._feed(view[off:off + SLICE])
 
@@ -301,6 +314,7 @@ class Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.burst += 1
         self.phase = _BUSY
         self.deadline = INF
         if self._hold:
@@ -525,6 +539,7 @@ class HttpServer:
         self.listener = Listener("http", self.limits.max_connections)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock = 0.0  # loop time at the last sweep: deadlines are set from it (no clock read per request)
+        self.refused_lingering = 0  # connections over the cap in their lingering close
         self._sweeper: asyncio.Task | None = None
 
     async def start(self, host: str, port: int) -> int:
