@@ -246,3 +246,17 @@ def test_engine_fatal_recognises_sticky_cuda_errors_only():
     assert "cudaErrorIllegalAddress" in str(EngineFatal.recognise(trt, "tensorrt"))
     assert EngineFatal.recognise(oom, "onnxruntime") is None
     assert EngineFatal.recognise(ValueError("shape mismatch"), "tensorrt") is None
+
+
+def test_tensorrt_backend_raises_engine_fatal_for_a_sticky_cuda_error_only(monkeypatch):
+    from xinfer_sdk.runtime.backends.tensorrt import TensorRTBackend
+
+    backend = TensorRTBackend.__new__(TensorRTBackend)  # no GPU here: only the error mapping around the run
+    monkeypatch.setattr(backend, "_infer", lambda feeds: (_ for _ in ()).throw(
+        CudaError("CUDA cudaStreamSynchronize failed: cudaErrorIllegalAddress")), raising=False)
+    with pytest.raises(EngineFatal, match="tensorrt: the device or engine is in an unrecoverable state"):
+        backend.infer_impl({})
+    monkeypatch.setattr(backend, "_infer", lambda feeds: (_ for _ in ()).throw(
+        CudaError("CUDA cudaMalloc failed: cudaErrorMemoryAllocation")), raising=False)
+    with pytest.raises(CudaError, match="cudaErrorMemoryAllocation"):
+        backend.infer_impl({})
