@@ -21,12 +21,15 @@ from .errors import (
     Cancelled,
     ConversionError,
     DeadlineExceeded,
+    EngineFatal,
+    InferenceError,
     InvalidInput,
     MissingDependency,
     ProfileError,
     QueueFull,
     ServerClosing,
     UserError,
+    WorkersUnavailable,
     XinferError,
 )
 from .policy import BatchPolicy
@@ -65,5 +68,5 @@ __all__ = [
     # errors
     "XinferError", "UserError", "ProfileError", "ConversionError", "BundleError", "InvalidInput",
     "MissingDependency", "BackendUnavailable", "AccuracyGateError", "QueueFull", "DeadlineExceeded", "Cancelled",
-    "ServerClosing",
+    "ServerClosing", "InferenceError", "EngineFatal", "WorkersUnavailable",
 ]
