@@ -89,3 +89,12 @@ def test_generated_kubernetes_config_spells_the_defaults():
         parsed = parse_duration(value) if isinstance(value, str) and key.endswith("timeout") else \
             parse_size(value) if isinstance(value, str) else value
         assert parsed == getattr(lim, key), key
+
+
+@pytest.mark.parametrize("args,expected", [(("--header-timeout", "0"), "--header-timeout"),
+                                           (("--keepalive-timeout", "soon"), "--keepalive-timeout"),
+                                           (("--max-buffered", "12 potatoes"), "--max-buffered"),
+                                           (("--max-connections", "0"), "--max-connections")])
+def test_serve_flags_bad_values_are_one_line_exit_2(cli_run, tmp_path, args, expected):
+    code, _, err = cli_run("serve", str(tmp_path / "m.onnx"), *args)  # checked before any model loads
+    assert code == 2 and expected in err and "Traceback" not in err
