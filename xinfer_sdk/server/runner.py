@@ -3,15 +3,24 @@
     server = Server(models, host="127.0.0.1", port=8000, grpc_port=8001)
     exit_code = server.run()            # blocks; SIGTERM / SIGINT drain it
 
-Drain (SIGTERM, SIGINT, or ``request_stop()``): readiness goes false first, every model stops taking new
-requests (they get 503 / UNAVAILABLE), every accepted request is answered, then the listeners close and
-the models shut down. ``run()`` returns 0 after a clean drain and 1 when ``drain_timeout`` passed first
-(what was still queued then is answered 503). A second signal skips the wait.
+Drain (SIGTERM, SIGINT, or ``request_stop()``), built so that no client sees a connection reset:
+  1. readiness goes false; with ``limits.drain_delay`` the server keeps serving normally that long (for load
+     balancers that need time to notice), then
+  2. every model stops taking new requests: new work is answered 503 + ``Connection: close`` / UNAVAILABLE, and
+     gRPC connections get GOAWAY; the listeners stay open, so connections the kernel has already queued are
+     accepted and answered instead of reset;
+  3. every accepted request is answered;
+  4. each listener is sealed (no new handshake completes; a late client's connect is refused, never reset), its
+     backlog is picked up and answered, and it closes;
+  5. idle connections close, the models shut down.
+``run()`` returns 0 after a clean drain and 1 when ``drain_timeout`` passed first (what was still queued then is
+answered 503). A second signal skips the waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -22,7 +31,7 @@ from typing import Any
 
 from .._lazy import require
 from ..errors import UserError
-from .limits import RequestBudget, ServerLimits
+from .limits import RequestBudget, ServerLimits, fd_budget
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -97,6 +106,10 @@ class Server:
         render = self._metrics.render if self._metrics else None
         # with a metrics port, /metrics lives there only: the API port can be exposed without it
         router = Router(self.service, metrics=render if self.metrics_port is None else None)
+        listeners = 1 + (self.metrics_port is not None) + (self.grpc_port is not None)
+        cap = fd_budget(self.limits.max_connections, listeners)
+        if cap != self.limits.max_connections:
+            self.limits = dataclasses.replace(self.limits, max_connections=cap)
         self.http = HttpServer(router, max_body=self.max_body, limits=self.limits, budget=self.budget)
         try:
             self.port = await self.http.start(self.host, self.port)
@@ -155,27 +168,42 @@ class Server:
         await self._stop.wait()
 
     async def drain(self) -> bool:
-        """Readiness false, intake stopped, accepted requests answered, listeners closed. True if clean."""
+        """The drain of the module docstring. True if every accepted request was answered in time."""
         svc = self.service
+        loop = asyncio.get_running_loop()
+        if self.limits.drain_delay > 0 and not self._force:
+            svc.unready = True
+            log.info("%-28s | not ready; serving %.1fs more before refusing new work (drain_delay)", "server",
+                     self.limits.drain_delay)
+            end = loop.time() + self.limits.drain_delay
+            while loop.time() < end and not self._force:
+                await asyncio.sleep(min(0.05, self.limits.drain_delay))
         t0 = time.perf_counter()
         deadline = t0 + self.drain_timeout
         svc.begin_drain()
-        self.http.stop_listening()
-        # gRPC: GOAWAY at once, so clients move their next calls to other replicas while these finish
-        grpc_stop = asyncio.ensure_future(self.grpc.stop(0 if self._force else self.drain_timeout)) \
-            if self.grpc is not None else None
+        if self.grpc is not None:  # GOAWAY at once: clients move their next calls to other replicas
+            self.grpc.begin_drain()
         log.info("%-28s | draining: %d request(s) in flight", "server", svc.in_flight())
-        while (svc.in_flight() or self.http.pending_answers()) and time.perf_counter() < deadline and not self._force:
+
+        def busy() -> bool:
+            return bool(svc.in_flight() or self.http.pending_answers())
+
+        while busy() and time.perf_counter() < deadline and not self._force:
             await asyncio.sleep(_POLL)
-        clean = not svc.in_flight() and not self.http.pending_answers()
-        if grpc_stop is not None:
-            if self._force:
-                await self.grpc.stop(0)
-            await asyncio.wait_for(grpc_stop, max(0.1, deadline - time.perf_counter()) + 3)
+        # seal the listeners and answer what the kernel had queued (503 / GOAWAY), then close them
+        closing = [self.http.close_listener()]
+        if self.grpc is not None:
+            closing.append(self.grpc.close_listener())
+        await asyncio.gather(*closing)
+        while busy() and time.perf_counter() < deadline and not self._force:
+            await asyncio.sleep(_POLL)
+        clean = not busy()
+        if self.grpc is not None:
+            await self.grpc.stop(0 if self._force else max(0.1, deadline - time.perf_counter()))
         await self.http.close()
         if self.ops_http is not None:  # kept open through the drain: readiness 503 and metrics stay visible
+            await self.ops_http.close_listener()
             await self.ops_http.close(linger=0)
-        loop = asyncio.get_running_loop()
         left = max(0.1, deadline - time.perf_counter())
         closed = await loop.run_in_executor(None, svc.close, left)
         await asyncio.sleep(0)  # let the last answers (503s of a forced drain) be written

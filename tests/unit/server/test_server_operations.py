@@ -136,8 +136,9 @@ def test_drain_answers_accepted_requests_then_refuses_new_ones(serve, gate):
     ready = probe.getresponse()
     ready.read()
     assert ready.status == 503 and ready.getheader("Connection") == "close"  # readiness false first
-    with pytest.raises(ConnectionRefusedError):  # no new connections: intake has stopped
-        post_infer(srv.port)
+    # a new connection is still accepted (the kernel may have queued it already) and answered 503, never reset
+    late = post_infer(srv.port)
+    assert late[0] == 503 and "shutting down" in json.dumps(late[1])
     gate.set()
     for t in threads:
         t.join(10)
