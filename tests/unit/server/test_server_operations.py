@@ -314,3 +314,24 @@ def test_client_that_disconnects_does_not_hurt_the_server(serve, gate):
     gate.set()
     assert post_infer(srv.port)[0] == 200
     wait_until(lambda: model.stats()["in_flight"] == 0)
+
+
+def test_drain_delay_serves_on_with_readiness_false_then_refuses(serve, gate):
+    model = make_model(gate=gate, max_batch_size=2)
+    srv = serve([model], limits={"drain_delay": 1.0})
+    srv.request_stop()
+    wait_until(lambda: srv.service.unready)
+    ready = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    ready.request("GET", "/v2/health/ready")
+    assert ready.getresponse().status == 503  # load balancers see it at once ...
+    assert post_infer(srv.port)[0] == 200  # ... while requests are still served normally
+    gate.clear()
+    held = threading.Thread(target=post_infer, args=(srv.port,))  # accepted during the delay: keeps the drain open
+    held.start()
+    wait_until(lambda: model.stats()["in_flight"] == 1)
+    wait_until(lambda: srv.service.draining, timeout=5)
+    assert post_infer(srv.port)[0] == 503  # then new work is refused
+    gate.set()
+    held.join(10)
+    srv._thread.join(10)
+    assert srv.drained_cleanly is True
