@@ -285,3 +285,20 @@ def test_the_work_budget_yields_but_loses_nothing(srv):
     c.send(pad + F.frame(F.HEADERS, F.END_HEADERS, 1, request_block("ServerLive"))
            + F.frame(F.DATA, F.END_STREAM, 1, grpc_message(b"")))
     assert c.response(1).grpc_status == 0 and c.goaway is None
+
+
+# -- the grpcio transport ----------------------------------------------------------------------------------------
+def test_grpcio_gets_the_limits_it_offers_and_drops_departed_client_tracebacks():
+    import logging
+
+    from xinfer_sdk.server.grpc_server import DEPARTED, grpcio_options
+    from xinfer_sdk.server.limits import ServerLimits
+
+    opts = dict(grpcio_options(1 << 20, ServerLimits(idle_timeout=7, max_connections=9), None))
+    assert opts["grpc.max_connection_idle_ms"] == 7000 and opts["grpc.max_allowed_incoming_connections"] == 9
+    assert opts["grpc.max_receive_message_length"] == 1 << 20 and opts["grpc.http2.max_ping_strikes"] == 2
+    ExecuteBatchError = type("ExecuteBatchError", (Exception,), {})
+    record = logging.LogRecord("grpc._cython.cygrpc", logging.ERROR, "", 0, "Unexpected [%s] raised", ("x",),
+                               (ExecuteBatchError, ExecuteBatchError(), None))
+    other = logging.LogRecord("grpc._cython.cygrpc", logging.ERROR, "", 0, "something else", (), None)
+    assert DEPARTED.filter(record) is False and DEPARTED.filter(other) is True

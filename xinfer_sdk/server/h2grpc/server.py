@@ -81,8 +81,9 @@ class NativeGrpcServer:
         self.listener.release()
 
     async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        every = min(SWEEP, self.max_connection_age / 4) if self.max_connection_age else SWEEP
         while True:
-            await asyncio.sleep(SWEEP)
+            await asyncio.sleep(every)
             self.now = now = loop.time()
             for c in list(self.connections):
                 try:
