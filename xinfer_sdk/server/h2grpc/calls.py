@@ -122,9 +122,7 @@ class GrpcCalls:
         if head.timeout is not None:
             st.deadline = conn.loop.time() + head.timeout
         if route.kind == STREAM:
-            st.queue = deque()
-        else:
-            st.t0 = conn.server.now  # the whole request must arrive within body_timeout
+            st.queue = deque()  # (a unary request is timed from its start by the connection's sweep)
         if end_stream:
             self.data(conn, st, b"", True)
 

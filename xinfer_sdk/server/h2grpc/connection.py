@@ -25,7 +25,7 @@ from typing import Any
 from . import frames as F
 from . import guard as G
 from .control import H2Control
-from .guard import H2Guard
+from .guard import WORK_BUDGET, H2Guard
 from .hpack import Decoder, HpackError, HpackFlood
 from .output import H2Output
 from .stream import Limits, Stream
@@ -82,6 +82,7 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
         self.recv_unacked = 0
         self._conn_update_at = min(limits.connection_window // 2, 1 << 20)
         self._stream_update_at = limits.stream_window // 2
+        self._max_block = limits.max_header_block
         self._guard_init(server.now)
 
     # -- asyncio ----------------------------------------------------------------------------------------
@@ -126,9 +127,6 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        now = self.server.now
-        if now - self.win_start >= G.WINDOW:
-            self._new_window(now)
         buf = self._buf
         if buf:
             buf += data
@@ -153,7 +151,7 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
         finally:
             self._reading = False
         self._flush()
-        if len(data) >= G.WORK_BUDGET:
+        if len(data) >= WORK_BUDGET:
             self._yield_loop()
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -274,7 +272,14 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
         self.app.data(self, st, memoryview(data)[p:stop], end)  # no copy: ``data`` is immutable bytes
         held += length - st.held  # what the call layer consumed: the frame, and what it held before, less what
         if held:  # it holds now
-            self.consumed(held, st)
+            unacked = self.recv_unacked + held
+            if unacked >= self._conn_update_at:
+                self._write(F.window_update(0, unacked))
+                self.recv_window += unacked
+                unacked = 0
+            self.recv_unacked = unacked
+            if st.recv_open and not st.closed:
+                self._stream_credit(st, held)
 
     def consumed(self, n: int, st: Any = None) -> None:
         """Flow-control credit for ``n`` request bytes the call layer no longer holds (WINDOW_UPDATE once enough
@@ -285,15 +290,18 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
             self.recv_window += self.recv_unacked
             self.recv_unacked = 0
         if st is not None and st.recv_open and not st.closed:
-            if st.granted:
-                given = min(st.granted, n)
-                st.granted -= given
-                n -= given
-            st.recv_unacked += n
-            if st.recv_unacked >= self._stream_update_at:
-                self._write(F.window_update(st.sid, st.recv_unacked))
-                st.recv_window += st.recv_unacked
-                st.recv_unacked = 0
+            self._stream_credit(st, n)
+
+    def _stream_credit(self, st: Any, n: int) -> None:
+        if st.granted:
+            given = min(st.granted, n)
+            st.granted -= given
+            n -= given
+        st.recv_unacked += n
+        if st.recv_unacked >= self._stream_update_at:
+            self._write(F.window_update(st.sid, st.recv_unacked))
+            st.recv_window += st.recv_unacked
+            st.recv_unacked = 0
 
     def expect(self, st: Any, need: int) -> None:
         """The call layer holds part of a message of which ``need`` more bytes are due: open the stream window so
@@ -319,9 +327,9 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
             bad = F.u32(data, p) & 0x7FFFFFFF == sid  # a stream depending on itself: stream error
             p += 5
         size = stop - p
-        if size > self.lim.max_header_block:
-            raise F.H2Error(F.ENHANCE_YOUR_CALM, f"a header block larger than {self.lim.max_header_block} bytes")
-        if size == 0:
+        if not 0 < size <= self._max_block:
+            if size:
+                raise F.H2Error(F.ENHANCE_YOUR_CALM, f"a header block larger than {self._max_block} bytes")
             self._empty()
         if flags & F.END_HEADERS:
             self._headers_done(sid, data[p:stop], flags & F.END_STREAM, bad)

@@ -11,7 +11,7 @@ block (``MAX_FRAGMENTS``; an empty non-final one is refused at once), fields per
 
 Timers (``tick``): the client preface + first SETTINGS within ``header_timeout``; a connection with no open
 stream for ``idle_timeout`` gets GOAWAY(NO_ERROR) and is closed; a unary request must arrive whole within
-``body_timeout`` of its HEADERS, a ModelStreamInfer message within ``body_timeout`` of its first byte, and any
+``body_timeout`` of its HEADERS (as first seen by the sweep), a ModelStreamInfer message within ``body_timeout`` of its first byte, and any
 request within its ``grpc-timeout`` (DEADLINE_EXCEEDED trailers + RST_STREAM(CANCEL)); an answer that waits for
 the client's window longer than ``body_timeout`` is dropped (RST_STREAM(CANCEL)).
 """
@@ -83,6 +83,8 @@ class H2Guard:
         if self.closed:
             return
         lim = self.lim
+        if now - self.win_start >= WINDOW:
+            self._new_window(now)
         if self._settings_due:
             if now - self.made_at >= lim.header_timeout:
                 self._timeout(f"no HTTP/2 preface and SETTINGS within {lim.header_timeout:g} s")
@@ -114,6 +116,8 @@ class H2Guard:
         expire = self.app.expire
         for st in list(streams.values()):
             if st.call is not None:
+                if st.t0 is None and st.queue is None:  # a unary request: timed from when the sweep first sees it
+                    st.t0 = now
                 if st.deadline is not None and now >= st.deadline:
                     expire(self, st, "deadline exceeded while the request was still arriving")
                 elif st.t0 is not None and now - st.t0 >= body:
