@@ -39,13 +39,13 @@ JSON = b"application/json"
 OCTET = b"application/octet-stream"
 # the headers the router needs; everything else is skipped while parsing
 _WANTED = {b"content-length", b"inference-header-content-length", b"authorization", b"expect", b"content-encoding",
-           b"transfer-encoding", b"host"}
+           b"transfer-encoding", b"host", b"upgrade"}
 MAX_HEADER_BYTES = 64 * 1024  # request line + header section (431 beyond)
 MAX_URI_BYTES = 16 * 1024  # request target (414 beyond)
 MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
 LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
 SLICE = 16 * 1024  # bytes fed to the parser at a time, so a pause (backpressure) takes effect within one slice
-BURST = 64  # requests parsed in one read callback before the connection yields to the others (pipelining flood)
+BURST = 16 * 1024  # request bytes (not a body) parsed in one read callback before the connection yields to others
 TICK = 0.25  # seconds between two sweeps of the connection deadlines (timeouts fire up to one tick early)
 ERROR_LINGER = 1.0  # seconds input is read and discarded after an error answer before the socket is closed
 REFUSED_LINGER = 0.1  # the same for a connection refused by the connection cap (it holds an fd meanwhile) ...
@@ -107,6 +107,12 @@ class Connection(asyncio.Protocol):
     ``phase`` says which deadline applies (header read, body read, keep-alive idle, none while answers are
     pending, the lingering close); ``deadline`` is checked by ``HttpServer._sweep``."""
 
+    # slots: beyond 30 instance attributes CPython's fast attribute access (shared-key dict) is lost on the hot path
+    __slots__ = ("server", "router", "max_body", "budget", "header_timeout", "body_timeout", "keepalive_timeout",
+                 "parser", "_parse_error", "_callback_error", "_upgrade", "transport", "pending", "closed", "closing",
+                 "admitted", "refused", "phase", "deadline", "head_raw", "head_fresh", "_hold", "write_deadline", "_unread",
+                 "_error_close", "url", "headers", "header_bytes", "hosts", "upgrade", "body", "body_len")
+
     def __init__(self, server: HttpServer):
         import httptools
 
@@ -132,7 +138,7 @@ class Connection(asyncio.Protocol):
         self.head_raw = 0  # raw bytes fed while the header section was incomplete (D6)
         self.head_fresh = False  # the current message began in the piece being parsed
         self._hold = 0  # why reading is paused (_PENDING | _WRITE | _YIELD)
-        self.burst = 0  # requests parsed in the current read callback
+        self.write_deadline = INF  # while the client does not read its answers: closed at this time
         self._unread = b""  # input not parsed yet because reading was paused mid-read
         self._error_close = False  # the close follows an error answer: linger
         self._reset()
@@ -185,6 +191,7 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The socket's send buffer is above its high-water mark: the client does not read its answers. Stop
         reading its requests until it does (closed after ``body_timeout`` without progress)."""
+        self.write_deadline = self.server.clock + self.body_timeout
         self._hold_on(_WRITE)
 
     def resume_writing(self) -> None:
@@ -196,17 +203,22 @@ class Connection(asyncio.Protocol):
         if self._hold or self._unread:  # paused mid-read: keep the order
             self._unread += data
             return
-        if len(data) <= SLICE:
-            self._feed(data)
+        if len(data) <= SLICE:  # the common case, inlined (_feed)
+            try:
+                self.parser.feed_data(data)
+            except Exception as exc:
+                self._failed(exc)
+                return
+            if self.phase == _HEAD:
+                self._count_head(len(data))
             return
-        self.burst = 0
         view = memoryview(data)
         for off in range(0, len(data), SLICE):
             if self.closing:
                 return
-            if self._hold or self.burst > BURST:
+            if self._hold or (off >= BURST and self.phase != _BODY):
                 self._unread = bytes(view[off:])
-                if not self._hold:  # many small requests: let the other connections in before the rest
+                if not self._hold:  # many requests (pipelined): let the other connections in before the rest
                     self._hold_on(_YIELD)
                     self.server.loop.call_soon(self._hold_off, _YIELD)
                 return
@@ -215,34 +227,41 @@ class Connection(asyncio.Protocol):
     def _feed(self, data: Any) -> None:
         try:
             self.parser.feed_data(data)
-        except self._callback_error as exc:
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if self.phase == _HEAD:
+            self._count_head(len(data))
+
+    def _failed(self, exc: Exception) -> None:
+        """The parser stopped: a refusal raised by a callback, an upgrade, a malformed request, or a bug."""
+        if isinstance(exc, self._callback_error):
             ctx = exc.__context__
             if isinstance(ctx, _Refuse):
                 self._fatal(ctx.status, ctx.message, ctx.extra)
             else:
                 log.error("HTTP: unexpected error while handling a request", exc_info=ctx or exc)
                 self._fatal(500, "internal server error (see the server log)")
-            return
-        except self._upgrade:  # the request was answered normally (Upgrade ignored); what follows is not HTTP/1.1
+        elif isinstance(exc, self._upgrade):  # answered normally (Upgrade ignored); what follows is not HTTP/1.1
             self.closing = True
             if not self.pending:
                 self._close()
-            return
-        except self._parse_error as exc:
+        elif isinstance(exc, self._parse_error):
             self._fatal(400, f"malformed HTTP request ({exc})")
-            return
-        except Exception:  # never let a bug kill the loop; the client gets a 500
-            log.exception("HTTP: unexpected error while handling a request")
+        else:  # never let a bug kill the loop; the client gets a 500
+            log.error("HTTP: unexpected error while handling a request", exc_info=exc)
             self._fatal(500, "internal server error (see the server log)")
+
+    def _count_head(self, n: int) -> None:
+        """httptools buffers an unfinished header field itself (D6): count the raw bytes fed while the header
+        section is incomplete."""
+        if self.head_fresh:  # the message began in this piece: what came before it belongs to another message
+            self.head_fresh = False
             return
-        if self.phase == _HEAD:  # httptools buffers an unfinished header field itself: count it here
-            if self.head_fresh:  # the message began in this piece: what came before it is another message's
-                self.head_fresh = False
-                return
-            self.head_raw += len(data)
-            if self.head_raw > MAX_HEADER_BYTES:
-                self._fatal(431, f"the request header section is larger than {MAX_HEADER_BYTES} bytes (or never "
-                                 "ends); send smaller headers")
+        self.head_raw += n
+        if self.head_raw > MAX_HEADER_BYTES:
+            self._fatal(431, f"the request header section is larger than {MAX_HEADER_BYTES} bytes (or never ends); "
+                             "send smaller headers")
 
     # -- httptools callbacks ----------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -251,8 +270,6 @@ class Connection(asyncio.Protocol):
         self.head_raw = 0
         self.head_fresh = True
         self.deadline = self.server.clock + self.header_timeout
-        if self._hold:
-            self._arm()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -272,8 +289,6 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.phase = _BODY
         self.deadline = self.server.clock + self.body_timeout
-        if self._hold:
-            self._arm()
         p = self.parser
         h = self.headers
         if self.hosts != 1 and (self.hosts or p.get_http_version() == "1.1"):
@@ -292,7 +307,7 @@ class Connection(asyncio.Protocol):
             if n > self.max_body:
                 raise _Refuse(413, f"request body of {n} bytes is larger than the server's limit (--max-body "
                                    f"{self.max_body} bytes)")
-        if p.should_upgrade():
+        if (b"upgrade" in h or self.url[:1] != b"/") and p.should_upgrade():  # Upgrade, or CONNECT's authority
             if p.get_method() == b"CONNECT":
                 raise _Refuse(405, "CONNECT is not supported: this server is not a proxy", b"Allow: GET, POST\r\n")
             if te is not None or (cl is not None and cl.strip() not in (b"", b"0")):
@@ -307,22 +322,24 @@ class Connection(asyncio.Protocol):
         n = len(body)
         if self.body_len + n > self.max_body:
             raise _Refuse(413, f"request body larger than the server's limit (--max-body {self.max_body} bytes)")
-        if not self.budget.take(n):
+        b = self.budget  # RequestBudget.take, inlined (hot path)
+        if b.used + n > b.limit:
+            b.refused += 1
             raise _Refuse(503, f"the server holds {self.budget.used} bytes of request bodies still arriving, its "
                                f"limit ({flag('max_buffered')} {self.budget.limit}); retry later")
+        b.used += n
         self.body_len += n
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.burst += 1
         self.phase = _BUSY
         self.deadline = INF
-        if self._hold:
-            self._arm()
         p = self.parser
         keep_alive = p.should_keep_alive() and not self.upgrade
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        self._release_body()
+        if self.body_len:  # the model has the bytes now: give them back to the budget
+            self.budget.give(self.body_len)
+            self.body_len = 0
         enc = self.headers.get(b"content-encoding")
         if enc is not None and body:
             try:
@@ -393,8 +410,7 @@ class Connection(asyncio.Protocol):
             self._close()
         elif self.phase == _BUSY:
             self.phase = _IDLE
-            if not self._hold:
-                self.deadline = self.server.clock + self.keepalive_timeout
+            self.deadline = self.server.clock + self.keepalive_timeout
 
     def begin(self) -> Slot:
         """Reserve the response position of the request just parsed (answered later with ``finish``)."""
@@ -422,8 +438,7 @@ class Connection(asyncio.Protocol):
                 self._close()
             elif self.phase == _BUSY:
                 self.phase = _IDLE
-                if not self._hold:
-                    self.deadline = self.server.clock + self.keepalive_timeout
+                self.deadline = self.server.clock + self.keepalive_timeout
 
     def _fatal(self, status: int, message: str, extra: bytes = b"") -> None:
         """The byte stream cannot be trusted any more: answer (after what is pending) and close."""
@@ -472,7 +487,7 @@ class Connection(asyncio.Protocol):
             return
         clock = self.server.clock
         if self._hold & _WRITE:  # answers the client does not read
-            self.deadline = clock + self.body_timeout
+            self.deadline = self.write_deadline
         elif self._hold:  # paused by us (answers pending from the model): no client deadline
             self.deadline = INF
         elif self.phase == _HEAD:
@@ -485,9 +500,15 @@ class Connection(asyncio.Protocol):
             self.deadline = INF
 
     def expire(self) -> None:
-        """Called by the sweep once ``deadline`` has passed."""
-        if self.phase == _LINGER or self._hold & _WRITE:  # lingering close over, or answers never read
+        """Called by the sweep once ``deadline`` has passed (the hot path sets deadlines without looking at pauses:
+        they are sorted out here)."""
+        if self.phase == _LINGER:  # lingering close over
             self.transport.abort()
+        elif self._hold:
+            if self._hold & _WRITE and self.write_deadline <= self.server.clock:  # answers not read
+                self.transport.abort()
+            else:  # paused by us: the client's deadlines wait until reading resumes
+                self._arm()
         elif self.phase == _IDLE:
             self._close()  # keep-alive (or fresh connection) idle: close quietly
         elif self.phase == _HEAD:

@@ -414,7 +414,7 @@ def test_a_client_that_never_reads_is_closed_after_the_body_timeout(srv):
         c.settimeout(0.05)
         t = time.monotonic()
         closed = False
-        while time.monotonic() - t < 5 and not closed:
+        while time.monotonic() - t < 8 and not closed:
             try:
                 c.send(GET * 2000)
             except TimeoutError:
@@ -422,4 +422,4 @@ def test_a_client_that_never_reads_is_closed_after_the_body_timeout(srv):
             except OSError:
                 closed = True
             closed = closed or not s.http.connections
-    assert closed and time.monotonic() - t < 3
+    assert closed and time.monotonic() - t < 6  # generous (shared CI cores); without the limit: never
