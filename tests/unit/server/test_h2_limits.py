@@ -302,3 +302,24 @@ def test_grpcio_gets_the_limits_it_offers_and_drops_departed_client_tracebacks()
                                (ExecuteBatchError, ExecuteBatchError(), None))
     other = logging.LogRecord("grpc._cython.cygrpc", logging.ERROR, "", 0, "something else", (), None)
     assert DEPARTED.filter(record) is False and DEPARTED.filter(other) is True
+
+
+def test_a_message_larger_than_the_stream_window_still_arrives(serve):
+    srv = serve([make_model()], grpc_impl="native", max_body=16 << 20)
+    c = RawH2(srv.grpc_port)
+    body = grpc_message(infer_body(1, rid="y" * (10 << 20)))  # 10 MiB > the 8 MiB stream window
+    frames = [F.frame(F.DATA, 0, 1, body[k:k + (1 << 20)]) for k in range(0, len(body), 1 << 20)]
+    c.send(F.frame(F.HEADERS, F.END_HEADERS, 1, request_block("ModelInfer")) + b"".join(frames)
+           + F.frame(F.DATA, F.END_STREAM, 1, b""))
+    assert c.response(1).grpc_status == 0  # the window was opened for the rest once the length was known
+    assert any(sid == 1 for sid, _ in c.window_updates)
+
+
+def test_stream_credit_follows_consumed_messages(srv):
+    c = RawH2(srv.grpc_port)
+    msgs = [grpc_message(infer_body(1, rid=f"{k}" + "z" * ((1 << 20) - 200))) for k in range(10)]  # 10 MiB
+    c.send(F.frame(F.HEADERS, F.END_HEADERS, 1, request_block("ModelStreamInfer"))
+           + b"".join(F.frame(F.DATA, 0, 1, m) for m in msgs) + F.frame(F.DATA, F.END_STREAM, 1, b""))
+    r = c.response(1)
+    assert r.grpc_status == 0 and len(r.messages()) == 10
+    assert sum(n for sid, n in c.window_updates if sid == 1) >= 4 << 20
