@@ -305,7 +305,7 @@ def test_client_that_disconnects_does_not_hurt_the_server(serve, gate):
     socks = []
     for _ in range(3):
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        s.sendall((b"POST /v2/models/dbl/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)) + body)
+        s.sendall((b"POST /v2/models/dbl/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body)
         socks.append(s)
     wait_until(lambda: model.stats()["in_flight"] == 3)
     for s in socks:
