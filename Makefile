@@ -1,6 +1,7 @@
 # The two commands of the README. Each creates its own virtualenv (.venv) and installs what it needs.
 #   make demo   - the main job on the embedded default (cpu profile, ONNX Runtime)
-#   make test   - lint + the whole test suite (what CI runs via .ci/run)
+#   make test   - lint + the whole test suite (what CI runs via .ci/run), then the wheel a user installs
+#                 (.ci/wheel_check.sh: build, twine check, fresh venv with [cpu,cli], the README's quick start)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -35,6 +36,7 @@ test: lint
 	@bash .ci/install-system-deps.sh $(PY)
 	@$(PY) -m pytest -q --timeout=600; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+	@bash .ci/wheel_check.sh $(PY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
