@@ -15,6 +15,7 @@ from xinfer_sdk.errors import ConversionError, UserError
 from xinfer_sdk.shapes import check_names
 
 from . import graph
+from .export import fixed_batch_note
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def cleanup_step(ctx) -> tuple[str, dict[str, Any]]:
     ctx.inputs, ctx.outputs, ctx.batched = graph.io_specs(simplified)
     check_input_shapes(ctx)
     if not ctx.batched:
-        ctx.warnings.append("the graph has a fixed batch dimension: requests will not be batched (max_batch_size 0); "
-                            "export with a dynamic batch axis to let the runtime batch")
+        ctx.warnings.append(fixed_batch_note(ctx))
     nodes_after = len(simplified.graph.node)
     return (f"{nodes_before} -> {nodes_after} nodes, opset {opset}",
             {"nodes_before": nodes_before, "nodes_after": nodes_after, "opset": opset, "batched": ctx.batched})

@@ -74,6 +74,20 @@ def export_step(ctx) -> tuple[str, dict[str, Any]]:
             {"opset": opset, "dynamic_axes": dyn, "verified": checks})
 
 
+def fixed_batch_note(ctx) -> str:
+    """One line for a graph whose batch axis is fixed; for a torch.export program, how to export it dynamic
+    (torch.export.export fixes every size it is not told is dynamic, so the plain call gives max_batch_size 0)."""
+    names = ctx.source.get("input_names") if ctx.source.get("format") == "torch-export" else None
+    if not names:
+        return ("the graph has a fixed batch dimension: requests will not be batched (max_batch_size 0); "
+                "export with a dynamic batch axis to let the runtime batch")
+    shapes = ", ".join(f'"{n}": {{0: batch}}' for n in names)
+    return ("the torch.export program has a fixed batch size (torch.export.export fixes every size not named in "
+            "dynamic_shapes), so requests will not be batched (max_batch_size 0); to batch, export it with "
+            f'batch = torch.export.Dim("batch", max=1024); torch.export.export(model, args, '
+            f"dynamic_shapes={{{shapes}}})")
+
+
 # ----------------------------------------------------------------------------------------------------------
 def _example(ctx, names: list[str] | None) -> dict[str, np.ndarray]:
     """Example inputs: from the factory / program, else the first --calib record (read as a batch; --shapes

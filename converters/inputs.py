@@ -36,7 +36,9 @@ EXPORT_SUFFIXES = (".pt2",)
 TF_SUFFIXES = (".keras", ".h5")
 
 PICKLE_HINT = ("export it instead: torch.jit.script(model).save('model.pt'), or "
-               "torch.export.save(torch.export.export(model, example_args), 'model.pt2'), or pass "
+               "torch.export.save(torch.export.export(model, example_args, dynamic_shapes={'x': {0: "
+               "torch.export.Dim('batch', max=1024)}}), 'model.pt2') (x: forward()'s input; without dynamic_shapes "
+               "the batch size is fixed), or pass "
                "'your_module:make_model' (a function returning the module) with --weights state_dict.pt")
 
 
@@ -159,7 +161,8 @@ def _read_export(ctx, model) -> str:
             program = torch.export.load(str(model))
         except Exception as exc:
             raise ConversionError(f"{model}: not a loadable torch.export program ({_first_line(exc)})",
-                                  hint="write it with torch.export.save(torch.export.export(model, args), "
+                                  hint="write it with torch.export.save(torch.export.export(model, args, "
+                                       "dynamic_shapes={'x': {0: torch.export.Dim('batch', max=1024)}}), "
                                        "'model.pt2')") from None
     else:
         program = model
