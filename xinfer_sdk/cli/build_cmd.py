@@ -73,7 +73,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--no-engine", is_flag=True, help="Record the TensorRT plan but do not build the engine here.")
 @click.option("--name", help="Model name in the bundle (default: the output folder's stem, e.g. -o mlp.xinfer -> mlp).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Bundle folder (default: ./<model>.xinfer).")
-@click.option("-q", "--quiet", is_flag=True, help="No per-step lines or progress bar on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the bundle's path (stdout) and errors (stderr): no "
+              "per-step lines, progress bar, tables or notes.")
 @set_option
 @json_option
 @click.pass_context
@@ -110,7 +111,7 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             build_engine=not no_engine, on_step=on_step)
     except AccuracyGateError as exc:
         report = exc.details.get("accuracy")
-        if not as_json and report:
+        if not as_json and report:  # the report explains the error: printed with -q too
             t = view.accuracy_table(report)
             if t is not None:
                 out.print(t)
@@ -119,6 +120,9 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
         raise
     if as_json:
         emit_json({"bundle": str(bundle.root), "manifest": bundle.manifest.to_dict()})
+        return 0
+    if quiet:  # for scripts: BUNDLE=$(xinfer-sdk build -q ...)
+        out.print(str(bundle.root), markup=False)
         return 0
     view.render(bundle.manifest, str(bundle.root))
     out.print(f"[bold]bundle written:[/bold] {bundle.root}")
