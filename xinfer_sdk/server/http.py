@@ -21,78 +21,42 @@ import asyncio
 import logging
 import zlib
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .codec import error_body
-from .limits import RequestBudget, ServerLimits, flag
-from .listener import Listener
+from .http_output import HttpOutput
+from .http_wire import (  # noqa: F401 (re-exported)
+    _BODY,
+    _BUSY,
+    _HEAD,
+    _IDLE,
+    _PENDING,
+    _WRITE,
+    _YIELD,
+    BURST,
+    INF,
+    JSON,
+    MAX_HEADER_BYTES,
+    MAX_PENDING,
+    MAX_REFUSED_LINGERING,
+    MAX_URI_BYTES,
+    OCTET,
+    REFUSED_LINGER,
+    SLICE,
+    Request,
+    Slot,
+    error_response,
+    response,
+)
+from .limits import flag
+
+if TYPE_CHECKING:
+    from .http_server import HttpServer
 
 log = logging.getLogger(__name__)
 
-_REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-            414: "URI Too Long", 415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-            499: "Client Closed Request", 500: "Internal Server Error", 501: "Not Implemented",
-            503: "Service Unavailable", 504: "Gateway Timeout"}
-_STATUS = {k: f"HTTP/1.1 {k} {v}\r\n".encode() for k, v in _REASONS.items()}
-JSON = b"application/json"
-OCTET = b"application/octet-stream"
 # the headers the router needs; everything else is skipped while parsing
 _WANTED = {b"content-length", b"inference-header-content-length", b"authorization", b"expect", b"content-encoding",
            b"transfer-encoding", b"host", b"upgrade"}
-MAX_HEADER_BYTES = 64 * 1024  # request line + header section (431 beyond)
-MAX_URI_BYTES = 16 * 1024  # request target (414 beyond)
-MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
-LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
-SLICE = 16 * 1024  # bytes fed to the parser at a time, so a pause (backpressure) takes effect within one slice
-BURST = 16 * 1024  # request bytes (not a body) parsed in one read callback before the connection yields to others
-TICK = 0.25  # seconds between two sweeps of the connection deadlines (timeouts fire up to one tick early)
-ERROR_LINGER = 1.0  # seconds input is read and discarded after an error answer before the socket is closed
-REFUSED_LINGER = 0.1  # the same for a connection refused by the connection cap (it holds an fd meanwhile) ...
-MAX_REFUSED_LINGERING = 16  # ... for this many at a time; beyond, refused connections are closed at once (fds)
-INF = float("inf")
-# connection phases (the deadline that applies)
-_IDLE, _HEAD, _BODY, _BUSY, _LINGER = range(5)
-# why reading is paused (bit flags)
-_PENDING, _WRITE, _YIELD = 1, 2, 4
-
-
-def response(status: int, body: bytes = b"", ctype: bytes = JSON, extra: bytes = b"", close: bool = False) -> bytes:
-    """One complete HTTP/1.1 response. ``extra`` holds ready-made header lines ("Name: value\\r\\n")."""
-    head = _STATUS.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()
-    conn = b"Connection: close\r\n" if close else b""
-    return b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s" % (head, ctype, len(body), conn, extra, body)
-
-
-def error_response(status: int, message: str, close: bool = False, extra: bytes = b"") -> bytes:
-    return response(status, error_body(message), extra=extra, close=close)
-
-
-class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive")
-
-    def __init__(self, method: bytes, path: str, query: str, headers: dict[bytes, bytes], body: bytes,
-                 keep_alive: bool):
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-
-
-class Slot:
-    """A response position on a connection; filled in when the answer is ready."""
-
-    __slots__ = ("data", "close", "handle", "model")
-
-    def __init__(self) -> None:
-        self.data: bytes | None = None
-        self.close = False
-        self.handle: Any = None  # batching-core request, withdrawn if the client goes away
-        self.model: Any = None
-
-
 class _Refuse(Exception):
     """Raised inside a parser callback: stop parsing, answer ``status`` and close (see ``Connection._fatal``)."""
 
@@ -101,7 +65,7 @@ class _Refuse(Exception):
         self.status, self.message, self.extra = status, message, extra
 
 
-class Connection(asyncio.Protocol):
+class Connection(HttpOutput, asyncio.Protocol):
     """One client socket: parse with httptools, dispatch to ``server.router``, write answers in order.
 
     ``phase`` says which deadline applies (header read, body read, keep-alive idle, none while answers are
@@ -394,222 +358,3 @@ class Connection(asyncio.Protocol):
             raise ValueError(f"the {name} request body has data after the end of its compressed stream (a second "
                              f"{name} member?); send a single {name} stream")
         return out
-
-    # -- answers ----------------------------------------------------------------------------------------
-    def _answer(self, data: bytes, close: bool) -> None:
-        """Answer the request just parsed (synchronously)."""
-        if self.pending:
-            slot = Slot()
-            self.pending.append(slot)
-            self.finish(slot, data, close)
-            return
-        if self.closed:
-            return
-        self.transport.write(data)
-        if close:
-            self._close()
-        elif self.phase == _BUSY:
-            self.phase = _IDLE
-            self.deadline = self.server.clock + self.keepalive_timeout
-
-    def begin(self) -> Slot:
-        """Reserve the response position of the request just parsed (answered later with ``finish``)."""
-        slot = Slot()
-        self.pending.append(slot)
-        return slot
-
-    def finish(self, slot: Slot, data: bytes, close: bool = False) -> None:
-        slot.data = data
-        slot.close = close
-        if self.closed:
-            return
-        pending = self.pending
-        write = self.transport.write
-        while pending and pending[0].data is not None:
-            s = pending.popleft()
-            write(s.data)
-            if s.close:
-                self._close()
-                return
-        if self._hold & _PENDING and len(pending) <= MAX_PENDING // 2:
-            self._hold_off(_PENDING)
-        if not pending:
-            if self.closing:
-                self._close()
-            elif self.phase == _BUSY:
-                self.phase = _IDLE
-                self.deadline = self.server.clock + self.keepalive_timeout
-
-    def _fatal(self, status: int, message: str, extra: bytes = b"") -> None:
-        """The byte stream cannot be trusted any more: answer (after what is pending) and close."""
-        self.closing = True
-        self._error_close = True
-        self._release_body()
-        data = error_response(status, message, close=True, extra=extra)
-        if self.pending:
-            self.deadline = INF  # the answers go out first; the close then lingers
-            slot = Slot()
-            self.pending.append(slot)
-            self.finish(slot, data, close=True)
-        elif not self.closed:
-            self.transport.write(data)
-            self._close()
-
-    def _close(self, linger: float = ERROR_LINGER) -> None:
-        """Close after what was written. After an error answer the client may still be sending: half-close and
-        discard its input for up to ``linger`` seconds, so the answer is not destroyed by a TCP reset."""
-        if self.closed:
-            return
-        self.closed = self.closing = True
-        if not self._error_close:
-            self.transport.close()
-            return
-        self.phase = _LINGER
-        self.deadline = self.server.clock + linger
-        try:
-            if self._hold:
-                self._hold = 0
-                self.transport.resume_reading()
-            self.transport.write_eof()
-        except (OSError, RuntimeError, NotImplementedError):
-            self.transport.close()
-
-    def close_when_idle(self) -> None:
-        """Used by drain: close now if nothing is pending, else after the pending answers."""
-        self.closing = True
-        if not self.pending:
-            self._close()
-
-    # -- deadlines and reading pauses -----------------------------------------------------------------------
-    def _arm(self) -> None:
-        """Set the deadline of the current phase, counted from now."""
-        if self.phase == _LINGER:
-            return
-        clock = self.server.clock
-        if self._hold & _WRITE:  # answers the client does not read
-            self.deadline = self.write_deadline
-        elif self._hold:  # paused by us (answers pending from the model): no client deadline
-            self.deadline = INF
-        elif self.phase == _HEAD:
-            self.deadline = clock + self.header_timeout
-        elif self.phase == _BODY:
-            self.deadline = clock + self.body_timeout
-        elif self.phase == _IDLE:
-            self.deadline = clock + self.keepalive_timeout
-        else:
-            self.deadline = INF
-
-    def expire(self) -> None:
-        """Called by the sweep once ``deadline`` has passed (the hot path sets deadlines without looking at pauses:
-        they are sorted out here)."""
-        if self.phase == _LINGER:  # lingering close over
-            self.transport.abort()
-        elif self._hold:
-            if self._hold & _WRITE and self.write_deadline <= self.server.clock:  # answers not read
-                self.transport.abort()
-            else:  # paused by us: the client's deadlines wait until reading resumes
-                self._arm()
-        elif self.phase == _IDLE:
-            self._close()  # keep-alive (or fresh connection) idle: close quietly
-        elif self.phase == _HEAD:
-            self._fatal(408, f"the request line and headers did not arrive within {self.header_timeout:g} s "
-                             f"({flag('header_timeout')}); send the whole request at once")
-        elif self.phase == _BODY:
-            self._fatal(408, f"the request body did not arrive within {self.body_timeout:g} s after its headers "
-                             f"({flag('body_timeout')}); send the body at once")
-        else:
-            self.deadline = INF
-
-    def _hold_on(self, why: int) -> None:
-        if not self._hold and not self.closed:
-            self.transport.pause_reading()
-        self._hold |= why
-        self._arm()
-
-    def _hold_off(self, why: int) -> None:
-        if not self._hold & why:
-            return
-        self._hold &= ~why
-        self._arm()
-        if not self._hold and not self.closed:
-            if self._unread:
-                self.server.loop.call_soon(self._resume)  # not from inside finish/transport callbacks
-            else:
-                self.transport.resume_reading()
-
-    def _resume(self) -> None:
-        if self._hold or self.closed:
-            return
-        data, self._unread = self._unread, b""
-        self.data_received(data)
-        if not self._hold and not self._unread and not self.closed:
-            self.transport.resume_reading()
-
-
-class HttpServer:
-    """Owns the listening socket (a ``Listener``: the connection cap and the reset-free close), the open
-    connections (for drain) and the sweep task that enforces their deadlines."""
-
-    def __init__(self, router: Any, *, max_body: int, limits: ServerLimits | None = None,
-                 budget: RequestBudget | None = None):
-        self.router = router
-        self.max_body = int(max_body)
-        self.limits = limits if limits is not None else ServerLimits()
-        self.budget = budget if budget is not None else RequestBudget(self.limits.max_buffered)
-        self.connections: set[Connection] = set()
-        self.listener = Listener("http", self.limits.max_connections)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.clock = 0.0  # loop time at the last sweep: deadlines are set from it (no clock read per request)
-        self.refused_lingering = 0  # connections over the cap in their lingering close
-        self._sweeper: asyncio.Task | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time()
-        port = await self.listener.start(lambda: Connection(self), host, port)
-        self._sweeper = self.loop.create_task(self._sweep())
-        return port
-
-    async def _sweep(self) -> None:
-        """Every TICK: expire the connections whose deadline has passed (one task per server, O(connections))."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK)
-            now = self.clock = loop.time()
-            for c in [c for c in self.connections if c.deadline <= now]:
-                try:
-                    c.expire()
-                except Exception:  # pragma: no cover - never let one connection stop the sweep
-                    log.exception("HTTP: expiring a connection failed")
-                    c.transport.abort()
-
-    def pending_answers(self) -> int:
-        return sum(len(c.pending) for c in self.connections)
-
-    async def close_listener(self) -> None:
-        """Drain step: seal the listening socket, serve what is left in its backlog, close it (no client reset)."""
-        await self.listener.close()
-
-    def stop_listening(self) -> None:
-        """Deprecated (the drain now calls ``close_listener``): the same, in the background."""
-        if self.listener.listening:
-            asyncio.ensure_future(self.listener.close())
-
-    async def close(self, linger: float = LINGER) -> None:
-        """Close every connection once idle. A keep-alive client may have a request on the wire when its last
-        answer (sent before the drain began, so without 'Connection: close') reached it: connections first stay
-        open for ``linger`` seconds, answering such requests 503 + 'Connection: close', so none is dropped
-        unanswered; then the idle ones are closed."""
-        await self.close_listener()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + linger
-        while loop.time() < deadline and any(not c.closed for c in self.connections):
-            await asyncio.sleep(0.01)
-        for c in list(self.connections):
-            if c.phase == _LINGER:
-                c.transport.abort()
-            else:
-                c.close_when_idle()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None

@@ -26,7 +26,8 @@ from urllib.parse import unquote
 
 from ..errors import InvalidInput, ModelNotFound, XinferError
 from .codec import decode_http_request, encode_http_response
-from .http import JSON, OCTET, Connection, Request, Slot, error_response, response
+from .http import Connection
+from .http_wire import JSON, OCTET, Request, Slot, error_response, response
 from .service import Served, Service
 
 log = logging.getLogger(__name__)

@@ -98,7 +98,7 @@ class Server:
 
     # -- lifecycle on the running loop ------------------------------------------------------------------
     async def start(self) -> None:
-        from .http import HttpServer
+        from .http_server import HttpServer
         from .routes import Router
 
         self.loop = asyncio.get_running_loop()

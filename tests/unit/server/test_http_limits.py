@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from xinfer_sdk.server.http import MAX_HEADER_BYTES, MAX_URI_BYTES, HttpServer, response
+from xinfer_sdk.server.http import MAX_HEADER_BYTES, MAX_URI_BYTES
+from xinfer_sdk.server.http_server import HttpServer
+from xinfer_sdk.server.http_wire import response
 from xinfer_sdk.server.limits import RequestBudget, ServerLimits
 
 MAX_BODY = 64 << 10
