@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import EXIT_USER, ProfileError
+from ..errors import EXIT_USER
 from ._common import emit_json, err, fmt, json_option, out, registry, set_option, table
 
 
@@ -148,15 +148,17 @@ def detect(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def validate(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> int:
-    """Check profile YAML files; one line per file, exit 2 if any is broken."""
+    """Check profile YAML files: 'ok' per good file, one line per problem (every problem of a file, not only the
+    first); exit 2 if any is broken."""
     reg = registry(ctx)
     results = []
     for f in files:
-        try:
-            p = reg.validate_file(f)
-            results.append({"file": f, "ok": True, "name": p.name})
-        except ProfileError as exc:
-            results.append({"file": f, "ok": False, "error": str(exc)})
+        prof, problems = reg.problems(f)
+        if prof is not None:
+            results.append({"file": f, "ok": True, "name": prof.name})
+        else:
+            errors = [str(e) for e in problems]
+            results.append({"file": f, "ok": False, "error": errors[0], "errors": errors})
     if as_json:
         emit_json({"results": results})
     else:
@@ -164,5 +166,6 @@ def validate(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> int:
             if r["ok"]:
                 out.print(f"ok     {r['file']} ({r['name']})", markup=False)
             else:
-                err.print(f"error: {r['error']}", markup=False)
+                for e in r["errors"]:
+                    err.print(f"error: {e}", markup=False)
     return EXIT_USER if any(not r["ok"] for r in results) else 0

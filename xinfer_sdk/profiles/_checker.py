@@ -6,10 +6,52 @@ was expected, in one line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import ProfileError
+
+# ``profiles validate`` lists every problem of a file: while ``collecting()``, a failed field is recorded and the
+# check goes on; otherwise (loading a profile to use it) the first problem raises, as before.
+_FOUND: contextvars.ContextVar[list[ProfileError] | None] = contextvars.ContextVar("profile_problems", default=None)
+
+
+class Incomplete(ProfileError):
+    """Raised while collecting when the rules that follow need the fields already found broken (not recorded)."""
+
+    def __init__(self) -> None:
+        super().__init__("the checks stopped at the problems above")
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[ProfileError]]:
+    """Record problems instead of raising the first; yields the list (in the order found)."""
+    found: list[ProfileError] = []
+    token = _FOUND.set(found)
+    try:
+        yield found
+    except Incomplete:
+        pass
+    except ProfileError as exc:  # a problem after which nothing more can be checked
+        found.append(exc)
+    finally:
+        _FOUND.reset(token)
+
+
+def report(exc: ProfileError) -> None:
+    """Raise ``exc``, or record it while collecting."""
+    found = _FOUND.get()
+    if found is None:
+        raise exc
+    found.append(exc)
+
+
+def checkpoint() -> None:
+    """While collecting: stop here when problems were found (what follows relies on the fields being valid)."""
+    if _FOUND.get():
+        raise Incomplete()
 
 
 class Spec:
@@ -93,7 +135,17 @@ class ListOf(Spec):
             return None
         if not isinstance(value, list):
             raise self.fail(value, path, file, f"a list of {self.item.describe()}")
-        out = [self.item.check(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+        out, failed = [], False
+        for i, v in enumerate(value):
+            try:
+                out.append(self.item.check(v, f"{path}[{i}]", file))
+            except Incomplete:
+                raise
+            except ProfileError as exc:
+                report(exc)
+                failed = True
+        if failed:
+            return out
         if len(out) < self.min_len:
             raise self.fail(value, path, file, f"at least {self.min_len} item(s)")
         if self.unique and len(set(map(repr, out))) != len(out):
@@ -120,12 +172,18 @@ class Section(Spec):
             if spec is None and self.open_keys is not None:
                 spec = self.open_keys
             if spec is None:
-                raise ProfileError(f"unknown field; expected one of {sorted(self.fields)}", file=file, field=sub)
-            out[key] = spec.check(val, sub, file)
+                report(ProfileError(f"unknown field; expected one of {sorted(self.fields)}", file=file, field=sub))
+                continue
+            try:
+                out[key] = spec.check(val, sub, file)
+            except Incomplete:
+                raise
+            except ProfileError as exc:
+                report(exc)
         for key, spec in self.fields.items():
             if spec.required and key not in value:
                 sub = f"{path}.{key}" if path else key
-                raise ProfileError(f"missing required field ({spec.describe()})", file=file, field=sub)
+                report(ProfileError(f"missing required field ({spec.describe()})", file=file, field=sub))
         return out
 
     def describe(self):

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import ProfileError
 from . import schema
+from ._checker import collecting, report
 from .schema import Profile
 
 ENV_PATH = "XINFER_PROFILES_PATH"
@@ -120,8 +121,8 @@ class ProfileRegistry:
     def _read(self, path: Path) -> dict[str, Any]:
         data = schema.validate(_read_yaml(path), str(path))
         if data["name"] != path.stem:
-            raise ProfileError(f"name {data['name']!r} must equal the file name {path.stem!r}", file=str(path),
-                               field="name")
+            report(ProfileError(f"name {data['name']!r} must equal the file name {path.stem!r}", file=str(path),
+                                field="name"))
         return data
 
     def merged(self, name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -195,6 +196,14 @@ class ProfileRegistry:
         self.files[p.stem] = p
         self._raw[p.stem] = data
         return self.get(p.stem)
+
+    def problems(self, path: str | os.PathLike[str]) -> tuple[Profile | None, list[ProfileError]]:
+        """Every problem of one file, not only the first (``profiles validate``): the profile when there is none.
+        Field checks all run; the rules on the merged profile run once the fields are valid."""
+        profile = None
+        with collecting() as found:
+            profile = self.validate_file(path)
+        return (None if found else profile), found
 
 
 def load_profile(name_or_path: str | Profile, *, profiles_dirs: Sequence[str | os.PathLike[str]] = (),

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ProfileError, UserError
 from ..policy import BatchPolicy
-from ._checker import UNKNOWN, Date, ListOf, Scalar, Section
+from ._checker import UNKNOWN, Date, ListOf, Scalar, Section, checkpoint
 from ._rules import arch_family_of, check_complete
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
@@ -336,7 +336,9 @@ def validate(raw: Any, file: str) -> dict[str, Any]:
     """Check one YAML document against the schema (types, unknown fields); returns a plain dict."""
     if not isinstance(raw, Mapping):
         raise ProfileError(f"expected a mapping at the top level, got {type(raw).__name__}", file=file)
-    return PROFILE.check(raw, "", file)
+    data = PROFILE.check(raw, "", file)
+    checkpoint()  # while collecting every problem: the rules on the merged profile need a valid schema first
+    return data
 
 
 UNKNOWN_FIGURES = ("memory_bandwidth_gbps", "l2_cache_mb", "host_link_gbps", "tdp_w")
@@ -349,6 +351,7 @@ def _known(value: Any) -> Any:
 def build(data: Mapping[str, Any], *, file: str, chain: tuple[str, ...]) -> Profile:
     """Turn a merged, validated dict into the frozen Profile."""
     check_complete(data, file)
+    checkpoint()
     unknown = {f for f in UNKNOWN_FIGURES if data.get(f) == UNKNOWN}
     unknown |= {f"peak_tflops.{p}" for p, v in data["peak_tflops"].items() if v == UNKNOWN}
     try:
