@@ -36,6 +36,12 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=_default))
 
 
+def emit_event(data: Any) -> None:
+    """One event as one line of JSON on stdout, flushed at once (``serve --json``: a supervisor reads it live)."""
+    click.echo(json.dumps(data, default=_default, separators=(",", ":")))
+    sys.stdout.flush()
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], **kw: Any) -> Table:
     t = Table(title=title, title_justify="left", **kw)
     for c in columns:

@@ -114,7 +114,9 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
 @click.option("--sha256", default=None, metavar="HEX", help="Expected sha256 of the bundle's xinfer.yaml (pins the "
               "bundle: every artifact's digest is in it).")
 @click.option("--retries", type=int, default=3, show_default=True)
-def fetch(paths: tuple[str, ...], url_opt: str | None, url_env: str | None, sha256: str | None, retries: int) -> None:
+@json_option
+def fetch(paths: tuple[str, ...], url_opt: str | None, url_env: str | None, sha256: str | None, retries: int,
+          as_json: bool) -> None:
     """Download a bundle archive (.tar / .tar.gz) from URL into DEST and verify its checksums."""
     import os
 
@@ -132,3 +134,24 @@ def fetch(paths: tuple[str, ...], url_opt: str | None, url_env: str | None, sha2
         raise UserError("no URL: pass URL DEST, --url URL or --url-env VAR")
     path = do_fetch(url, paths[-1], sha256=sha256, retries=retries)
     err.print(f"bundle verified in {path}", markup=False)
+    if as_json:
+        emit_json(_fetched(url, path))
+
+
+def _fetched(url: str, path) -> dict:
+    """``fetch --json``: where the verified bundle is and which one it is (the URL without its query or user
+    info: a presigned URL is a credential)."""
+    import hashlib
+    import urllib.parse
+
+    from ..bundle import MANIFEST_NAME, open_bundle
+
+    manifest = open_bundle(path, verify=False).manifest  # fetch verified every checksum already
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return {"bundle": str(path), "name": manifest.name, "url": shown, "verified": True,
+            "manifest_sha256": hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest(),
+            "artifacts": len(manifest.artifacts)}

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ._common import err, obj, set_option
+from ._common import emit_event, err, json_option, obj, set_option
 
 
 @click.command()
@@ -51,17 +51,19 @@ from ._common import err, obj, set_option
 @click.option("--backend", default=None, help="onnxruntime, tensorrt, torch, migraphx (default: auto).")
 @click.option("--threads", type=int, default=None, help="CPU threads per worker (default: usable cores / workers).")
 @set_option
+@json_option
 @click.pass_context
 def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: int | None, grpc_port: int | None,
           no_grpc: bool, metrics_port: int | None, grpc_impl: str | None, grpc_max_connection_age: str | None, config: str | None, api_key_env: str | None, drain_timeout: str | None,
           max_body: str | None, header_timeout: str | None, body_timeout: str | None,
           keepalive_timeout: str | None, idle_timeout: str | None, max_connections: int | None,
           max_buffered: str | None, drain_delay: str | None, allow_nonfinite: bool, profile: str | None, device: str | None, backend: str | None, threads: int | None,
-          overrides: tuple[str, ...]) -> int:
+          overrides: tuple[str, ...], as_json: bool) -> int:
     """Serve one or more bundles (or .onnx files) over KServe v2 HTTP + gRPC until SIGTERM.
 
     Triton's clients (tritonclient.http / .grpc, perf_analyzer) work unmodified. Name a model with
-    NAME=PATH (default: the bundle's name). Exit code 0 after a clean drain.
+    NAME=PATH (default: the bundle's name). Exit code 0 after a clean drain. --json: one JSON object per line on
+    stdout for each event (ready: ports and models; stopped: exit code), the human lines stay on stderr.
     """
     from ..errors import UserError
     from ..policy import parse_duration
@@ -109,6 +111,8 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
     try:
         async def main() -> int:
             await server.start()
+            served = asyncio.ensure_future(server.serve_started())
+            await asyncio.sleep(0)  # serve_started installs the SIGTERM/SIGINT handlers: "ready" means a signal drains
             for m in models:
                 err.print(f"serving {m.name!r} ({m.describe()['backend']}, {m.device}, max_batch_size "
                           f"{m.max_batch_size}, workers {m.policy.device_concurrency})", markup=False)
@@ -118,11 +122,26 @@ def serve(ctx: click.Context, bundles: tuple[str, ...], host: str | None, port: 
             err.print(f"ready: HTTP http://{server.host}:{server.port}{grpc}"
                       f"{' (API key required)' if api_key else ''}; Ctrl-C or SIGTERM drains and stops",
                       markup=False)
-            return await server.serve_started()
+            if as_json:
+                emit_event(_ready_event(server, models, api_key is not None))
+            return await served
 
         code = loop.run_until_complete(main())
     finally:
         loop.close()
         asyncio.set_event_loop(None)
     err.print("stopped (clean drain)" if code == 0 else "stopped: drain timeout passed", markup=False)
+    if as_json:
+        emit_event({"event": "stopped", "exit_code": code, "clean": code == 0})
     return code
+
+
+def _ready_event(server, models, api_key: bool) -> dict:
+    """``serve --json``'s ready line: where to connect, and what is served."""
+    host = server.host
+    return {"event": "ready", "host": host, "http_port": server.port, "http_url": f"http://{host}:{server.port}",
+            "grpc_port": server.grpc_port if server.grpc else None,
+            "grpc_impl": server.grpc_impl if server.grpc else None,
+            "metrics_port": server.metrics_port if server.ops_http is not None else None, "api_key_required": api_key,
+            "models": [{"name": m.name, "backend": m.describe()["backend"], "device": str(m.device),
+                        "max_batch_size": m.max_batch_size, "workers": m.policy.device_concurrency} for m in models]}
