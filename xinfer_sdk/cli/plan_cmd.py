@@ -90,6 +90,8 @@ def _print_plan(result, *, explain: bool) -> None:
               f"{s['ops']} ops; shapes {shapes}")
     slo = f"p99 <= {result.p99 * 1e3:g} ms" + (f" at {_rate(result.target_qps)} req/s" if result.target_qps else "")
     out.print(f"SLO: {slo}")
+    for warning in result.warnings:
+        out.print(f"[bold yellow]WARNING[/bold yellow]: {escape(warning)}")
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
     for pp in result.plans:

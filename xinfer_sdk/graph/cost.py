@@ -53,5 +53,5 @@ def analyze(model: Any, *, batch_size: int | None = 1, shapes: Mapping[str, Shap
     """Cost of ``model`` (an ONNX path or ModelProto) at ``batch_size`` with shapes[which] for other axes."""
     proto = load_model(model)
     input_shapes, batched = resolve_input_shapes(proto, batch_size=batch_size, shapes=shapes, which=which)
-    inferred = static_copy(proto, input_shapes)
-    return Walk(proto, inferred, input_shapes, batched).run()
+    inferred, folded = static_copy(proto, input_shapes)
+    return Walk(proto, inferred, input_shapes, batched, folded=folded).run()

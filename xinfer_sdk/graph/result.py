@@ -86,6 +86,20 @@ class ModelCost:
     def bytes(self) -> float:
         return sum(o.bytes for o in self.ops if not o.fused)
 
+    def uncosted_warning(self) -> str | None:
+        """One line naming every node left out of the totals (``unknown``), with their share; None when all count."""
+        if not self.unknown:
+            return None
+        total, k = len(self.ops), len(self.unknown)
+        matrix = [o for o in self.ops if o.op_class in ("conv", "matmul")]
+        lost = sum(1 for o in matrix if not o.known)
+        flops = (f"{lost} of {len(matrix)} matrix op(s) among them, so the {self.flops / 1e6:.4g} MFLOP counted "
+                 "is a lower bound" if lost else "no matrix op among them, so the FLOP count misses little")
+        return (f"{k} of {total} nodes ({k / max(total, 1):.0%}) could not be sized by shape inference and are left out "
+                f"of the cost ({flops}): {', '.join(self.unknown)}. Give every dynamic axis with --shapes; if they "
+                "are all given, the graph computes a shape this planner cannot follow: plan the model exported "
+                "with static shapes")
+
     def by_class(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for o in self.ops:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from .._lazy import require
 from ..errors import ConversionError, UserError
 from ..shapes import ShapeRange, check_names
+from .fold import fold_and_infer
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def _dims_text(dims) -> str:
 
 
 def static_copy(model, input_shapes: Mapping[str, tuple[int, ...]]):
-    """A shape-inferred copy with every graph input fixed; big initializers become typed inputs."""
+    """(A shape-inferred copy with every graph input fixed, names of the tensors folded to values on the way).
+    Big initializers become typed inputs; shape arithmetic inference cannot follow is evaluated (``fold``)."""
     onnx = require("onnx", purpose="reading ONNX graphs")
     m = onnx.ModelProto()
     if _has_big_inits(model):
@@ -101,6 +103,11 @@ def static_copy(model, input_shapes: Mapping[str, tuple[int, ...]]):
             if not d.HasField("dim_value"):
                 d.Clear()
     del m.graph.value_info[:]
+    return fold_and_infer(m, _infer)
+
+
+def _infer(m):
+    onnx = require("onnx", purpose="reading ONNX graphs")
     try:
         return onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:

@@ -41,9 +41,10 @@ def _attrs(node) -> dict[str, Any]:
 class Walk:
     """One topological pass: per-node cost, precision, fusion and the live-memory peak."""
 
-    def __init__(self, proto, inferred, input_shapes, batched):
+    def __init__(self, proto, inferred, input_shapes, batched, folded=frozenset()):
         self.proto, self.g = proto, inferred.graph
         self.input_shapes, self.batched = input_shapes, batched
+        self.folded = frozenset(folded)  # tensors computed from shapes alone (``fold``): host shape arithmetic
         self.shape: dict[str, tuple[int, ...] | None] = {}
         self.dtype: dict[str, int] = {}
         for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output):
@@ -117,6 +118,8 @@ class Walk:
                 notes.append(f"{name}: {n.op_type} body is not counted (control flow)")
             if n.output and all(o in self.constants for o in n.output if o) and cls != "quant":
                 cls = "shape"  # folded at build time
+            elif n.output and all(o in self.folded for o in n.output if o) and cls not in ("quant", "view"):
+                cls = "shape"  # computed from input shapes: host arithmetic (a shape tensor in TensorRT)
             fl = _opcost.flops(n.op_type, ins, outs, _attrs(n)) if cls not in ("shape",) else 0.0
             known = fl is not None and all(s is not None for s, o in zip(outs, n.output) if o)
             if not known and cls not in ("shape", "quant", "view"):
@@ -244,9 +247,6 @@ class Walk:
         for o in matrix:
             weight[o.precision] = weight.get(o.precision, 0.0) + o.flops
         precision = max(weight, key=weight.get) if weight else self._float_type()
-        if unknown:
-            notes.append(f"{len(unknown)} node(s) could not be sized by shape inference; their cost is missing: "
-                         + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
         batch = next(iter(self.input_shapes.values()))[0] if self.batched and self.input_shapes else 1
         return ModelCost(batch_size=batch, batched=self.batched, input_shapes=dict(self.input_shapes),
                          output_shapes=out_shapes, flops=sum(o.flops for o in ops), param_bytes=param_bytes,

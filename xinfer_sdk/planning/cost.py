@@ -99,6 +99,7 @@ class CostCurve:
     weight_bytes: float = 0.0  # parameters at the planned precision (matrix weights re-priced)
     notes: tuple[str, ...] = ()
     kernels: Kernels | None = None  # how a fusing engine (TensorRT) runs the graph; None: not available
+    warnings: tuple[str, ...] = ()  # what the figures leave out (nodes shape inference could not size)
 
     def at(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """(flops, bytes) per op at batch b."""
@@ -126,7 +127,8 @@ class CostCurve:
                 "param_bytes_stored": self.param_bytes, "param_count": self.param_count,
                 "activation_bytes_per_sample": self.activation[1], "activation_bytes_batch1": self.activation_bytes(1),
                 "io_bytes_per_sample": self.io[1], "ops": len(self.op_types),
-                "ops_by_class": _count(self.op_classes), "input_shapes": dict(self.base.input_shapes)}
+                "ops_by_class": _count(self.op_classes), "input_shapes": dict(self.base.input_shapes),
+                "uncosted_nodes": list(self.base.unknown)}
 
 
 def _count(items) -> dict[str, int]:
@@ -199,6 +201,7 @@ def build_curve(model: Any, *, precision: str | None = None, shapes: Mapping[str
     a1, a2 = m1.activation_bytes * vec_scale, m2.activation_bytes * vec_scale
     slope_f, slope_b = f2 - f1, b2 - b1
     notes = tuple(one.notes)
+    warnings = tuple(w for w in (one.uncosted_warning() or m1.uncosted_warning(),) if w)
     if graph != target:
         notes += (f"the graph is {graph.upper()}; bytes are re-priced at {target.upper()} as a {target.upper()} build "
                   "would store them",)
@@ -212,5 +215,5 @@ def build_curve(model: Any, *, precision: str | None = None, shapes: Mapping[str
         param_count=one.param_count, activation=(a1 - (a2 - a1), a2 - a1),
         io=(one.io_bytes - (two.io_bytes - one.io_bytes), two.io_bytes - one.io_bytes),
         io_max=(m1.io_bytes - (m2.io_bytes - m1.io_bytes), m2.io_bytes - m1.io_bytes), base=one,
-        weight_bytes=_reprice_params(one, graph, target), notes=notes,
+        weight_bytes=_reprice_params(one, graph, target), notes=notes, warnings=warnings,
         kernels=_kernels(one, two, graph, target, one.batched))

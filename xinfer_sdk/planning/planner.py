@@ -47,17 +47,33 @@ def resolve_model(model: Any) -> tuple[Any, BatchPolicy | None, dict[str, ShapeR
         bundle = open_bundle(p)
         m = bundle.manifest
         policy = BatchPolicy.from_dict(m.batch, source="bundle batch") if m.batch else None
-        shapes: dict[str, ShapeRange] = {}
-        for rng in ((m.engine_plan or {}).get("profiles") or [{}])[:1]:
-            for name, r in (rng or {}).items():
-                shapes[name] = ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
-        return bundle.model_file, policy, shapes, m.name, m
+        return bundle.model_file, policy, bundle_shapes(m), m.name, m
     if not p.exists():
         raise UserError(f"no model or bundle at {str(p)!r}", hint="pass an .onnx file or a bundle folder")
     if p.suffix.lower() != ".onnx":
         raise ConversionError(f"{p.name}: the planner reads ONNX graphs",
                               hint=f"build a bundle first (xinfer-sdk build {p.name} -o model.xinfer) and plan that")
     return p, None, {}, p.stem, None
+
+
+def bundle_shapes(manifest: Any) -> dict[str, ShapeRange]:
+    """The shape ranges a bundle records: its TensorRT engine plan's first optimization profile, else the ranges
+    its build was given (``extra.build.shapes``: what a CPU bundle, which has no engine plan, keeps)."""
+    recorded = [((manifest.engine_plan or {}).get("profiles") or [{}])[0] or {},
+                ((manifest.extra or {}).get("build") or {}).get("shapes") or {}]
+    for ranges in recorded:
+        shapes: dict[str, ShapeRange] = {}
+        for name, r in ranges.items():
+            try:
+                shapes[name] = ShapeRange(tuple(int(x) for x in r["min"]), tuple(int(x) for x in r["opt"]),
+                                          tuple(int(x) for x in r["max"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"bundle {manifest.name!r}: the recorded shape range of {name!r} is not "
+                                f"min/opt/max lists of ints ({r!r})",
+                                hint="rebuild the bundle, or pass --shapes to plan") from exc
+        if shapes:
+            return shapes
+    return {}
 
 
 def engine_cap(manifest: Any, profile: Profile) -> int:
@@ -218,6 +234,9 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
     shapes = dict(given_shapes or bundle_shapes)
     curves: dict[str, Any] = {}
     notes: list[str] = []
+    if bundle_shapes and not given_shapes:
+        notes.append("shapes recorded in the bundle: " + ", ".join(f"{k} {r.text()}" for k, r in bundle_shapes.items())
+                     + " (latency at OPT, memory at MAX; --shapes overrides them)")
     calibrations: dict[str, tuple[DeviceModel, dict[str, Any]]] = {}
     if measure:
         from .calibrate import calibrate_present
@@ -251,8 +270,9 @@ def plan(model: Any, *, profiles: Sequence[str | Profile] | str = "auto", precis
         progress(len(profs), len(profs), "done")
     graph = curves.get("_graph")
     notes.extend(graph.notes if graph is not None else ())
+    warnings = list(graph.warnings if graph is not None else ())
     return Plan(model=display, p99=p99_s, target_qps=target_qps, plans=plans, best=choose_best(plans), notes=notes,
-                skipped=skipped)
+                skipped=skipped, warnings=warnings)
 
 
 def parse_p99(value: str | float) -> float:

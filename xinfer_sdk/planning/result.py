@@ -83,6 +83,7 @@ class Plan:
     best: dict[str, Any]
     notes: list[str]
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"profile", "reason"}: not plannable
+    warnings: list[str] = dataclasses.field(default_factory=list)  # what the figures leave out (uncosted nodes)
 
     @property
     def bill(self) -> Bill:
@@ -92,4 +93,4 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "slo": {"p99_s": self.p99, "target_qps": self.target_qps},
                 "profiles": [p.to_dict() for p in self.plans], "best": self.best, "notes": self.notes,
-                "skipped": self.skipped, "bill": self.bill.to_dict()}
+                "warnings": self.warnings, "skipped": self.skipped, "bill": self.bill.to_dict()}
