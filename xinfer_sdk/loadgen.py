@@ -13,6 +13,10 @@ embedded ``Model``; an HTTP/gRPC client makes another with the same shape.
 Latency is measured from the moment a request is started to the moment its result is available to the
 caller. Open loop keeps arrivals on schedule even when responses lag (no coordinated omission): each
 request's latency counts from its scheduled start.
+
+A run stops with ``TargetDown`` when, for ``give_up_after`` seconds (default 1), every request failed with a
+``ConnectionError`` (the server is gone): without it a closed loop fires tens of thousands of refused
+connections a second until the duration is over.
 """
 
 from __future__ import annotations
@@ -51,6 +55,44 @@ class LoadResult:
         return dataclasses.asdict(self)
 
 
+class TargetDown(RuntimeError):
+    """Every request failed to connect for ``seconds``: the target stopped answering, the run was stopped."""
+
+    def __init__(self, error: str, failures: int, seconds: float, answered: int):
+        self.error, self.failures, self.seconds, self.answered = error, failures, seconds, answered
+        super().__init__(f"{failures} requests in a row failed to connect ({error}) over {seconds:.1f}s, after "
+                         f"{answered} answered requests")
+
+
+class _Streak:
+    """Consecutive connection failures; any answer (even an error status: the server is there) resets it."""
+
+    MIN_FAILURES = 3  # a single slow failed connect does not count as "nothing but connection errors for 1 s"
+
+    def __init__(self, give_up_after: float | None):
+        self.after = give_up_after
+        self.since: float | None = None
+        self.count = 0
+        self.answered = 0
+        self.down: TargetDown | None = None
+
+    def ok(self) -> None:
+        self.answered += 1
+        self.since = None
+
+    def failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, ConnectionError):
+            self.since = None
+            return
+        now = time.perf_counter()
+        if self.since is None:
+            self.since, self.count = now, 0
+        self.count += 1
+        if (self.after is not None and self.down is None and self.count >= self.MIN_FAILURES
+                and now - self.since >= self.after):
+            self.down = TargetDown(type(exc).__name__, self.count, now - self.since, self.answered)
+
+
 def _summarise(mode: str, lat: list[float], errors: dict[str, int], sent: int, window: float, *,
                concurrency: int | None = None, rate: float | None = None) -> LoadResult:
     if lat:
@@ -81,9 +123,11 @@ def _run(coro):
 
 
 # ----------------------------------------------------------------------------------------------------------
-async def closed_loop_async(send: Sender, *, concurrency: int, duration: float, warmup: float = 0.5) -> LoadResult:
+async def closed_loop_async(send: Sender, *, concurrency: int, duration: float, warmup: float = 0.5,
+                            give_up_after: float | None = 1.0) -> LoadResult:
     """``concurrency`` callers each send a request, wait for it, and send the next, for ``duration`` seconds
-    after ``warmup`` seconds (requests started in the warm-up are not counted)."""
+    after ``warmup`` seconds (requests started in the warm-up are not counted). Raises ``TargetDown`` after
+    ``give_up_after`` seconds of nothing but connection errors (None: never)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     start = time.perf_counter()
@@ -91,11 +135,12 @@ async def closed_loop_async(send: Sender, *, concurrency: int, duration: float, 
     t_end = t_measure + duration
     lat: list[float] = []
     errors: dict[str, int] = {}
+    streak = _Streak(give_up_after)
     sent = 0
 
     async def caller() -> None:
         nonlocal sent
-        while True:
+        while streak.down is None:
             t0 = time.perf_counter()
             if t0 >= t_end:
                 return
@@ -106,19 +151,24 @@ async def closed_loop_async(send: Sender, *, concurrency: int, duration: float, 
             except Exception as exc:  # errors are results here: counted by type
                 if counted:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                streak.failed(exc)
                 continue
+            streak.ok()
             if counted:
                 lat.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
+    if streak.down is not None:
+        raise streak.down
     window = time.perf_counter() - t_measure  # the last requests started before t_end finished just now
     return _summarise("closed", lat, errors, sent, max(window, 1e-9), concurrency=concurrency)
 
 
 async def open_loop_async(send: Sender, *, rate: float, duration: float, poisson: bool = True, seed: int = 0,
-                          warmup: float = 0.5, drain: float = 10.0) -> LoadResult:
+                          warmup: float = 0.5, drain: float = 10.0, give_up_after: float | None = 1.0) -> LoadResult:
     """Requests start at ``rate`` per second (Poisson or evenly spaced) for ``warmup + duration`` seconds;
-    then outstanding requests get ``drain`` seconds to finish (the rest count as 'Timeout')."""
+    then outstanding requests get ``drain`` seconds to finish (the rest count as 'Timeout'). Raises
+    ``TargetDown`` after ``give_up_after`` seconds of nothing but connection errors (None: never)."""
     if not (rate > 0 and math.isfinite(rate)):
         raise ValueError("rate must be a positive number")
     rng = np.random.default_rng(seed)
@@ -129,6 +179,7 @@ async def open_loop_async(send: Sender, *, rate: float, duration: float, poisson
     lat: list[float] = []
     errors: dict[str, int] = {}
     tasks: set[asyncio.Task] = set()
+    streak = _Streak(give_up_after)
     sent = 0
 
     async def one(t_sched: float, counted: bool) -> None:
@@ -137,12 +188,14 @@ async def open_loop_async(send: Sender, *, rate: float, duration: float, poisson
         except Exception as exc:
             if counted:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            streak.failed(exc)
             return
+        streak.ok()
         if counted:
             lat.append(time.perf_counter() - t_sched)
 
     t_next = start
-    while t_next < t_end:
+    while t_next < t_end and streak.down is None:
         now = time.perf_counter()
         if t_next > now:
             await asyncio.sleep(t_next - now)
@@ -152,6 +205,11 @@ async def open_loop_async(send: Sender, *, rate: float, duration: float, poisson
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         t_next += rng.exponential(1.0 / rate) if poisson else 1.0 / rate
+    if streak.down is not None:
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise streak.down
     if tasks:
         done, pending = await asyncio.wait(set(tasks), timeout=drain)
         for t in pending:
@@ -161,14 +219,16 @@ async def open_loop_async(send: Sender, *, rate: float, duration: float, poisson
     return _summarise("poisson" if poisson else "fixed", lat, errors, sent, duration, rate=rate)
 
 
-def closed_loop(send: Sender, *, concurrency: int, duration: float, warmup: float = 0.5) -> LoadResult:
-    return _run(closed_loop_async(send, concurrency=concurrency, duration=duration, warmup=warmup))
+def closed_loop(send: Sender, *, concurrency: int, duration: float, warmup: float = 0.5,
+                give_up_after: float | None = 1.0) -> LoadResult:
+    return _run(closed_loop_async(send, concurrency=concurrency, duration=duration, warmup=warmup,
+                                  give_up_after=give_up_after))
 
 
 def open_loop(send: Sender, *, rate: float, duration: float, poisson: bool = True, seed: int = 0,
-              warmup: float = 0.5, drain: float = 10.0) -> LoadResult:
+              warmup: float = 0.5, drain: float = 10.0, give_up_after: float | None = 1.0) -> LoadResult:
     return _run(open_loop_async(send, rate=rate, duration=duration, poisson=poisson, seed=seed, warmup=warmup,
-                                drain=drain))
+                                drain=drain, give_up_after=give_up_after))
 
 
 def model_sender(model: Any, inputs: Mapping[str, Any], *, use_async: bool = False) -> Sender:

@@ -99,12 +99,19 @@ def run_bench(*, bundle: str | None = None, url: str | None = None, model: str |
                 return GrpcTransport(url, model, inputs, api_key=api_key)
             return HttpTransport(url, model, inputs, api_key=api_key)
 
+    from ..loadgen import TargetDown
     from ..server.runner import new_event_loop
 
     loop = new_event_loop()
     try:
         results = loop.run_until_complete(sweep(make, concurrencies=concurrencies, rates=rates, duration=duration,
                                                 poisson=poisson, transport=transport, progress=progress))
+    except TargetDown as exc:
+        what = "connection failed" if exc.error == "connection" else exc.error
+        raise UserError(f"the server at {url or target} stopped answering ({what}: {exc.failures} requests in a row "
+                        f"over {exc.seconds:.1f}s) after {exc.answered} answered requests at this load point; "
+                        "stopping", hint="is `xinfer-sdk serve` still running there? rerun bench once it is "
+                                         "back") from None
     finally:
         loop.close()
         if loaded is not None:

@@ -41,6 +41,9 @@ class _Status(Exception):
 
 
 _STATUS_TYPES: dict[str, type] = {}
+# the statuses of a request that reached no server: a ConnectionError to the load generator, which stops a run
+# after 1 s of nothing else (loadgen.TargetDown) instead of firing refused connections until the duration is over
+CONNECTION_STATUSES = ("connection", "UNAVAILABLE")
 
 
 def _raising(send: Callable[[], Any]) -> Callable[[], Any]:
@@ -51,7 +54,8 @@ def _raising(send: Callable[[], Any]) -> Callable[[], Any]:
         if status != "ok":
             cls = _STATUS_TYPES.get(status)
             if cls is None:
-                cls = _STATUS_TYPES[status] = type(str(status), (_Status,), {})
+                bases = (_Status, ConnectionError) if status in CONNECTION_STATUSES else (_Status,)
+                cls = _STATUS_TYPES[status] = type(str(status), bases, {})
             raise cls(status)
 
     return sender
