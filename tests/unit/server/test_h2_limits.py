@@ -255,7 +255,7 @@ def test_data_after_end_stream_is_a_stream_error(srv):
 
 
 # -- drain ---------------------------------------------------------------------------------------------------------
-def test_begin_drain_is_a_two_step_goaway_and_refuses_new_connections(srv):
+def test_begin_drain_is_a_two_step_goaway_and_answers_late_connections_at_once(srv):
     c = RawH2(srv.grpc_port)
     c.send(F.frame(F.HEADERS, F.END_HEADERS, 1, request_block("ModelInfer")))  # open, not finished
     wait_until(lambda: srv.grpc.pending_answers() == 1)
@@ -271,9 +271,14 @@ def test_begin_drain_is_a_two_step_goaway_and_refuses_new_connections(srv):
     while c.goaway[0] == G.MAX_SID:
         assert c.read_frame() is not None
     assert c.goaway[:2] == (3, F.NO_ERROR)
-    late = RawH2(srv.grpc_port)
+    late = RawH2(srv.grpc_port)  # arrives during the drain and sends nothing: closed
     late.until_closed(5)
     assert late.goaway is not None and late.goaway[:2] == (0, F.NO_ERROR)
+    late = RawH2(srv.grpc_port)  # arrives during the drain with a call: answered at once, then GOAWAY and close
+    late.call(1, "ModelInfer", infer_body())
+    assert late.response(1).grpc_status in (0, 14)  # (the service itself is not draining in this test)
+    late.until_closed(5)
+    assert late.goaway is not None and late.goaway[:2] == (1, F.NO_ERROR)
     c.frame(F.DATA, F.END_STREAM, 1, grpc_message(infer_body()))  # the open call still finishes
     assert c.response(1).grpc_status in (0, 14)
     c.until_closed()

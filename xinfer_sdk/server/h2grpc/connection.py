@@ -94,14 +94,13 @@ class H2Connection(H2Control, H2Output, H2Guard, asyncio.Protocol):
                                     F.MAX_HEADER_LIST_SIZE: lim.max_header_list})
                         + F.window_update(0, lim.connection_window - F.DEFAULT_WINDOW))
         server = self.server
-        if server.draining:
-            self.refuse(b"the server is shutting down")
-            return
         if not server.admit():
             self.refuse(b"connection limit reached")
             return
         self.admitted = True
         server.connections.add(self)
+        if server.draining:
+            self.late()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -37,7 +37,8 @@ MAX_FRAGMENTS = 64  # CONTINUATION frames in one header block
 WORK_BUDGET = 256 << 10  # bytes of frames handled in one read before other connections get the loop
 DRAIN_PING = b"xdrain\x00\x01"
 DRAIN_ACK_WAIT = 1.0  # the drain's second GOAWAY goes out when its PING is answered, or after this
-LINGER = 0.25  # a connection refused at once (drain, connection cap) reads the client's first bytes this long
+LINGER = 0.25  # a connection refused at once (connection cap) reads the client's first bytes this long
+LATE_WAIT = 1.0  # a connection arriving during the drain is closed after this when it sends no call
 MAX_SID = (1 << 31) - 1
 
 
@@ -144,12 +145,20 @@ class H2Guard:
     # -- refusals and the drain -------------------------------------------------------------------------------
     def refuse(self, debug: bytes) -> None:
         """Our SETTINGS + GOAWAY(0, NO_ERROR, debug) at once; closed after a short linger (so the client's first
-        bytes are read and it sees the GOAWAY, not a reset)."""
+        bytes are read and it sees the GOAWAY, not a reset). Beyond the connection cap."""
         self.goaway_sent = True
         self.close_when_idle = True
         self._write(F.goaway(0, F.NO_ERROR, debug))
         self._flush()
         self.loop.call_later(LINGER, self.abort_quietly)
+
+    def late(self) -> None:
+        """A connection that arrives during the drain: the calls it sends at once are answered (UNAVAILABLE by the
+        draining service, a clear and fast failure), then GOAWAY(last stream) and close; one that sends none is
+        closed after LATE_WAIT. (A GOAWAY(0) at once makes gRPC clients retry the call on a new connection, again
+        and again, until the listener closes.)"""
+        self.close_when_idle = True
+        self.loop.call_later(LATE_WAIT, self._close_if_idle)
 
     def abort_quietly(self) -> None:
         if not self.closed:
