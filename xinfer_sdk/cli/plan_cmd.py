@@ -41,6 +41,12 @@ def _policy_text(p) -> str:
               help="Shape ranges of dynamic axes (latency uses OPT, memory uses MAX), e.g. ids:1x16..1x128..1x512.")
 @click.option("--measure", is_flag=True, help="Run the model here through the runtime, fit this device, show "
                                               "predicted vs measured per batch size.")
+@click.option("--measure-seconds", type=float, default=None, metavar="SECONDS",
+              help="With --measure: measured time per batch size, all rounds together (default 0.3; about 10 x this "
+                   "in all). Smaller is faster and noisier.")
+@click.option("--measure-batches", default=None, metavar="SIZES",
+              help="With --measure: batch sizes to measure, e.g. 1,8,32 (default 1,2,3,4,6,8,12,16,24,32; 1, 4, 16 "
+                   "and 32 among them are fitted, the others held out).")
 @click.option("--explain", is_flag=True, help="Print every figure with its derivation.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG chart: latency and throughput per batch, and cost against the p99 target.")
@@ -50,13 +56,19 @@ def _policy_text(p) -> str:
 @json_option
 @click.pass_context
 def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_qps: float | None, p99: str,
-         shapes: tuple[str, ...], measure: bool, explain: bool, plot_path: str | None, prices: tuple[str, ...],
-         as_json: bool) -> None:
+         shapes: tuple[str, ...], measure: bool, measure_seconds: float | None, measure_batches: str | None,
+         explain: bool, plot_path: str | None, prices: tuple[str, ...], as_json: bool) -> None:
     """How many devices of which profile serve MODEL (ONNX file or bundle) at the SLO, with which batch policy."""
     from ..planning import plan as run_plan
+    from ..planning.calibrate import measure_options
     from ..planning.pricing import parse_prices
     from ..shapes import parse_shapes
 
+    if (measure_seconds is not None or measure_batches is not None) and not measure:
+        given = "--measure-seconds" if measure_seconds is not None else "--measure-batches"
+        raise UserError(f"{given} shapes the measurement of --measure, which was not given",
+                        hint=f"add --measure, or drop {given}")
+    measure_kw = measure_options(measure_seconds, _sizes(measure_batches) if measure_batches is not None else None)
     if plot_path:  # a missing matplotlib fails now, not after the planning
         from ..planning.plot import pyplot
 
@@ -64,7 +76,7 @@ def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_q
     result = run_plan(model, profiles=profiles, precision=None if precision == "auto" else precision,
                       target_qps=target_qps, p99=p99, shapes=parse_shapes(shapes) or None, measure=measure,
                       profiles_dirs=ctx.obj.get("profiles_dirs", ()), prices=parse_prices(prices),
-                      progress=progress(not as_json))
+                      measure_kw=measure_kw, progress=progress(not as_json))
     if plot_path:
         from ..planning.plot import plot_plan
 
@@ -78,6 +90,14 @@ def plan(ctx: click.Context, model: str, profiles: str, precision: str, target_q
     _print_plan(result, explain=explain)
     if plot_path:
         err.print(f"chart written to {plot_path}", markup=False)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--measure-batches: expected comma-separated batch sizes, got {text!r}",
+                        hint="e.g. --measure-batches 1,8,32") from None
 
 
 def _print_plan(result, *, explain: bool) -> None:
@@ -105,7 +125,9 @@ def _print_plan(result, *, explain: bool) -> None:
                          _gb(mem.need(bt.batch)), "yes" if bt.batch <= mem.max_batch else "NO"))
         out.print()
         out.print(table(f"{pp.profile.name} · {pp.profile.display_name} · {pp.precision} · {tag}",
-                        ["batch", "latency ms", "samples/s", "bound", "memory GB", "fits"], rows))
+                        ["batch", "latency ms", "samples/s", "bound", "memory GB", "fits"], rows,
+                        caption=f"latency: one batch of b single-sample requests, per-request host work included "
+                                f"(b x {pp.device.request_overhead.value * 1e6:.3g} us)", caption_justify="left"))
         from ..planning.explain import bound_summary
 
         for line in bound_summary(pp).values():
@@ -191,15 +213,32 @@ def _print_bill(result) -> None:
 def _print_calibration(pp) -> None:
     cal = pp.calibration
     rows = [(r["batch"], _ms(r["measured_s"]), _ms(r["predicted_s"]), f"{r['error'] * 100:+.1f}%",
-             "fit" if r["fitted"] else "held out") for r in cal["rows"]]
-    out.print(table(f"{pp.profile.name}: predicted vs measured (batch latency through the runtime, 25th percentile)",
-                    ["batch", "measured ms", "predicted ms", "error", "used for"], rows))
+             "fit" if r["fitted"] else "held out", _ms(r.get("predicted_b_requests_s"))) for r in cal["rows"]]
+    req = pp.device.request_overhead.value * 1e6
+    out.print(table(f"{pp.profile.name}: predicted vs measured, one request of b samples through the runtime "
+                    "(25th percentile)",
+                    ["batch", "measured ms", "predicted ms", "error", "used for", "b requests ms"], rows,
+                    caption=f"measured and predicted: one request of b samples (one per-request overhead); "
+                            f"b requests: the same batch as b single-sample requests (+{req:.3g} us each), as the "
+                            "latency table above counts it", caption_justify="left"))
     f = cal["factors"]
     held = cal.get("max_abs_error_held_out")
     out.print(f"  fitted    compute efficiency {f['eff_compute']:.3g}, memory efficiency {f['eff_memory']:.3g}, "
               f"per-batch overhead {f['batch_overhead_s'] * 1e6:.3g} us, per-op overhead {f['op_overhead_s'] * 1e6:.3g} "
               f"us; max error {cal['max_abs_error']:.1%}" + (f" ({held:.1%} on held-out sizes)" if held is not None
                                                               else ""), markup=False)
+    comp = cal.get("compute") or {}
+    if comp.get("note"):
+        out.print(f"  compute   {comp['note']}", markup=False)
+    target = cal.get("target")
+    if target is not None and not cal.get("meets_target", True):
+        out.print(f"  [bold yellow]accuracy[/bold yellow]  max error {cal['max_abs_error']:.1%} is outside the "
+                  f"+-{target:.0%} a calibrated CPU plan usually reaches (docs/planning.md, How accurate is it): read "
+                  "these figures with that error, or measure longer (--measure-seconds)")
+    m = cal.get("measure")
+    if m:
+        out.print(f"  measured  {m['seconds_per_batch']:g} s per batch size over {m['rounds']} rounds "
+                  "(--measure-seconds)", markup=False)
 
 
 @click.command()

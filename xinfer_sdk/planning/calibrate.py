@@ -36,7 +36,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 DEFAULT_FIT_ON = (1, 4, 16, 32)  # fitted; the rest of DEFAULT_BATCHES is held out
-GRID = np.geomspace(0.02, 20.0, 91)
+DEFAULT_MIN_SECONDS = 0.3  # measured time per batch size, all rounds together (--measure-seconds)
+EFF_COMPUTE_MAX = 1.0  # of the estimated peak: a fit never claims more
+EC_GRID = np.geomspace(0.02, EFF_COMPUTE_MAX, 61)
+EM_GRID = np.geomspace(0.02, 20.0, 91)  # memory: above 1 is real when the weights stay in the CPU caches
+# Compute efficiencies whose fits are within this RMS relative error of the best one are as good as it (the
+# noise of a measurement on a shared machine); when they span more than IDENTIFY_RATIO, compute is not measured.
+IDENTIFY_RMS = 0.02
+IDENTIFY_RATIO = 2.0
+TARGET = 0.15  # docs/planning.md: a calibrated CPU plan is good to about +-15 % for the model measured
 # The latency a size is fitted to: the 25th percentile of its runs. Interference from other processes only
 # ever slows a run down, so a low percentile estimates the uncontended service time more robustly than the
 # median on a shared machine (and the median is reported beside it).
@@ -130,10 +138,34 @@ def _fixed_parts(a: np.ndarray, y: np.ndarray, counts: np.ndarray, default_op: f
     return max(0.0, fixed - n * t_op), t_op
 
 
+def _grid(blocks, y: np.ndarray, counts: np.ndarray, floor: float, default_op: float, req: float,
+          ecs: Sequence[float]) -> list[tuple[float, float, float, float, float]]:
+    """(score, compute eff, memory eff, per-batch overhead, per-op overhead) for each compute efficiency in ``ecs``
+    and each memory efficiency of ``EM_GRID``; score: sum of squared relative errors."""
+    results = []
+    for ec in ecs:  # vectorised over the memory-efficiency grid
+        parts = []
+        for tc, tm, live, _, _ in blocks:
+            t_ops = soft_max(tc[None] / ec, tm[None] / EM_GRID[:, None, None])
+            parts.append(np.where(live[None, None], np.maximum(t_ops, floor), t_ops).sum(axis=2))
+        r_all = np.concatenate(parts, axis=1)  # (memory grid, points)
+        for k, em in enumerate(EM_GRID):
+            r = r_all[k]
+            t0, t_op = _fixed_parts(y - r - req, y, counts, default_op)
+            score = float(((((r + req + t0 + counts * t_op) - y) / y) ** 2).sum())
+            results.append((score, float(ec), float(em), t0, t_op))
+    return results
+
+
 def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel, *,
         fit_on: Sequence[int] | None = None) -> tuple[DeviceModel, dict[str, Any]]:
     """Fit compute efficiency, memory efficiency, per-batch and per-op overhead of ``dev`` to measured batch
-    latencies (seconds) of one or more models: ``data`` = [(cost curve, {batch: seconds}), ...]."""
+    latencies (seconds) of one or more models: ``data`` = [(cost curve, {batch: seconds}), ...].
+
+    The compute efficiency stays within (0, 1] of the peak. When the measurements cannot pin it (fits within
+    ``IDENTIFY_RMS`` of the best span more than a factor ``IDENTIFY_RATIO`` of compute efficiencies: the
+    latency hardly grows with the batch, the model is overhead-dominated here), the profile's own value is
+    kept and the rest is fitted around it; the report says so (``report["compute"]``)."""
     blocks = []
     for curve, measured in data:
         use = [b for b in sorted(measured) if fit_on is None or b in fit_on] or sorted(measured)
@@ -143,55 +175,86 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     counts = np.concatenate([np.full(len(b[4]), float(b[2].sum())) for b in blocks])
     floor, default_op = dev.kernel_floor.value, dev.op_overhead.value
     req = dev.request_overhead.value  # each measured batch was one request
-    results = []
-    for ec in GRID:  # vectorised over the memory-efficiency grid
-        parts = []
-        for tc, tm, live, _, _ in blocks:
-            t_ops = soft_max(tc[None] / ec, tm[None] / GRID[:, None, None])
-            parts.append(np.where(live[None, None], np.maximum(t_ops, floor), t_ops).sum(axis=2))
-        r_all = np.concatenate(parts, axis=1)  # (memory grid, points)
-        for k, em in enumerate(GRID):
-            r = r_all[k]
-            t0, t_op = _fixed_parts(y - r - req, y, counts, default_op)
-            score = float(((((r + req + t0 + counts * t_op) - y) / y) ** 2).sum())
-            results.append((score, float(ec), float(em), t0, t_op))
-    # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
-    # never binds (weights that stay in cache: any memory efficiency above some value fits equally), the
-    # most conservative value consistent with the measurements is kept, not the grid's edge.
+    results = _grid(blocks, y, counts, floor, default_op, req, EC_GRID)
     top = min(r[0] for r in results)
-    best = min((r for r in results if r[0] <= top * 1.01 + 1e-12), key=lambda r: (r[2], r[1]))
+    # Which compute efficiencies fit as well as the best, up to measurement noise (IDENTIFY_RMS per point)?
+    tol = top + len(y) * IDENTIFY_RMS ** 2
+    good = sorted({r[1] for r in results if r[0] <= tol})
+    lo, hi = good[0], good[-1]
+    identified = hi / lo <= IDENTIFY_RATIO
+    prior = min(float(dev.eff_matrix.value), EFF_COMPUTE_MAX)
+    if identified:
+        # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
+        # never binds (weights that stay in cache: any memory efficiency above some value fits equally), the
+        # most conservative value consistent with the measurements is kept, not the grid's edge.
+        best = min((r for r in results if r[0] <= top * 1.01 + 1e-12), key=lambda r: (r[2], r[1]))
+    else:
+        kept = _grid(blocks, y, counts, floor, default_op, req, [prior])
+        kept_top = min(r[0] for r in kept)
+        best = min((r for r in kept if r[0] <= kept_top * 1.01 + 1e-12), key=lambda r: r[2])
     _, ec, em, t0, t_op = best
+    clamped = identified and ec >= EC_GRID[-1] * 0.999
     sizes_text = "; ".join(f"{c.name}: {', '.join(map(str, b[4]))}" for (c, _), b in zip(data, blocks))
     how = f"fitted by `plan --measure` to batch latencies measured through the runtime ({sizes_text})"
+    if not identified:
+        ec_how = (f"kept at the profile's {prior:.3g}: the measurements cannot pin it (every compute efficiency "
+                  f"from {lo:.3g} to {hi:.3g} fits within {IDENTIFY_RMS:.0%} RMS; the model is overhead-dominated here)")
+    elif clamped:
+        ec_how = how + (" (compute efficiency, matrix and vector units alike; held at 1.0 of the estimated peak: "
+                        "the measurements ask for more, so the peak estimate is low, e.g. a turbo clock above the one read)")
+    else:
+        ec_how = how + " (compute efficiency, matrix and vector units alike, at most 1.0 of the estimated peak)"
     fitted = dev.with_factors(
-        eff_matrix=Factor(ec, how + " (compute efficiency, matrix and vector units alike; above 1 when the cores "
-                                    "run faster than the nominal clock)"),
-        eff_vector=Factor(ec, how + " (the same compute efficiency)"),
+        eff_matrix=Factor(ec, ec_how),
+        eff_vector=Factor(ec, ec_how if not identified else how + " (the same compute efficiency)"),
         eff_memory=Factor(em, how + " (memory efficiency against the bandwidth above; above 1 when weights stay in "
                                     "the caches)"),
         op_overhead=Factor(t_op, how + (" (per-op overhead)" if len(data) > 1 else
                                          " (per-op overhead: kept at its default, one model cannot separate it from "
                                          "the per-batch overhead)")),
         batch_overhead=Factor(t0, how + " (per-batch overhead)"), calibrated=True)
+    big = max(blocks[0][4])
+    bt = batch_time(fitted, data[0][0], big, requests=1)
+    share = (bt.compute_s + bt.memory_s) / bt.seconds if bt.seconds > 0 else 0.0
+    compute = {"identified": identified, "clamped": clamped, "range": [lo, hi], "kept_prior": None if identified
+               else prior, "roofline_share": share, "at_batch": big, "note": _compute_note(identified, clamped, lo, hi,
+                                                                                         prior, share, big)}
     report = {"factors": {"eff_compute": ec, "eff_memory": em, "batch_overhead_s": t0, "op_overhead_s": t_op},
               "uncalibrated": {"eff_matrix": dev.eff_matrix.value, "eff_memory": dev.eff_memory.value,
                                "batch_overhead_s": dev.batch_overhead.value, "op_overhead_s": dev.op_overhead.value},
-              "method": how + "; grid over compute and memory efficiency, overheads by least squares of relative "
-                              "errors", "models": {}}
+              "compute": compute, "target": TARGET,
+              "method": how + "; grid over compute (at most 1.0 of peak) and memory efficiency, overheads by least "
+                              "squares of relative errors", "models": {}}
     for curve, measured in data:
         report["models"][curve.name] = compare(fitted, curve, measured, fit_on=fit_on)
     first = report["models"][data[0][0].name]
     report.update({k: first[k] for k in ("batches", "fit_on", "rows", "max_abs_error", "max_abs_error_held_out")})
+    report["meets_target"] = first["max_abs_error"] <= TARGET
     return fitted.with_factors(calibration=report), report
+
+
+def _compute_note(identified: bool, clamped: bool, lo: float, hi: float, prior: float, share: float, b: int) -> str:
+    where = f"compute and memory are {share:.0%} of the predicted batch-{b} latency, the rest is overhead"
+    if not identified:
+        return (f"overhead-dominated: the measured latency hardly grows with the batch, so the compute efficiency is "
+                f"not measurable here (any value from {lo:.3g} to {hi:.3g} fits); kept the profile's {prior:.3g}; "
+                f"{where}")
+    if clamped:
+        return (f"compute efficiency held at 1.0 of the estimated peak (the measurements ask for more: the peak "
+                f"estimate is low); {where}")
+    return where
 
 
 def compare(dev: DeviceModel, curve: CostCurve, measured: Mapping[int, float], *,
             fit_on: Sequence[int] | None = None) -> dict[str, Any]:
-    """Predicted vs measured per batch size for one model on a (fitted or not) device model."""
+    """Predicted vs measured per batch size for one model on a (fitted or not) device model. The measurement is one
+    request of b samples (``predicted_s``, one per-request overhead); ``predicted_b_requests_s`` is the same batch
+    made of b single-sample requests, as the plan's latency table counts it."""
     rows = []
     for b in sorted(measured):
         pred = batch_time(dev, curve, b, requests=1).seconds
         rows.append({"batch": b, "measured_s": measured[b], "predicted_s": pred,
+                     "predicted_b_requests_s": batch_time(dev, curve, b).seconds,
                      "error": (pred - measured[b]) / measured[b], "fitted": fit_on is None or b in fit_on})
     held = [r for r in rows if not r["fitted"]]
     return {"batches": [r["batch"] for r in rows], "fit_on": [r["batch"] for r in rows if r["fitted"]], "rows": rows,
@@ -199,9 +262,31 @@ def compare(dev: DeviceModel, curve: CostCurve, measured: Mapping[int, float], *
             "max_abs_error_held_out": max((abs(r["error"]) for r in held), default=None)}
 
 
+def measure_options(seconds: float | None = None, batches: Sequence[int] | None = None) -> dict[str, Any]:
+    """``calibrate_present`` keywords for ``--measure-seconds`` (measured time per batch size, all rounds together)
+    and ``--measure-batches`` (the sizes measured: those of DEFAULT_FIT_ON among them are fitted, at least two,
+    the others held out). Raises UserError on values that cannot be measured."""
+    kw: dict[str, Any] = {}
+    if seconds is not None:
+        if not (0.005 <= seconds <= 60):
+            raise UserError(f"--measure-seconds: expected 0.005 to 60 seconds per batch size, got {seconds:g}",
+                            hint=f"the default is {DEFAULT_MIN_SECONDS:g}; smaller is faster and noisier")
+        kw["min_seconds"] = float(seconds)
+    if batches is not None:
+        sizes = sorted(set(int(b) for b in batches))
+        if len(sizes) < 2 or sizes[0] < 1 or sizes[-1] > 4096:
+            raise UserError(f"--measure-batches: expected at least two batch sizes from 1 to 4096, got "
+                            f"{','.join(map(str, batches)) or 'none'}", hint="e.g. --measure-batches 1,8,32")
+        fit_on = [b for b in DEFAULT_FIT_ON if b in sizes]
+        kw["batch_sizes"] = sizes
+        kw["fit_on"] = fit_on if len(fit_on) >= 2 else sizes
+    return kw
+
+
 def calibrate_present(model: Any, *, shapes: Mapping[str, ShapeRange] | None = None, precision: str | None = None,
                       profiles_dirs: Sequence[str] = (), batch_sizes: Sequence[int] = DEFAULT_BATCHES,
-                      fit_on: Sequence[int] | None = DEFAULT_FIT_ON, rounds: int = 5, min_seconds: float = 0.3,
+                      fit_on: Sequence[int] | None = DEFAULT_FIT_ON, rounds: int = 5,
+                      min_seconds: float = DEFAULT_MIN_SECONDS,
                       profile: Profile | str | None = None, load_path: str | os.PathLike[str] | None = None
                       ) -> tuple[Profile, DeviceModel, dict[str, Any]]:
     """Measure ``model`` on this machine's profile (detected unless given) and fit its device model.
@@ -236,6 +321,7 @@ def calibrate_present(model: Any, *, shapes: Mapping[str, ShapeRange] | None = N
     for row in report["rows"]:
         row.update({k: measured[row["batch"]][k] for k in ("median", "p10", "p90", "runs")})
     report["profile"] = prof.name
+    report["measure"] = {"seconds_per_batch": min_seconds, "rounds": rounds, "batches": sorted(measured)}
     if precision not in (None, "", "auto") and precision != curve.graph_precision:
         fitted = fitted.with_factors(precision=precision)
         base = device_model(prof, precision)

@@ -42,7 +42,9 @@ def test_calibrate_present_fits_the_cpu_device(mlp_file):
         assert r["predicted_s"] > 0 and r["error"] == pytest.approx((r["predicted_s"] - r["measured_s"])
                                                                     / r["measured_s"])
     assert report["max_abs_error"] == max(abs(r["error"]) for r in report["rows"])
-    assert dev.eff_matrix.value == report["factors"]["eff_compute"] and "fitted" in dev.eff_matrix.source
+    assert dev.eff_matrix.value == report["factors"]["eff_compute"] and "fitted" in dev.eff_memory.source
+    # a small MLP is overhead-dominated here: its compute efficiency is fitted only when the measurements pin it
+    assert ("fitted" if report["compute"]["identified"] else "kept at the profile's") in dev.eff_matrix.source
 
 
 def test_plan_measure_calibrates_the_present_profile_only(mlp_file):
