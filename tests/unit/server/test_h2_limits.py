@@ -198,6 +198,21 @@ def test_rapid_reset_interleaved_with_normal_calls_is_caught(srv):
     assert calm(c)
 
 
+def test_a_busy_client_whose_deadlines_cancel_a_few_percent_is_not_an_attacker(srv):
+    """bench/soak.py found it: 1,000 calls/s with 2-4 % cancelled reached 200 resets in 10 s and got GOAWAY."""
+    c = RawH2(srv.grpc_port)
+    head = request_block("ModelInfer")
+    sid = 1
+    for k in range(G.CLIENT_RESETS * 15):  # 3,000 calls, one in 10 cancelled: 300 resets in the window
+        if k % 10 == 0:
+            c.send(F.frame(F.HEADERS, F.END_HEADERS, sid, head) + F.rst_stream(sid, F.CANCEL))
+        else:
+            c.call(sid, "ServerLive", b"")
+        sid += 2
+    c.call(sid, "ServerLive", b"")
+    assert c.response(sid).grpc_status == 0 and c.goaway is None
+
+
 def test_settings_with_many_entries_cost_one_pass_over_the_streams(srv):
     c = RawH2(srv.grpc_port)
     for k in range(200):

@@ -116,7 +116,7 @@ class H2Control:
         if held:
             self.consumed(held)
         self.n_resets += 1  # a stream we had not answered yet (answered ones are no longer in self.streams)
-        if self.n_resets > G.CLIENT_RESETS:
+        if self.n_resets > G.CLIENT_RESETS and self.n_resets > G.RESET_SHARE * (self.started - self.win_started):
             self._calm("streams reset by the client (rapid reset)")
 
     def _on_goaway(self, data: bytes, p: int, stop: int, sid: int) -> None:

@@ -31,7 +31,10 @@ PINGS = 100  # PINGs in a window with no answer (HEADERS) of ours in between
 SETTINGS_FRAMES = 100  # SETTINGS frames (not ACKs) in a window
 EMPTY_FRAMES = 1000  # zero-length DATA (without END_STREAM), HEADERS, CONTINUATION, unknown frames in a window
 PRIORITY_FRAMES = 1000  # PRIORITY frames in a window (gRPC clients send none)
-CLIENT_RESETS = 200  # RST_STREAM from the client for streams we had not answered, in a window
+CLIENT_RESETS = 200  # RST_STREAM from the client for streams we had not answered, in a window ...
+RESET_SHARE = 0.25  # ... when they are also more than this share of the streams opened in the window: a busy client
+#   whose deadlines and cancels reset a few % of 1,000 calls/s is not an attacker; the rapid-reset pattern (every
+#   stream reset) and the interleaved one (one normal call per cancel, 50 %) are
 STREAM_ERRORS = 1000  # stream errors the client provoked (RST_STREAM from us) in a window
 MAX_FRAGMENTS = 64  # CONTINUATION frames in one header block
 WORK_BUDGET = 256 << 10  # bytes of frames handled in one read before other connections get the loop
@@ -53,6 +56,7 @@ class H2Guard:
         self.made_at = now
         self.win_start = now
         self.n_ping = self.n_settings = self.n_empty = self.n_priority = self.n_resets = self.n_errors = 0
+        self.win_started = 0  # ``started`` (streams accepted) when the window began
         self.idle_since: float | None = now
         self.seen_started = 0
         self.drain_until: float | None = None  # the drain's first GOAWAY is out: the second one is due
@@ -63,6 +67,7 @@ class H2Guard:
 
     def _new_window(self, now: float) -> None:
         self.win_start = now
+        self.win_started = self.started
         self.n_ping = self.n_settings = self.n_empty = self.n_priority = self.n_resets = self.n_errors = 0
 
     # -- work budget --------------------------------------------------------------------------------------
