@@ -142,16 +142,11 @@ def _fetched(url: str, path) -> dict:
     """``fetch --json``: where the verified bundle is and which one it is (the URL without its query or user
     info: a presigned URL is a credential)."""
     import hashlib
-    import urllib.parse
 
     from ..bundle import MANIFEST_NAME, open_bundle
+    from ..deploy.fetch import public_url
 
     manifest = open_bundle(path, verify=False).manifest  # fetch verified every checksum already
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return {"bundle": str(path), "name": manifest.name, "url": shown, "verified": True,
+    return {"bundle": str(path), "name": manifest.name, "url": public_url(url), "verified": True,
             "manifest_sha256": hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest(),
             "artifacts": len(manifest.artifacts)}

@@ -57,6 +57,20 @@ def _flatten(dest: Path) -> None:
         top.rmdir()
 
 
+def public_url(url: str) -> str:
+    """``url`` without its query, fragment and user info, for messages and logs: a presigned URL is a credential."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a malformed port
+        netloc = host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, retries: int = 3,
           timeout: float = 60.0) -> Path:
     """Download and unpack the bundle at ``url`` into ``dest`` (emptied first); return the verified folder.
@@ -65,9 +79,10 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, 
     artifact's digest, so with this pin an archive swapped for another bundle, or rebuilt, is refused; without it
     only corruption and edits that forget the manifest are caught."""
     out = Path(dest)
+    shown = public_url(url)
     out.mkdir(parents=True, exist_ok=True)
     if not url.startswith(("http://", "https://", "file://")):
-        raise UserError(f"{url!r}: expected an http://, https:// or file:// URL of a bundle archive")
+        raise UserError(f"{shown!r}: expected an http://, https:// or file:// URL of a bundle archive")
     last: Exception | None = None
     for attempt in range(1, retries + 1):
         for child in list(out.iterdir()):  # a previous partial attempt
@@ -76,31 +91,31 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, 
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the scheme is checked above
                 t0 = time.perf_counter()
                 n = _extract(resp, out)
-            log.info("fetched %s: %d entries in %.1fs", url, n, time.perf_counter() - t0)
+            log.info("fetched %s: %d entries in %.1fs", shown, n, time.perf_counter() - t0)
             break
         except urllib.error.HTTPError as exc:
             if exc.code < 500 and exc.code != 429:  # 403 (expired presigned URL), 404: retrying does not help
-                raise UserError(f"{url}: HTTP {exc.code} {exc.reason}",
+                raise UserError(f"{shown}: HTTP {exc.code} {exc.reason}",
                                 hint="check the URL (a presigned URL may have expired)") from None
             last = exc
         except tarfile.ReadError as exc:  # the bytes arrived and are no archive: retrying does not help
-            raise UserError(f"{url}: not a tar or tar.gz archive ({exc})",
+            raise UserError(f"{shown}: not a tar or tar.gz archive ({exc})",
                             hint="pack the bundle with: tar -czf model.tar.gz -C BUNDLE .") from None
         except (urllib.error.URLError, OSError, EOFError, tarfile.TarError) as exc:  # network, truncated stream
             last = exc
         if attempt < retries:
-            log.warning("fetch %s failed (%s); retrying in %ds", url, last, 2 ** attempt)
+            log.warning("fetch %s failed (%s); retrying in %ds", shown, last, 2 ** attempt)
             time.sleep(2 ** attempt)
     else:
-        raise UserError(f"{url}: download failed after {retries} attempts ({last})")
+        raise UserError(f"{shown}: download failed after {retries} attempts ({last})")
     _flatten(out)
     if not (out / MANIFEST_NAME).is_file():
-        raise BundleError(f"{url}: the archive holds no {MANIFEST_NAME} at its top (or in one top folder)",
+        raise BundleError(f"{shown}: the archive holds no {MANIFEST_NAME} at its top (or in one top folder)",
                           hint="pack the bundle with: tar -czf model.tar.gz -C BUNDLE .")
     if sha256 is not None:
         got = sha256_file(out / MANIFEST_NAME)
         if got != sha256.lower():
-            raise BundleError(f"{url}: the archive holds a different bundle than this deployment pins ({MANIFEST_NAME} "
+            raise BundleError(f"{shown}: the archive holds a different bundle than this deployment pins ({MANIFEST_NAME} "
                               f"sha256 {got[:16]}..., expected {sha256[:16]}...)",
                               hint="regenerate the manifests for this bundle (xinfer-sdk deploy k8s), or upload the "
                                    "bundle they were generated from")
