@@ -31,14 +31,18 @@ from ..profiles import Profile, ProfileRegistry, detect, load_profile
 from ..shapes import ShapeRange, concrete_dims
 from .cost import CostCurve, build_curve
 from .device import DeviceModel, Factor, batch_time, device_model, executed, op_times, soft_max
+from .host import NOMINAL
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 DEFAULT_FIT_ON = (1, 4, 16, 32)  # fitted; the rest of DEFAULT_BATCHES is held out
 DEFAULT_MIN_SECONDS = 0.3  # measured time per batch size, all rounds together (--measure-seconds)
-EFF_COMPUTE_MAX = 1.0  # of the estimated peak: a fit never claims more
-EC_GRID = np.geomspace(0.02, EFF_COMPUTE_MAX, 61)
+EFF_COMPUTE_MAX = 1.0  # of the peak: a fit never claims more ...
+# ... unless the peak was computed from a nominal clock (no cpufreq: /proc/cpuinfo's 'cpu MHz' is the base
+# clock, turbo is not visible). Turbo reaches up to about twice the base clock on current server CPUs (Xeon
+# Platinum 8481C: 2.0 -> 3.8 GHz; EPYC 7B13: 2.45 -> 3.5 GHz), so the possible range is then up to 2.0.
+EFF_COMPUTE_MAX_NOMINAL = 2.0
 EM_GRID = np.geomspace(0.02, 20.0, 91)  # memory: above 1 is real when the weights stay in the CPU caches
 # Compute efficiencies whose fits are within this RMS relative error of the best one are as good as it (the
 # noise of a measurement on a shared machine); when they span more than IDENTIFY_RATIO, compute is not measured.
@@ -162,7 +166,8 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     """Fit compute efficiency, memory efficiency, per-batch and per-op overhead of ``dev`` to measured batch
     latencies (seconds) of one or more models: ``data`` = [(cost curve, {batch: seconds}), ...].
 
-    The compute efficiency stays within (0, 1] of the peak. When the measurements cannot pin it (fits within
+    The compute efficiency stays within (0, 1] of the peak (``compute_ceiling``: up to 2 of a CPU peak computed from
+    a nominal clock). When the measurements cannot pin it (fits within
     ``IDENTIFY_RMS`` of the best span more than a factor ``IDENTIFY_RATIO`` of compute efficiencies: the
     latency hardly grows with the batch, the model is overhead-dominated here), the profile's own value is
     kept and the rest is fitted around it; the report says so (``report["compute"]``)."""
@@ -175,14 +180,17 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     counts = np.concatenate([np.full(len(b[4]), float(b[2].sum())) for b in blocks])
     floor, default_op = dev.kernel_floor.value, dev.op_overhead.value
     req = dev.request_overhead.value  # each measured batch was one request
-    results = _grid(blocks, y, counts, floor, default_op, req, EC_GRID)
+    ceiling, ceiling_why = compute_ceiling(dev)
+    below = EM_GRID[np.less(EM_GRID, ceiling * 0.999)]
+    ec_grid = np.append(below, ceiling)  # the memory grid's steps, up to the ceiling
+    results = _grid(blocks, y, counts, floor, default_op, req, ec_grid)
     top = min(r[0] for r in results)
     # Which compute efficiencies fit as well as the best, up to measurement noise (IDENTIFY_RMS per point)?
     tol = top + len(y) * IDENTIFY_RMS ** 2
     good = sorted({r[1] for r in results if r[0] <= tol})
     lo, hi = good[0], good[-1]
     identified = hi / lo <= IDENTIFY_RATIO
-    prior = min(float(dev.eff_matrix.value), EFF_COMPUTE_MAX)
+    prior = min(float(dev.eff_matrix.value), ceiling)
     if identified:
         # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
         # never binds (weights that stay in cache: any memory efficiency above some value fits equally), the
@@ -193,17 +201,18 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
         kept_top = min(r[0] for r in kept)
         best = min((r for r in kept if r[0] <= kept_top * 1.01 + 1e-12), key=lambda r: r[2])
     _, ec, em, t0, t_op = best
-    clamped = identified and ec >= EC_GRID[-1] * 0.999
+    clamped = identified and ec >= ec_grid[-1] * 0.999
     sizes_text = "; ".join(f"{c.name}: {', '.join(map(str, b[4]))}" for (c, _), b in zip(data, blocks))
     how = f"fitted by `plan --measure` to batch latencies measured through the runtime ({sizes_text})"
     if not identified:
         ec_how = (f"kept at the profile's {prior:.3g}: the measurements cannot pin it (every compute efficiency "
                   f"from {lo:.3g} to {hi:.3g} fits within {IDENTIFY_RMS:.0%} RMS; the model is overhead-dominated here)")
     elif clamped:
-        ec_how = how + (" (compute efficiency, matrix and vector units alike; held at 1.0 of the estimated peak: "
-                        "the measurements ask for more, so the peak estimate is low, e.g. a turbo clock above the one read)")
+        ec_how = how + (f" (compute efficiency, matrix and vector units alike; held at {ceiling:g} of the peak, "
+                        f"{ceiling_why}: the measurements ask for more)")
     else:
-        ec_how = how + " (compute efficiency, matrix and vector units alike, at most 1.0 of the estimated peak)"
+        ec_how = how + (f" (compute efficiency, matrix and vector units alike, at most {ceiling:g} of the peak: "
+                        f"{ceiling_why})")
     fitted = dev.with_factors(
         eff_matrix=Factor(ec, ec_how),
         eff_vector=Factor(ec, ec_how if not identified else how + " (the same compute efficiency)"),
@@ -216,15 +225,15 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     big = max(blocks[0][4])
     bt = batch_time(fitted, data[0][0], big, requests=1)
     share = (bt.compute_s + bt.memory_s) / bt.seconds if bt.seconds > 0 else 0.0
-    compute = {"identified": identified, "clamped": clamped, "range": [lo, hi], "kept_prior": None if identified
-               else prior, "roofline_share": share, "at_batch": big, "note": _compute_note(identified, clamped, lo, hi,
-                                                                                         prior, share, big)}
+    compute = {"identified": identified, "clamped": clamped, "range": [lo, hi], "ceiling": ceiling,
+               "ceiling_basis": ceiling_why, "kept_prior": None if identified else prior, "roofline_share": share,
+               "at_batch": big, "note": _compute_note(identified, clamped, lo, hi, prior, share, big, ceiling)}
     report = {"factors": {"eff_compute": ec, "eff_memory": em, "batch_overhead_s": t0, "op_overhead_s": t_op},
               "uncalibrated": {"eff_matrix": dev.eff_matrix.value, "eff_memory": dev.eff_memory.value,
                                "batch_overhead_s": dev.batch_overhead.value, "op_overhead_s": dev.op_overhead.value},
               "compute": compute, "target": TARGET,
-              "method": how + "; grid over compute (at most 1.0 of peak) and memory efficiency, overheads by least "
-                              "squares of relative errors", "models": {}}
+              "method": how + f"; grid over compute (at most {ceiling:g} of the peak) and memory efficiency, overheads "
+                              "by least squares of relative errors", "models": {}}
     for curve, measured in data:
         report["models"][curve.name] = compare(fitted, curve, measured, fit_on=fit_on)
     first = report["models"][data[0][0].name]
@@ -233,15 +242,25 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     return fitted.with_factors(calibration=report), report
 
 
-def _compute_note(identified: bool, clamped: bool, lo: float, hi: float, prior: float, share: float, b: int) -> str:
+def compute_ceiling(dev: DeviceModel) -> tuple[float, str]:
+    """(largest compute efficiency a fit may take, why): 1.0 of the peak, or EFF_COMPUTE_MAX_NOMINAL of a CPU peak
+    computed from a nominal clock (turbo not visible)."""
+    if dev.kind == "cpu" and NOMINAL in (dev.matrix_basis or ""):
+        return EFF_COMPUTE_MAX_NOMINAL, ("the peak uses the nominal clock (turbo is not visible); turbo reaches up to "
+                                         "about 2x the base clock on current server CPUs")
+    return EFF_COMPUTE_MAX, "the peak"
+
+
+def _compute_note(identified: bool, clamped: bool, lo: float, hi: float, prior: float, share: float, b: int,
+                  ceiling: float) -> str:
     where = f"compute and memory are {share:.0%} of the predicted batch-{b} latency, the rest is overhead"
     if not identified:
         return (f"overhead-dominated: the measured latency hardly grows with the batch, so the compute efficiency is "
                 f"not measurable here (any value from {lo:.3g} to {hi:.3g} fits); kept the profile's {prior:.3g}; "
                 f"{where}")
     if clamped:
-        return (f"compute efficiency held at 1.0 of the estimated peak (the measurements ask for more: the peak "
-                f"estimate is low); {where}")
+        return (f"compute efficiency held at {ceiling:g} of the peak, the most that is physically possible (the "
+                f"measurements ask for more: the peak estimate is low); {where}")
     return where
 
 

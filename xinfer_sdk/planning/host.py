@@ -47,6 +47,8 @@ FP16_PER_CYCLE = (("avx512_fp16", 128, "AVX512-FP16: 2x the FP32 rate"),)
 # (one core alone rarely exceeds ~10-15 GB/s; McCalpin's STREAM results, www.cs.virginia.edu/stream/).
 DEFAULT_GBPS_PER_CORE = 8.0
 DEFAULT_CLOCK_GHZ = 2.0  # when /proc/cpuinfo has no clock (some Arm kernels): a low, common base clock
+# In a clock source: the clock is not the CPU's maximum (turbo runs faster), so its peak is a floor.
+NOMINAL = "turbo is not visible"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +83,8 @@ def read_clock_ghz(root: str = "/") -> tuple[float, str]:
     mhz = [float(line.split(":")[1]) for line in text.splitlines()
            if line.lower().startswith("cpu mhz") and ":" in line and line.split(":")[1].strip()]
     if mhz:
-        return max(mhz) / 1e3, "/proc/cpuinfo 'cpu MHz' (nominal; turbo is not visible, --measure corrects)"
-    return DEFAULT_CLOCK_GHZ, f"no clock in /proc/cpuinfo: assumed {DEFAULT_CLOCK_GHZ} GHz"
+        return max(mhz) / 1e3, f"/proc/cpuinfo 'cpu MHz' (nominal; {NOMINAL}, --measure corrects)"
+    return DEFAULT_CLOCK_GHZ, f"no clock in /proc/cpuinfo: assumed {DEFAULT_CLOCK_GHZ} GHz ({NOMINAL})"
 
 
 def _pick(table, isa: set[str], default: tuple[int, str]) -> tuple[int, str]:

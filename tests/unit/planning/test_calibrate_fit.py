@@ -84,8 +84,8 @@ def test_compute_efficiency_never_exceeds_the_peak(cpu, big_mlp):
     measured = made_by(cpu, big_mlp, eff_matrix=2.5, eff_vector=2.5, eff_memory=1.0, batch_overhead=40e-6)
     fitted, report = fit([(big_mlp, measured)], cpu, fit_on=DEFAULT_FIT_ON)
     assert report["factors"]["eff_compute"] == pytest.approx(1.0)
-    assert report["compute"]["clamped"] and "held at 1.0" in report["compute"]["note"]
-    assert fitted.eff_matrix.value == pytest.approx(1.0) and "held at 1.0" in fitted.eff_matrix.source
+    assert report["compute"]["clamped"] and "held at 1 of the peak" in report["compute"]["note"]
+    assert fitted.eff_matrix.value == pytest.approx(1.0) and "held at 1 of the peak" in fitted.eff_matrix.source
     assert report["max_abs_error"] == max(abs(r["error"]) for r in report["rows"])
 
 
@@ -107,3 +107,24 @@ def test_measure_options_shorten_the_measurement():
 def test_measure_options_refuse_what_cannot_be_measured(seconds, batches):
     with pytest.raises(UserError, match="--measure-"):
         measure_options(seconds, batches)
+
+
+@pytest.fixture
+def cpu_nominal_clock(host):
+    """A host whose clock was read from /proc/cpuinfo: nominal, turbo not visible, so its peak is a floor."""
+    from xinfer_sdk.planning.host import NOMINAL, host_peaks
+
+    peaks = host_peaks(host, measure_bandwidth=False, clock=(2.5, f"/proc/cpuinfo 'cpu MHz' (nominal; {NOMINAL})"))
+    return device_model(load_profile("cpu"), "fp32", peaks=peaks)
+
+
+def test_a_turbo_above_a_nominal_clock_is_fitted_up_to_twice_the_peak(cpu_nominal_clock, big_mlp):
+    measured = made_by(cpu_nominal_clock, big_mlp, eff_matrix=1.3, eff_vector=1.3, eff_memory=1.0,
+                       batch_overhead=40e-6)
+    _, report = fit([(big_mlp, measured)], cpu_nominal_clock, fit_on=DEFAULT_FIT_ON)
+    assert report["compute"]["ceiling"] == 2.0 and not report["compute"]["clamped"]
+    assert report["factors"]["eff_compute"] == pytest.approx(1.3, rel=0.1)
+    measured = made_by(cpu_nominal_clock, big_mlp, eff_matrix=3.0, eff_vector=3.0, eff_memory=1.0,
+                       batch_overhead=40e-6)
+    _, report = fit([(big_mlp, measured)], cpu_nominal_clock, fit_on=DEFAULT_FIT_ON)
+    assert report["factors"]["eff_compute"] == pytest.approx(2.0) and report["compute"]["clamped"]
