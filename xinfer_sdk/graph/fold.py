@@ -19,6 +19,7 @@ tensors, whose producers run on the host (shape arithmetic) and cost nothing on 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from .._lazy import require
@@ -118,6 +119,8 @@ def _evaluate(m, shapes: dict[str, tuple[int, ...]], known: dict) -> dict:
                     seeds[o] = _shape_value(np, n, dims)
                     have.add(o)
             continue
+        if any(o in shapes and math.prod(shapes[o]) > _VALUE_MAX for o in n.output if o):
+            continue  # already sized, and too big to be shape arithmetic (a weight transform, a mask)
         if all((not i) or i in have for i in n.input):
             nodes.append(n)
             have.update(o for o in n.output if o)
