@@ -130,7 +130,7 @@ class Server:
             if self.grpc_impl == "native":
                 from .h2grpc import NativeGrpcServer as GrpcServer
             else:
-                from .grpc_server import GrpcServer
+                from .grpcio_server import GrpcServer
 
             self.grpc = GrpcServer(self.service, max_message=self.max_body, net=self.limits, budget=self.budget,
                                    max_connection_age=self.grpc_max_connection_age)

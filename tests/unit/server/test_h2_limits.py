@@ -311,7 +311,7 @@ def test_the_work_budget_yields_but_loses_nothing(srv):
 def test_grpcio_gets_the_limits_it_offers_and_drops_departed_client_tracebacks():
     import logging
 
-    from xinfer_sdk.server.grpc_server import DEPARTED, grpcio_options
+    from xinfer_sdk.server.grpcio_server import DEPARTED, grpcio_options
     from xinfer_sdk.server.limits import ServerLimits
 
     opts = dict(grpcio_options(1 << 20, ServerLimits(idle_timeout=7, max_connections=9), None))
