@@ -159,6 +159,7 @@ class Connection(HttpOutput, asyncio.Protocol):
         self._hold_on(_WRITE)
 
     def resume_writing(self) -> None:
+        self.write_deadline = INF
         self._hold_off(_WRITE)
 
     def data_received(self, data: bytes) -> None:

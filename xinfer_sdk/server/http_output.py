@@ -137,13 +137,15 @@ class HttpOutput:
     def expire(self) -> None:
         """Called by the sweep once ``deadline`` has passed (the hot path sets deadlines without looking at pauses:
         they are sorted out here)."""
+        if self._hold & _WRITE and self.write_deadline <= self.server.clock:  # answers not read
+            self.transport.abort()
+            return
+        if self.deadline > self.server.clock:  # only the write deadline was due, and it is over
+            return
         if self.phase == _LINGER:  # lingering close over
             self.transport.abort()
-        elif self._hold:
-            if self._hold & _WRITE and self.write_deadline <= self.server.clock:  # answers not read
-                self.transport.abort()
-            else:  # paused by us: the client's deadlines wait until reading resumes
-                self._arm()
+        elif self._hold:  # paused (by us, or the client does not read yet): the client's deadlines wait
+            self._arm()
         elif self.phase == _IDLE:
             self._close()  # keep-alive (or fresh connection) idle: close quietly
         elif self.phase == _HEAD:

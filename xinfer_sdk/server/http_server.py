@@ -45,7 +45,7 @@ class HttpServer:
         while True:
             await asyncio.sleep(TICK)
             now = self.clock = loop.time()
-            for c in [c for c in self.connections if c.deadline <= now]:
+            for c in [c for c in self.connections if c.deadline <= now or c.write_deadline <= now]:
                 try:
                     c.expire()
                 except Exception:  # pragma: no cover - never let one connection stop the sweep
