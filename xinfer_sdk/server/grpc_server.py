@@ -195,9 +195,11 @@ class KServeRpcs:
         return self.pb.RepositoryIndexResponse(models=[M(**m) for m in self.svc.repository_index()])
 
     # -- inference ----------------------------------------------------------------------------------------
-    def submit(self, request: Any, call_timeout: float | None = None) -> tuple[Served, asyncio.Future, Any, list[str]]:
+    def submit(self, request: Any, call_timeout: float | None = None,
+               held: int = 0) -> tuple[Served, asyncio.Future, Any, list[str]]:
         """Decode, validate and enqueue one ModelInferRequest: (served, future of the outputs, the core's
-        handle for cancel(), output names). ``call_timeout`` is the gRPC deadline left (seconds), if any."""
+        handle for cancel(), output names). ``call_timeout`` is the gRPC deadline left (seconds), if any; ``held``
+        the calls the client's connection already has open (``Service.submit``: fairness between connections)."""
         served = self.svc.get(request.model_name, request.model_version)
         try:
             inputs = decode_inputs(request)
@@ -208,7 +210,7 @@ class KServeRpcs:
             raise
         if call_timeout is not None and (timeout is None or call_timeout < timeout):
             timeout = call_timeout
-        fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop())
+        fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop(), held=held)
         return served, fut, handle, names
 
     def infer_response(self, served: Served, request: Any, outputs: dict[str, np.ndarray], names: list[str]) -> Any:

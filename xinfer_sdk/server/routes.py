@@ -160,7 +160,7 @@ class Router:
             served.reject("InvalidInput")
             raise
         loop = asyncio.get_running_loop()
-        fut, handle = self.service.submit(served, ir.inputs, ir.timeout, loop)
+        fut, handle = self.service.submit(served, ir.inputs, ir.timeout, loop, held=len(conn.pending))
         slot = conn.begin()
         slot.handle = handle
         slot.model = served.model

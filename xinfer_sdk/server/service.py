@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import InvalidInput, ModelNotFound, Unauthorized
+from ..errors import InvalidInput, ModelNotFound, QueueFull, Unauthorized
 from ..runtime.batcher import ASYNC
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,11 @@ class Served:
         return bool(self.model.ready)
 
 
+def fair_share(max_queue: int) -> int:
+    """Requests one connection may have waiting once a model's queue is half full: 1/16 of it, at least 8."""
+    return max(8, max_queue // 16)
+
+
 class Service:
     """The models a server serves, its readiness and drain state, and the shared request path."""
 
@@ -202,9 +207,15 @@ class Service:
 
     # -- inference ----------------------------------------------------------------------------------------
     def submit(self, served: Served, inputs: Mapping[str, np.ndarray], timeout: float | None,
-               loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future, Any]:
+               loop: asyncio.AbstractEventLoop, held: int = 0) -> tuple[asyncio.Future, Any]:
         """Validate and enqueue; returns (future of the outputs, the core's request handle for cancel()).
-        Raises InvalidInput / QueueFull / ServerClosing at once."""
+        Raises InvalidInput / QueueFull / ServerClosing at once.
+
+        ``held``: requests the caller's connection already has waiting. Fairness between connections: once the
+        model's queue is half full, a connection holding more than its share (``fair_share``) is refused
+        (429 / RESOURCE_EXHAUSTED), so one pipelining client cannot fill the queue and lock the others out."""
+        if held:
+            self._check_share(served, held)
         try:
             feeds, n, sig = served.model.validate(inputs, finite=self.finite)
         except InvalidInput:
@@ -213,6 +224,16 @@ class Service:
         fut = loop.create_future()
         req = served.batcher.enqueue(feeds, n, sig, ASYNC, fut, loop, timeout)
         return fut, req
+
+    def _check_share(self, served: Served, held: int) -> None:
+        batcher = served.batcher
+        cap = batcher.max_queue
+        if cap and held >= fair_share(cap) and batcher.stats.queue_depth * 2 >= cap:
+            batcher.stats.record_rejected("queue_full")
+            raise QueueFull(f"model '{served.name}': its queue is {batcher.stats.queue_depth} of {cap} requests and "
+                            f"this connection already has {held} of them waiting (at most {fair_share(cap)} per "
+                            "connection while the queue is half full)",
+                            hint="wait for answers before sending more, or spread the load over more replicas")
 
     def begin_drain(self) -> None:
         """Readiness goes false first, then every model stops taking requests (accepted ones still finish)."""

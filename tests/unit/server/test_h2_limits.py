@@ -343,3 +343,25 @@ def test_stream_credit_follows_consumed_messages(srv):
     r = c.response(1)
     assert r.grpc_status == 0 and len(r.messages()) == 10
     assert sum(n for sid, n in c.window_updates if sid == 1) >= 4 << 20
+
+
+def test_one_connection_with_many_open_calls_cannot_fill_the_queue_for_everyone(serve, gate):
+    """Probe row 16 (fairness): past half a full queue, a connection holding its share gets RESOURCE_EXHAUSTED while
+    another connection's call is still taken."""
+    from xinfer_sdk.server.service import fair_share
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1, max_queue_size=64)
+    srv = serve([model], grpc_impl="native")
+    flood = RawH2(srv.grpc_port)
+    for k in range(60):
+        flood.call(2 * k + 1, "ModelInfer", infer_body())
+    wait_until(lambda: model.stats()["requests"]["rejected"].get("queue_full", 0) > 0)
+    other = RawH2(srv.grpc_port)
+    other.call(1, "ModelInfer", infer_body())
+    wait_until(lambda: model.stats()["in_flight"] >= 33)
+    gate.set()
+    assert other.response(1).grpc_status == 0
+    codes = [flood.response(2 * k + 1).grpc_status for k in range(60)]
+    accepted = codes.count(0)
+    assert codes.count(RESOURCE_EXHAUSTED) == 60 - accepted and 32 <= accepted <= 32 + fair_share(64)

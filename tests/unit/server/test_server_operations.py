@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 
@@ -335,3 +336,36 @@ def test_drain_delay_serves_on_with_readiness_false_then_refuses(serve, gate):
     held.join(10)
     srv._thread.join(10)
     assert srv.drained_cleanly is True
+
+
+def test_one_pipelining_connection_cannot_fill_the_queue_for_everyone(serve, gate):
+    """Security probe row 16: one client filled the shared queue and others got 429. Once the queue is half full, a
+    connection holding its share (1/16, at least 8) is refused; a connection with nothing waiting still gets in."""
+    import socket
+
+    from xinfer_sdk.server.service import fair_share
+
+    gate.clear()
+    model = make_model(gate=gate, max_batch_size=1, max_queue_size=64)
+    srv = serve([model])
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}).encode()
+    one = (b"POST /v2/models/dbl/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    flood = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    flood.sendall(one * 60)
+    wait_until(lambda: model.stats()["requests"]["rejected"].get("queue_full", 0) > 0)
+    other = threading.Thread(target=lambda: results.append(post_infer(srv.port)[0]))
+    results = []
+    other.start()
+    wait_until(lambda: model.stats()["in_flight"] >= 33)
+    gate.set()
+    other.join(10)
+    assert results == [200]  # the connection with nothing waiting was served
+    data = b""
+    while data.count(b"HTTP/1.1 ") < 60:
+        chunk = flood.recv(1 << 16)
+        assert chunk, "the flooding connection was closed before all its answers"
+        data += chunk
+    flood.close()
+    statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+    accepted = statuses.count(200)
+    assert statuses.count(429) == 60 - accepted and 32 <= accepted <= 32 + fair_share(64)

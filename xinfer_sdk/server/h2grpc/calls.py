@@ -264,7 +264,8 @@ class GrpcCalls:
         try:
             request = self._parse(head, payload)
             if route.kind == INFER:
-                served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop))
+                served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop),
+                                                               held=len(conn.streams) - 1)
                 st.handle = handle
                 st.ctx = (served, request, names)
                 fut.add_done_callback(functools.partial(self._infer_done, conn, st))
