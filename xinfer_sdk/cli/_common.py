@@ -42,10 +42,17 @@ def emit_event(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], **kw: Any) -> Table:
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, whole: Sequence[str] = (),
+          **kw: Any) -> Table:
+    """A rich table; the columns named in ``whole`` are never wrapped or cut (names a user types back in), the
+    others give way on a narrow terminal."""
     t = Table(title=title, title_justify="left", **kw)
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        if c in whole:
+            width = max([len(c)] + [len(str(r[i])) for r in rows])
+            t.add_column(c, no_wrap=True, min_width=width)
+        else:
+            t.add_column(c)
     for r in rows:
         t.add_row(*["-" if v is None else str(v) for v in r])
     return t

@@ -29,7 +29,7 @@ def list_(ctx: click.Context, as_json: bool) -> int:
              _fig(p, "memory_bandwidth_gbps", p.memory_bandwidth_gbps, " GB/s"),
              p.default_precision, ",".join(p.precisions), _origin(reg, p)) for p in good]
     out.print(table(None, ["name", "kind", "device", "sm", "memory", "bandwidth", "default", "precisions", "from"],
-                    rows))
+                    rows, whole=("name",)))
     return 0
 
 
