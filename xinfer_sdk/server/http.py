@@ -75,7 +75,7 @@ class Connection(HttpOutput, asyncio.Protocol):
     __slots__ = ("server", "router", "max_body", "budget", "header_timeout", "body_timeout", "keepalive_timeout",
                  "parser", "_parse_error", "_callback_error", "_upgrade", "transport", "pending", "closed", "closing",
                  "admitted", "refused", "phase", "deadline", "head_raw", "head_fresh", "_hold", "write_deadline", "_unread",
-                 "_error_close", "url", "headers", "header_bytes", "hosts", "upgrade", "body", "body_len")
+                 "_error_close", "url", "headers", "header_bytes", "hosts", "upgrade", "body", "body_len", "begun")
 
     def __init__(self, server: HttpServer):
         import httptools
@@ -103,6 +103,7 @@ class Connection(HttpOutput, asyncio.Protocol):
         self.head_fresh = False  # the current message began in the piece being parsed
         self._hold = 0  # why reading is paused (_PENDING | _WRITE | _YIELD)
         self.write_deadline = INF  # while the client does not read its answers: closed at this time
+        self.begun = 0  # requests begun on this connection (the drain closes only connections that stay quiet)
         self._unread = b""  # input not parsed yet because reading was paused mid-read
         self._error_close = False  # the close follows an error answer: linger
         self._reset()
@@ -230,6 +231,7 @@ class Connection(HttpOutput, asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.begun += 1
         self._reset()
         self.phase = _HEAD
         self.head_raw = 0

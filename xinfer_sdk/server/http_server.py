@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from .http import Connection
-from .http_wire import _LINGER, LINGER, TICK
+from .http_wire import _IDLE, _LINGER, LINGER, QUIET, TICK
 from .limits import RequestBudget, ServerLimits
 from .listener import Listener
 
@@ -65,20 +65,37 @@ class HttpServer:
             asyncio.ensure_future(self.listener.close())
 
     async def close(self, linger: float = LINGER) -> None:
-        """Close every connection once idle. A keep-alive client may have a request on the wire when its last
-        answer (sent before the drain began, so without 'Connection: close') reached it: connections first stay
-        open for ``linger`` seconds, answering such requests 503 + 'Connection: close', so none is dropped
-        unanswered; then the idle ones are closed."""
+        """Close every connection once idle, without cutting off a request on its way. A keep-alive client whose last
+        answer came before the drain (so without 'Connection: close') may send again at any moment; that request is
+        answered 503 + 'Connection: close' and the client closes. So a connection is closed by us only once it has
+        sent nothing and had nothing pending for QUIET seconds (a pool's idle connection), or when ``linger`` is
+        over; the close itself is a lingering half-close, never a reset."""
         await self.close_listener()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + linger
-        while loop.time() < deadline and any(not c.closed for c in self.connections):
+        end = loop.time() + linger
+        seen: dict[Connection, tuple[int, float]] = {}  # connection -> (requests begun, quiet since)
+        while True:
+            now = loop.time()
+            open_ = [c for c in self.connections if not c.closed]
+            if not open_:
+                break
+            for c in open_:
+                if c.pending or c.phase not in (_IDLE, _LINGER):
+                    seen.pop(c, None)
+                    continue
+                begun, since = seen.get(c, (-1, now))
+                if begun != c.begun:
+                    seen[c] = (c.begun, now)
+                elif now - since >= min(QUIET, linger) or now >= end:
+                    c._error_close = True  # FIN, then discard what still arrives: no reset
+                    c.close_when_idle()
+            if now >= end:
+                for c in open_:
+                    if not c.closed:
+                        c._error_close = True
+                        c.close_when_idle()
+                break
             await asyncio.sleep(0.01)
-        for c in list(self.connections):
-            if c.phase == _LINGER:
-                c.transport.abort()
-            else:
-                c.close_when_idle()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

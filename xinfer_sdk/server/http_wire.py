@@ -56,7 +56,8 @@ class Slot:
 MAX_HEADER_BYTES = 64 * 1024  # request line + header section (431 beyond)
 MAX_URI_BYTES = 16 * 1024  # request target (414 beyond)
 MAX_PENDING = 256  # responses queued on one connection before it stops reading (pipelining flood)
-LINGER = 0.3  # seconds open connections stay open at the end of a drain (see HttpServer.close)
+LINGER = 2.0  # at the end of a drain, the longest an open keep-alive connection is kept (see HttpServer.close) ...
+QUIET = 0.5  # ... once it has sent nothing for this long it is closed
 SLICE = 16 * 1024  # bytes fed to the parser at a time, so a pause (backpressure) takes effect within one slice
 BURST = 16 * 1024  # request bytes (not a body) parsed in one read callback before the connection yields to others
 TICK = 0.25  # seconds between two sweeps of the connection deadlines (timeouts fire up to one tick early)

@@ -19,6 +19,7 @@ from .hpack import TABLE_SIZE_ZERO
 from .stream import Stream
 
 log = logging.getLogger("xinfer_sdk.server.h2grpc.connection")
+CLOSE_LINGER = 1.0  # seconds a connection closed after GOAWAY keeps reading (and discarding) before it closes
 
 _PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
 _DATA_PREFIX = struct.Struct(">IBIBI")  # DATA frame header + gRPC message prefix
@@ -203,7 +204,22 @@ class H2Output:
                 self._write(F.goaway(self.accepted_sid, F.NO_ERROR))
             self._flush()
             self.closed = True
-            self.transport.close()
+            self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after GOAWAY without resetting a client whose next call is already on its way (RFC 9113 6.8: it
+        must see the GOAWAY to know that call was not processed): send FIN, discard what still arrives
+        (``closed`` is set), and close for good when the client closes or after CLOSE_LINGER seconds."""
+        transport = self.transport
+        try:
+            if self._read_paused:
+                self._read_paused = False
+                transport.resume_reading()
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self.loop.call_later(CLOSE_LINGER, transport.close)
 
     def abort(self) -> None:
         if not self.closed:
