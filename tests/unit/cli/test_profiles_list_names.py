@@ -6,7 +6,9 @@ import json
 
 
 def test_every_profile_name_is_printed_whole_at_80_columns(cli_run, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
+    from xinfer_sdk.cli._common import out
+
+    monkeypatch.setattr(out, "width", 80)  # the console exists already: COLUMNS would be read too late
     code, out, _ = cli_run("profiles", "list", "--json")
     names = [p["name"] for p in json.loads(out)["profiles"]]
     assert code == 0 and any(len(n) > 12 for n in names)
