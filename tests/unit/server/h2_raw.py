@@ -176,4 +176,6 @@ class RawH2:
         self.sock.close()
 
     def __del__(self) -> None:  # tests that end on an assertion leave it to the collector
-        self.sock.close()
+        sock = getattr(self, "sock", None)  # absent when the connect itself failed
+        if sock is not None:
+            sock.close()
