@@ -4,7 +4,8 @@ client.
 Closing a listening socket resets every connection the kernel has already accepted into its backlog but the server
 has not picked up yet: those clients completed their TCP handshake, send their request, and read
 ``ECONNRESET``. ``close()`` therefore first *seals* the socket (Linux: a socket filter that drops every new SYN, so no
-further handshake completes; the client's SYN is retransmitted after about 1 s and then gets connection refused,
+further handshake starts, while one already under way completes into the backlog; the client's SYN is
+retransmitted after about 1 s and then gets connection refused,
 which no client library mistakes for a lost request), then keeps accepting until the backlog is empty, and only then
 closes. Connections picked up that way are served like any other (during a drain: 503 + ``Connection: close``).
 Elsewhere the seal is a no-op and the backlog is drained the same way, which narrows the window but cannot close it.
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 _SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
 _BPF_RET_K = 0x06  # BPF_RET | BPF_K
+_BPF_LDB_ABS = 0x30  # BPF_LD | BPF_B | BPF_ABS
+_BPF_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K
+_BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 
 
 class _SockFilter(ctypes.Structure):
@@ -35,12 +39,20 @@ class _SockFprog(ctypes.Structure):
 
 
 def seal(sock: socket.socket) -> bool:
-    """Stop new TCP handshakes from completing on a listening socket (connections already queued stay). Linux only;
-    returns False where it is not possible."""
+    """Stop new TCP handshakes from starting on a listening socket (connections already queued, and handshakes under
+    way, stay). Linux only; returns False where it is not possible."""
     if not sys.platform.startswith("linux"):
         return False
-    prog = (_SockFilter * 1)(_SockFilter(_BPF_RET_K, 0, 0, 0))  # "return 0": drop the packet
-    fprog = _SockFprog(1, prog)
+    # drop a packet that opens a connection (SYN without ACK); keep everything else, so a handshake already under
+    # way completes into the backlog (and is picked up) instead of being stranded half-open, to be reset at close.
+    # A socket filter on TCP sees the packet from its TCP header on: byte 13 holds the flags.
+    prog = (_SockFilter * 5)(
+        _SockFilter(_BPF_LDB_ABS, 0, 0, 13),  # A = flags
+        _SockFilter(_BPF_AND_K, 0, 0, 0x12),  # A &= SYN | ACK
+        _SockFilter(_BPF_JEQ_K, 0, 1, 0x02),  # A == SYN ? next : skip one
+        _SockFilter(_BPF_RET_K, 0, 0, 0),  # drop
+        _SockFilter(_BPF_RET_K, 0, 0, 0xFFFFFFFF))  # keep the whole packet
+    fprog = _SockFprog(5, prog)
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
                         ctypes.string_at(ctypes.addressof(fprog), ctypes.sizeof(fprog)))
