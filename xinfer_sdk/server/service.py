@@ -207,15 +207,27 @@ class Service:
 
     # -- inference ----------------------------------------------------------------------------------------
     def submit(self, served: Served, inputs: Mapping[str, np.ndarray], timeout: float | None,
-               loop: asyncio.AbstractEventLoop, held: int = 0) -> tuple[asyncio.Future, Any]:
+               loop: asyncio.AbstractEventLoop, held: int = 0,
+               params: Mapping[str, Any] | None = None) -> tuple[asyncio.Future, Any]:
         """Validate and enqueue; returns (future of the outputs, the core's request handle for cancel()).
         Raises InvalidInput / QueueFull / ServerClosing at once.
 
         ``held``: requests the caller's connection already has waiting. Fairness between connections: once the
         model's queue is half full, a connection holding more than its share (``fair_share``) is refused
-        (429 / RESOURCE_EXHAUSTED), so one pipelining client cannot fill the queue and lock the others out."""
+        (429 / RESOURCE_EXHAUSTED), so one pipelining client cannot fill the queue and lock the others out.
+        ``params``: the request-level KServe v2 parameters (``sequence_id``, ``sequence_start``, ``sequence_end``
+        for a stateful model's ``model.sequences``; other keys are ignored here)."""
         if held:
             self._check_share(served, held)
+        seq = getattr(served.model, "sequences", None)
+        if seq is not None:  # a stateful model: the sequence batcher adds each sequence's state and enqueues
+            fut = loop.create_future()
+            try:
+                handle = seq.submit(inputs, params or {}, fut, loop, timeout, finite=self.finite)
+            except InvalidInput:
+                served.reject("InvalidInput")
+                raise
+            return fut, handle
         try:
             feeds, n, sig = served.model.validate(inputs, finite=self.finite)
         except InvalidInput:
