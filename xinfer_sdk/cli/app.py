@@ -23,6 +23,7 @@ COMMANDS = {
     "inspect": "xinfer_sdk.cli.build_cmd:inspect",
     "serve": "xinfer_sdk.cli.serve_cmd:serve",
     "bench": "xinfer_sdk.cli.bench_cmd:bench",
+    "profile": "xinfer_sdk.cli.profile_cmd:profile",
     "plan": "xinfer_sdk.cli.plan_cmd:plan",
     "tune": "xinfer_sdk.cli.plan_cmd:tune",
     "deploy": "xinfer_sdk.cli.deploy_cmd:deploy",
