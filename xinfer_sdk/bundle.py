@@ -45,13 +45,18 @@ NUMPY_DTYPES = {v: k for k, v in KSERVE_DTYPES.items()}
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. ``shape`` holds ints for fixed dims and -1 for dynamic ones; when the
-    model batches (``Manifest.max_batch_size > 0``) dim 0 is the batch axis and is always -1."""
+    """One model input or output. ``shape`` holds ints for fixed dims and -1 for dynamic ones.
+
+    When the model batches (``Manifest.max_batch_size > 0``), ``batch_axis`` is the axis requests are stacked
+    and split along (always -1 in ``shape``): 0 for most tensors, another axis for e.g. a recurrent state
+    ``[2, batch, 128]``, None for a tensor without one (a scalar sample rate): such an input must be equal in
+    requests that share a batch. Manifests written before the field existed mean 0."""
 
     name: str
     dtype: str  # numpy dtype name: float32, float16, int64, bool, ...
     shape: tuple[int, ...]
     dim_names: tuple[str | None, ...] = ()  # symbolic names of dynamic dims ("batch", "seq"), None for fixed
+    batch_axis: int | None = 0
 
     @property
     def kserve_dtype(self) -> str:
@@ -61,13 +66,21 @@ class TensorSpec:
         d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
         if any(self.dim_names):
             d["dim_names"] = list(self.dim_names)
+        if self.batch_axis != 0:
+            d["batch_axis"] = self.batch_axis
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
         shape = tuple(int(x) for x in d["shape"])
         names = tuple(d.get("dim_names") or (None,) * len(shape))
-        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=shape, dim_names=names)
+        axis = d.get("batch_axis", 0) if shape else None  # a scalar has no batch axis
+        if axis is not None:
+            axis = int(axis)
+            if not -len(shape) <= axis < len(shape):
+                raise ValueError(f"{d['name']}: batch_axis {axis} is outside its shape {list(shape)}")
+            axis %= len(shape)
+        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=shape, dim_names=names, batch_axis=axis)
 
 
 @dataclasses.dataclass
@@ -121,6 +134,9 @@ class Manifest:
     created: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # padded batching (docs/batching.md): {"inputs": {name: {"axis": a, "value": v}}, "buckets": [...],
+    # "outputs": {name: axis}}; None = only requests of equal shapes are merged
+    padding: dict[str, Any] | None = None
 
     # -- lookups ---------------------------------------------------------------------------------------
     def artifacts_by_role(self, role: str) -> list[Artifact]:
@@ -148,7 +164,7 @@ class Manifest:
             "artifacts": [a.to_dict() for a in sorted(self.artifacts.values(), key=lambda a: a.path)],
             "source": self.source, "calibration": self.calibration, "accuracy": self.accuracy,
             "engine_plan": self.engine_plan, "steps": [s.to_dict() for s in self.steps], "tools": self.tools,
-            "extra": self.extra,
+            "extra": self.extra, **({"padding": self.padding} if self.padding else {}),
         }
 
     @classmethod
@@ -171,7 +187,7 @@ class Manifest:
                 calibration=d.get("calibration"), accuracy=d.get("accuracy"), engine_plan=d.get("engine_plan"),
                 steps=[StepResult(**{k: v for k, v in s.items()}) for s in d.get("steps") or []],
                 tools=dict(d.get("tools") or {}), created=str(d.get("created", "")), format_version=version,
-                extra=dict(d.get("extra") or {}),
+                extra=dict(d.get("extra") or {}), padding=dict(d["padding"]) if d.get("padding") else None,
             )
         except BundleError:
             raise

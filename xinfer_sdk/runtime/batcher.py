@@ -8,6 +8,11 @@ the oldest request has waited ``max_batch_delay``, with everything queued up to 
 requests whose non-batch shapes are equal are merged; the oldest request decides the shape. A request
 larger than ``max_batch_size`` is split into chunks that are queued like any other and reassembled.
 
+Each tensor is stacked and split along its own batch axis (``TensorSpec.batch_axis``; an input without one is
+shared by the batch and must be equal to merge). With a padding declaration (``Manifest.padding``), requests of
+different lengths in one bucket share a batch, padded, and each caller's outputs are cropped back (see
+``assemble.py`` and ``padding.py``).
+
 Each of the ``device_concurrency`` workers is a thread that owns one backend instance (its own session /
 execution context); the engines release the GIL while they run. Requests carry an optional deadline (not
 started by then -> ``DeadlineExceeded``) and can be cancelled while queued. ``close()`` stops intake and
@@ -30,11 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import TensorSpec
 from ..errors import EngineFatal, InferenceError, QueueFull, ServerClosing, WorkersUnavailable, XinferError
 from ..policy import BatchPolicy
-from . import supervisor
+from . import supervisor, trace
+from .assemble import Layout
 from .backends.base import Backend
 from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request, answered  # noqa: F401
+from .padding import PadPlan, plan_of
 from .stats import Stats
 from .supervisor import DOWN_HINT, Supervisor, WorkerLost, died, release
 
@@ -46,11 +54,16 @@ _perf = time.perf_counter
 
 
 class Batcher(Delivery):
-    """Queue + workers for one model. ``factory(i)`` makes worker i's backend (activated in its thread)."""
+    """Queue + workers for one model. ``factory(i)`` makes worker i's backend (activated in its thread).
+
+    ``inputs``/``outputs`` (TensorSpecs) give each tensor's batch axis and ``padding`` the padding declaration;
+    when ``inputs`` is None they are read from the manifest of the bundle the first backend runs, if it has one
+    (otherwise every tensor batches on axis 0 and nothing is padded)."""
 
     def __init__(self, factory: Callable[[int], Backend], *, policy: BatchPolicy, input_names: Sequence[str],
                  batched: bool = True, stats: Stats | None = None, warmup: Callable[[Backend], None] | None = None,
-                 name: str = "model"):
+                 name: str = "model", inputs: Sequence[TensorSpec] | None = None,
+                 outputs: Sequence[TensorSpec] | None = None, padding: Any = None):
         self.policy = policy
         self.batched = batched
         self.max_batch = policy.max_batch_size if batched else 1
@@ -89,6 +102,26 @@ class Batcher(Delivery):
         if self._errors:
             self.close(drain=False, timeout=5)
             raise self._errors[0]
+        try:
+            self._set_layout(inputs, outputs, padding)
+        except BaseException:
+            self.close(drain=False, timeout=5)
+            raise
+
+    def _set_layout(self, inputs: Sequence[TensorSpec] | None, outputs: Sequence[TensorSpec] | None,
+                    padding: Any) -> None:
+        if inputs is None:
+            manifest = getattr(getattr(self.backends[0], "bundle", None), "manifest", None)
+            if manifest is not None and [s.name for s in manifest.inputs] == self.names:
+                inputs, outputs = manifest.inputs, manifest.outputs
+                if padding is None:
+                    padding = getattr(manifest, "padding", None)
+        if inputs is None:
+            self.layout = Layout(self.names, batched=self.batched)
+            self.pad: PadPlan | None = None
+            return
+        self.pad = plan_of(padding, inputs, outputs or (), batched=self.batched, where=f"model '{self.name}': padding")
+        self.layout = Layout(inputs, outputs or (), pad=self.pad, batched=self.batched)
 
     # ------------------------------------------------------------------------------------------------
     # intake
@@ -98,7 +131,10 @@ class Batcher(Delivery):
         if timeout is None:
             timeout = self.default_timeout
         deadline = now + timeout if timeout is not None else None
-        req = Request(feeds, n, sig, kind, sink, loop, deadline, now)
+        extent = None
+        if self.pad is not None:
+            sig, extent = self.pad.signature(feeds, sig)
+        req = Request(feeds, n, sig, kind, sink, loop, deadline, now, extent)
         if n <= self.max_batch:
             items = (req,)
         else:
@@ -136,8 +172,8 @@ class Batcher(Delivery):
         step = self.max_batch
         for i, start in enumerate(range(0, req.n, step)):
             stop = min(start + step, req.n)
-            child = Request({k: v[start:stop] for k, v in req.feeds.items()}, stop - start, req.sig, CHILD, None,
-                            None, req.deadline, req.t_enq)
+            child = Request(self.layout.chunk(req.feeds, start, stop), stop - start, req.sig, CHILD, None,
+                            None, req.deadline, req.t_enq, req.extent)
             child.parent = req
             child.index = i
             chunks.append(child)
@@ -270,7 +306,7 @@ class Batcher(Delivery):
                     if expired:
                         self._fail(expired, None)
                     if batch:
-                        self._run(backend, batch)
+                        self._run(backend, batch, index, now)
                         batch = None
             finally:
                 release(self.name, index, backend)
@@ -280,7 +316,7 @@ class Batcher(Delivery):
                 self._fail([r for r in batch if not answered(r)], died(self.name, index, lost))
             self._sup.lost(index, lost)
 
-    def _run(self, backend: Backend, batch: list[Request]) -> None:
+    def _run(self, backend: Backend, batch: list[Request], index: int = 0, t_take: float = 0.0) -> None:
         live = []
         for r in batch:
             k = r.kind
@@ -297,25 +333,31 @@ class Batcher(Delivery):
             live.append(r)
         if not live:
             return
+        rec = trace.RECORDER
         t0 = _perf()
+        total = 0
+        for r in live:
+            r.t_run = t0
+            total += r.n
         try:
-            if len(live) == 1:
-                feeds = live[0].feeds
-            else:
-                feeds = {name: np.concatenate([r.feeds[name] for r in live]) for name in self.names}
-            outputs = backend.infer(feeds)
+            trace.push("xinfer/assemble")
+            try:
+                feeds, padded = self.layout.stack(live)
+            finally:
+                trace.pop()
+            t_asm = _perf()
+            trace.push("xinfer/compute")
+            try:
+                outputs = backend.infer(feeds)
+            finally:
+                trace.pop()
             t1 = _perf()
-            total = 0
-            if len(live) == 1:
-                results = [outputs]
-                total = live[0].n
-            else:
-                results = []
-                items = list(outputs.items())
-                for r in live:
-                    stop = total + r.n
-                    results.append({k: v[total:stop] for k, v in items})
-                    total = stop
+            trace.push("xinfer/scatter")
+            try:
+                results = self.layout.split(outputs, live, padded)
+            except BaseException:
+                trace.pop()
+                raise
         except EngineFatal as exc:  # the engine cannot run another batch: fail this one, replace the worker
             self._fail(live, exc)
             raise WorkerLost(exc) from exc
@@ -327,8 +369,14 @@ class Batcher(Delivery):
             self._fail(live, InferenceError(f"inference failed in backend '{backend.name}': {type(exc).__name__}: "
                                             f"{exc}"))
             return
+        for r in live:
+            r.t_done = t1
         self.stats.record_batch(total, t1 - t0, [t0 - r.t_enq for r in live])
         self._deliver(live, results)
+        trace.pop()
+        if rec is not None:
+            rec.batch(self.name, index, [(r.t_enq, r.n, id(r)) for r in live],
+                      {"take": t_take or t0, "assembled": t_asm, "computed": t1, "scattered": _perf()})
 
     # ------------------------------------------------------------------------------------------------
     # shutdown

@@ -26,11 +26,13 @@ QUEUED, RUNNING, CANCELLED = 0, 1, 2
 
 
 class Request:
+    # t_enq: queued; t_run: its batch was taken by a worker; t_done: the engine returned (perf_counter seconds;
+    # the server's tracing reads them). extent: its length along the padded axis when it may be padded, else None.
     __slots__ = ("feeds", "n", "sig", "t_enq", "deadline", "kind", "sink", "loop", "state", "result", "error",
-                 "parent", "index", "parts", "remaining", "lock")
+                 "parent", "index", "parts", "remaining", "lock", "extent", "t_run", "t_done")
 
     def __init__(self, feeds: dict[str, np.ndarray], n: int, sig: tuple, kind: int, sink: Any, loop: Any,
-                 deadline: float | None, t_enq: float):
+                 deadline: float | None, t_enq: float, extent: int | None = None):
         self.feeds = feeds
         self.n = n
         self.sig = sig
@@ -43,6 +45,9 @@ class Request:
         self.result: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
         self.parent: Request | None = None
+        self.extent = extent
+        self.t_run = 0.0
+        self.t_done = 0.0
 
 
 def answered(r: Request) -> bool:
@@ -66,7 +71,7 @@ def _resolve_async(items: list) -> None:
 
 
 class Delivery:
-    """Completion paths of the Batcher (mixed in; expects ``stats``, ``name`` and ``_settle``)."""
+    """Completion paths of the Batcher (mixed in; expects ``stats``, ``name``, ``layout`` and ``_cond``)."""
 
     def _deliver(self, reqs: Sequence[Request], results: Sequence[dict[str, np.ndarray]]) -> None:
         # Stats and in-flight are settled BEFORE callers wake, so a caller that reads model.stats() right
@@ -140,7 +145,7 @@ class Delivery:
         if errors:
             self._fail([parent], errors[0])
             return
-        merged = {k: np.concatenate([p[k] for p in parent.parts]) for k in parent.parts[0]}
+        merged = self.layout.merge(parent.parts)
         parent.state = RUNNING
         self._deliver([parent], [merged])
 

@@ -3,6 +3,10 @@
 Names, dtypes and shapes are checked; ``InvalidInput`` says which input and what was expected. Python lists
 are converted to the declared dtype; numpy arrays must already have it (as Triton requires), so no silent
 float64 -> float32 narrowing happens.
+
+The batch size is read along each input's own batch axis (``TensorSpec.batch_axis``). The shape signature (what
+must be equal for two requests to share a batch) holds each input's shape without its batch axis, and, for an
+input without one (a scalar sample rate), its shape and value: such inputs merge only when equal.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import TensorSpec
-from ..errors import InvalidInput
+from ..errors import BundleError, InvalidInput
 
 
 class InputValidator:
@@ -23,13 +27,17 @@ class InputValidator:
         self.specs = list(specs)
         self.names = [s.name for s in self.specs]
         self.batched = batched
-        self._checks = [(s.name, np.dtype(s.dtype) if s.dtype != "bytes" else np.dtype(object), s.shape)
-                        for s in self.specs]
+        self._checks = [(s.name, np.dtype(s.dtype) if s.dtype != "bytes" else np.dtype(object), s.shape,
+                         s.batch_axis if batched else None) for s in self.specs]
         self._expect = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.specs)
-        # fast path: every non-batch dim fixed -> one tuple comparison per input
+        if batched and all(s.batch_axis is None for s in self.specs):
+            raise BundleError("a batching model needs at least one input with a batch axis; every input has "
+                               "batch_axis None", hint="declare the model unbatched (max_batch_size 0)")
+        # fast path: batch on axis 0 and every other dim fixed -> one tuple comparison per input
         self._fast = None
-        if batched and all(len(s.shape) >= 1 and all(d >= 0 for d in s.shape[1:]) for s in self.specs):
-            self._fast = [(name, dtype, tuple(shape[1:])) for name, dtype, shape in self._checks]
+        if batched and all(len(s.shape) >= 1 and s.batch_axis == 0 and all(d >= 0 for d in s.shape[1:])
+                           for s in self.specs):
+            self._fast = [(name, dtype, tuple(shape[1:])) for name, dtype, shape, _ in self._checks]
 
     def __call__(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, tuple]:
         fast = self._fast
@@ -67,7 +75,7 @@ class InputValidator:
         feeds: dict[str, np.ndarray] = {}
         batch = -1
         sig = []
-        for name, dtype, shape in self._checks:
+        for name, dtype, shape, axis0 in self._checks:
             arr = inputs[name]
             if not isinstance(arr, np.ndarray):
                 try:
@@ -87,17 +95,24 @@ class InputValidator:
                 if got == 0:
                     raise InvalidInput(f"input {name!r}: dimension {axis} is 0 (empty tensor), shape "
                                        f"{list(arr.shape)}")
-            if self.batched:
+            if axis0 is not None:
+                n = arr.shape[axis0]
                 if batch < 0:
-                    batch = arr.shape[0]
-                elif arr.shape[0] != batch:
-                    raise InvalidInput(f"input {name!r}: batch size {arr.shape[0]} differs from the other inputs' "
-                                       f"{batch}; every input's dimension 0 is the batch")
-                sig.append(arr.shape[1:])
+                    batch = n
+                elif n != batch:
+                    raise InvalidInput(f"input {name!r}: batch size {n} differs from the other inputs' {batch} "
+                                       f"({self._axes_text()})")
+                sig.append(arr.shape[:axis0] + arr.shape[axis0 + 1:])
+            elif self.batched:  # shared by the whole batch: merged only with requests that send the same value
+                sig.append((arr.shape, arr.dtype.str, arr.tobytes() if arr.dtype != object else tuple(arr.flat)))
             else:
                 sig.append(arr.shape)
             feeds[name] = arr
         return feeds, (batch if self.batched else 1), tuple(sig)
+
+    def _axes_text(self) -> str:
+        axes = [f"{name} on dimension {a}" for name, _, _, a in self._checks if a is not None]
+        return "the batch axis is " + ", ".join(axes)
 
 
 def check_finite(feeds: Mapping[str, np.ndarray]) -> None:
