@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
+from . import shm as _shm
 
 # KServe datatype -> little-endian numpy dtype (None = BYTES)
 DTYPES: dict[str, np.dtype | None] = {
@@ -184,13 +185,15 @@ def _flatten(name: str, data: list, depth: int = 0) -> list:
 # ----------------------------------------------------------------------------------------------------
 # requests
 class OutputRequest:
-    """Which outputs a client wants and in which form (binary or JSON)."""
+    """Which outputs a client wants and in which form (binary or JSON, or written into a shared memory region:
+    ``shm[i]`` is a ``shm.ShmRef`` or None; ``shm`` itself is None when no output goes to shared memory)."""
 
-    __slots__ = ("names", "binary")
+    __slots__ = ("names", "binary", "shm")
 
-    def __init__(self, names: list[str], binary: list[bool]):
+    def __init__(self, names: list[str], binary: list[bool], shm: list[Any] | None = None):
         self.names = names
         self.binary = binary
+        self.shm = shm
 
 
 def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -209,16 +212,18 @@ def _bool_param(params: Mapping[str, Any], key: str, where: str, default: bool) 
     return v
 
 
-def output_request(specs: Sequence[Any], requested: Any, default_binary: bool, *, where: str = "request"
-                   ) -> OutputRequest:
-    """Check the ``outputs`` list of a request against the model's outputs (before anything runs)."""
+def output_request(specs: Sequence[Any], requested: Any, default_binary: bool, *, where: str = "request",
+                   shm: Any = None) -> OutputRequest:
+    """Check the ``outputs`` list of a request against the model's outputs (before anything runs). ``shm``: the
+    server's shared-memory registry (outputs may then name a region to be written into)."""
     known = [s.name for s in specs]
     if requested is None:
         return OutputRequest(known, [default_binary] * len(known))
     if not isinstance(requested, list):
         raise InvalidInput(f"{where}: 'outputs' must be a list of objects with a 'name'")
     names, binary = [], []
-    for o in requested:
+    refs: list[Any] | None = None
+    for i, o in enumerate(requested):
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise InvalidInput(f"{where}: each entry of 'outputs' must be an object with a string 'name'")
         name = o["name"]
@@ -229,7 +234,42 @@ def output_request(specs: Sequence[Any], requested: Any, default_binary: bool, *
             raise InvalidInput(f"output {name!r}: the classification extension is not supported")
         names.append(name)
         binary.append(_bool_param(p, "binary_data", f"output {name!r}", default_binary))
-    return OutputRequest(names, binary)
+        if _shm.REGION in p or _shm.BYTE_SIZE in p:
+            ref = _shm.tensor_ref(shm, p, f"output {name!r}")
+            if refs is None:
+                refs = [None] * i
+            refs.append(ref)
+        elif refs is not None:
+            refs.append(None)
+    return OutputRequest(names, binary, refs)
+
+
+# request-level parameters with a fixed type (KServe v2 / Triton); any other key may hold a string, number or bool
+_PARAM_TYPES = {"sequence_id": ((int, str), "a non-negative integer or a string"), "sequence_start": ((bool,), "true or false"),
+                "sequence_end": ((bool,), "true or false"), "priority": ((int,), "a non-negative integer"),
+                "timeout": ((int,), "a non-negative integer (microseconds)"),
+                "binary_data_output": ((bool,), "true or false")}
+
+
+def request_params(params: Mapping[str, Any], where: str = "request") -> dict[str, Any] | None:
+    """The request-level ``parameters`` as a plain dict for ``Service.submit`` (None when there are none); a value
+    of the wrong type is refused naming the parameter."""
+    if not params:
+        return None
+    for key, v in params.items():
+        want = _PARAM_TYPES.get(key)
+        if want is not None:
+            types, what = want
+            if bool in types:
+                ok = type(v) is bool
+            else:  # an int parameter takes no bool (JSON true is not 1 here) and no negative number
+                ok = isinstance(v, types) and type(v) is not bool and not (type(v) is int and v < 0)
+            if not ok:
+                raise InvalidInput(f"{where}: parameter {key!r} must be {what}, got {v!r}")
+        elif not isinstance(v, (str, int, float, bool)):
+            raise InvalidInput(f"{where}: parameter {key!r} must be a string, number or boolean, got "
+                               f"{type(v).__name__}")
+    return dict(params)
 
 
 def timeout_param(params: Mapping[str, Any], where: str = "request") -> float | None:
@@ -243,18 +283,21 @@ def timeout_param(params: Mapping[str, Any], where: str = "request") -> float | 
 
 
 class InferRequest:
-    __slots__ = ("id", "inputs", "outputs", "timeout")
+    __slots__ = ("id", "inputs", "outputs", "timeout", "params")
 
     def __init__(self, req_id: str | None, inputs: dict[str, np.ndarray], outputs: OutputRequest,
-                 timeout: float | None):
+                 timeout: float | None, params: dict[str, Any] | None = None):
         self.id = req_id
         self.inputs = inputs
         self.outputs = outputs
         self.timeout = timeout
+        self.params = params  # the request-level parameters (Service.submit's ``params``), None when absent
 
 
-def decode_http_request(body: bytes, header_length: int | None, output_specs: Sequence[Any]) -> InferRequest:
-    """Parse a KServe v2 HTTP infer body (JSON, or JSON + binary tensors)."""
+def decode_http_request(body: bytes, header_length: int | None, output_specs: Sequence[Any], shm: Any = None
+                        ) -> InferRequest:
+    """Parse a KServe v2 HTTP infer body (JSON, or JSON + binary tensors; ``shm``: the shared-memory registry, for
+    inputs and outputs that name a region)."""
     if header_length is None:
         head, binary = body, b""
     else:
@@ -279,6 +322,7 @@ def decode_http_request(body: bytes, header_length: int | None, output_specs: Se
     params = _params(doc, "request")
     default_binary = _bool_param(params, "binary_data_output", "request", False)
     timeout = timeout_param(params)
+    req_params = request_params(params)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     nbin = len(binary)
@@ -296,7 +340,14 @@ def decode_http_request(body: bytes, header_length: int | None, output_specs: Se
         size = p.get("binary_data_size") if type(p) is dict else None
         if p is not None and type(p) is not dict:
             raise InvalidInput(f"input {name!r}: 'parameters' must be a JSON object")
-        if size is not None:
+        if p and (_shm.REGION in p or _shm.BYTE_SIZE in p):
+            if size is not None or "data" in t:
+                raise InvalidInput(f"input {name!r}: give its tensor either in shared memory or as 'data' / "
+                                   "binary_data_size, not both")
+            ref = _shm.tensor_ref(shm, p, f"input {name!r}")
+            arrays[name] = decode_binary(name, datatype, shape, ref.region.read(ref.offset, ref.size,
+                                                                                f"input {name!r}"))
+        elif size is not None:
             if type(size) is not int or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
             if offset + size > nbin:
@@ -311,8 +362,8 @@ def decode_http_request(body: bytes, header_length: int | None, output_specs: Se
     if offset != nbin:
         raise InvalidInput(f"{nbin - offset} bytes of binary data after the JSON header are not claimed by any "
                            "input's binary_data_size")
-    outputs = output_request(output_specs, doc.get("outputs"), default_binary)
-    return InferRequest(req_id, arrays, outputs, timeout)
+    outputs = output_request(output_specs, doc.get("outputs"), default_binary, shm=shm)
+    return InferRequest(req_id, arrays, outputs, timeout, req_params)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -332,21 +383,46 @@ def _json_value_list(arr: np.ndarray) -> list:
     return arr.reshape(-1).tolist()
 
 
+def output_bytes(arr: np.ndarray, dt: str) -> Any:
+    """An output's raw bytes (little-endian; BYTES length-prefixed), without a copy when it is already so."""
+    if dt == "BYTES":
+        return encode_bytes_elements(arr)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if arr.flags.c_contiguous:
+        return memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
+    return arr.tobytes()
+
+
+def write_shm_output(name: str, ref: Any, arr: np.ndarray, dt: str) -> int:
+    """Write an output into the region the client asked for; returns the bytes written."""
+    raw = output_bytes(arr, dt)
+    n = memoryview(raw).nbytes
+    ref.region.write(ref.offset, ref.size, raw, f"output {name!r}")
+    return n
+
+
 def encode_http_response(model_name: str, version: str, req_id: str | None, outputs: Mapping[str, np.ndarray],
                          want: OutputRequest) -> tuple[bytes, int | None]:
     """Response body and the JSON header length (None when no output is binary: plain JSON)."""
     parts = []
     blobs = []
-    for name, binary in zip(want.names, want.binary):
+    refs = want.shm
+    for i, (name, binary) in enumerate(zip(want.names, want.binary)):
         arr = outputs[name]
         dt = kserve_datatype(arr.dtype)
         shape = ",".join(map(str, arr.shape))
-        if binary:
-            raw = encode_bytes_elements(arr) if dt == "BYTES" else (
-                arr.tobytes() if arr.dtype.byteorder != ">" else arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+        ref = refs[i] if refs is not None else None
+        if ref is not None:
+            n = write_shm_output(name, ref, arr, dt)
+            parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
+                         f'"parameters":{{"{_shm.REGION}":{json.dumps(ref.region.name)},'
+                         f'"{_shm.BYTE_SIZE}":{n},"{_shm.OFFSET}":{ref.offset}}}}}')
+        elif binary:
+            raw = output_bytes(arr, dt)
             blobs.append(raw)
             parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
-                         f'"parameters":{{"binary_data_size":{len(raw)}}}}}')
+                         f'"parameters":{{"binary_data_size":{memoryview(raw).nbytes}}}}}')
         else:
             parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
                          f'"data":{json.dumps(_json_value_list(arr))}}}')

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # the headers the router needs; everything else is skipped while parsing
 _WANTED = {b"content-length", b"inference-header-content-length", b"authorization", b"expect", b"content-encoding",
-           b"transfer-encoding", b"host", b"upgrade"}
+           b"transfer-encoding", b"host", b"upgrade", b"traceparent"}
 class _Refuse(Exception):
     """Raised inside a parser callback: stop parsing, answer ``status`` and close (see ``Connection._fatal``)."""
 

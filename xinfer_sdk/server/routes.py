@@ -7,7 +7,11 @@
     GET  /v2/models/<m>[/versions/<v>]/config                       Triton model configuration
     GET  /v2/models[/<m>[/versions/<v>]]/stats                      Triton statistics
     POST /v2/models/<m>[/versions/<v>]/infer                        inference (JSON or binary tensors)
-    POST /v2/repository/index                                       models and their state
+    POST /v2/repository/index                                       models and their state (body {"ready": bool})
+    POST /v2/repository/models/<m>/load | unload                    model control (optional {"parameters": {...}})
+    GET  /v2/{system,cuda}sharedmemory[/region/<r>]/status          shared memory regions (shm_routes.py)
+    POST /v2/{system,cuda}sharedmemory/region/<r>/register          ... register one
+    POST /v2/{system,cuda}sharedmemory[/region/<r>]/unregister      ... unregister one or all
     GET  /metrics                                                   Prometheus text (never needs the API key)
 
 Errors are KServe error JSON ``{"error": "..."}`` with the status of the ``XinferError`` (400, 401, 404,
@@ -25,10 +29,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import InvalidInput, ModelNotFound, XinferError
+from ..runtime import trace
+from . import tracing
 from .codec import decode_http_request, encode_http_response
+from .extensions import ControlRoutes, with_extensions
 from .http import Connection
 from .http_wire import JSON, OCTET, Request, Slot, error_response, response
 from .service import Served, Service
+from .shm import registry
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,11 @@ class Router:
         self.service = service
         self.metrics = metrics
         self.ops_only = ops_only  # the metrics port: health and /metrics, nothing else
-        self._routes: dict[tuple[bytes, str], tuple[str, Served | None]] = {}  # parsed model routes
+        # parsed infer routes: (method, path) -> (model name, version); the model is looked up per request, so a
+        # model reloaded or unloaded through the repository is never answered from a stale cache
+        self._routes: dict[tuple[bytes, str], tuple[str, str | None]] = {}
+        self.shm = registry(service)
+        self.control = ControlRoutes(service, self.shm)
 
     # -- dispatch ---------------------------------------------------------------------------------------
     def dispatch(self, conn: Connection, req: Request) -> None:
@@ -67,9 +79,9 @@ class Router:
     def _dispatch(self, conn: Connection, req: Request) -> None:
         key = (req.method, req.path)
         hit = self._routes.get(key)
-        if hit is not None and hit[0] == "infer":
+        if hit is not None:
             self.service.check_auth(req.headers.get(b"authorization"))
-            self.infer(conn, req, hit[1])
+            self.infer(conn, req, self.service.get(*hit))
             return
         close = not req.keep_alive or self.service.draining
         path = req.path.rstrip("/") or "/"
@@ -93,23 +105,22 @@ class Router:
         svc.check_auth(req.headers.get(b"authorization"))
         if path == "/v2":
             self._method(req, b"GET")
-            conn._answer(response(200, _dumps(svc.server_metadata()), close=close), close)
+            conn._answer(response(200, _dumps(with_extensions(svc.server_metadata())), close=close), close)
             return
         if path == "/v2/models/stats":
             self._method(req, b"GET")
             conn._answer(response(200, _dumps(svc.statistics()), close=close), close)
             return
-        if path == "/v2/repository/index":
-            self._method(req, b"POST")
-            conn._answer(response(200, _dumps(svc.repository_index()), close=close), close)
+        if path.startswith(("/v2/repository/", "/v2/systemsharedmemory", "/v2/cudasharedmemory")):
+            self.control.dispatch(conn, req, path, close)
             return
         if not path.startswith("/v2/models/"):
             raise ModelNotFound(f"no such endpoint: {req.method.decode()} {req.path}")
-        action, served = self._model_route(path)
+        action, served, version = self._model_route(path)
         self._method(req, _MODEL_ACTIONS[action])
         if action == "infer":
             if len(self._routes) < 4096:
-                self._routes[key] = ("infer", served)
+                self._routes[key] = (served.name, version)
             self.infer(conn, req, served)
             return
         if action == "":
@@ -130,7 +141,7 @@ class Router:
         if req.method != want:
             raise _MethodNotAllowed(f"use {want.decode()} for {req.path} (got {req.method.decode()})")
 
-    def _model_route(self, path: str) -> tuple[str, Served]:
+    def _model_route(self, path: str) -> tuple[str, Served, str | None]:
         parts = [unquote(p) for p in path[len("/v2/models/"):].split("/")]
         name, rest = parts[0], parts[1:]
         version = None
@@ -139,7 +150,7 @@ class Router:
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action not in _MODEL_ACTIONS:
             raise ModelNotFound(f"no such endpoint: {path}")
-        return action, self.service.get(name, version)
+        return action, self.service.get(name, version), version
 
     # -- inference ----------------------------------------------------------------------------------------
     def infer(self, conn: Connection, req: Request, served: Served) -> None:
@@ -154,49 +165,70 @@ class Router:
                 served.reject("InvalidInput")
                 raise InvalidInput(f"Inference-Header-Content-Length must be a non-negative integer, got "
                                    f"{hl.decode('latin-1')!r}")
+        tr = tracing.TRACER
+        span = tr.begin(served.name, served.version, req.headers.get(b"traceparent"), "http") if tr is not None \
+            else None
+        nvtx = trace.NVTX
+        if nvtx:
+            trace.push("xinfer/decode")
         try:
-            ir = decode_http_request(req.body, header_len, served.output_specs)
-        except InvalidInput:
-            served.reject("InvalidInput")
+            try:
+                ir = decode_http_request(req.body, header_len, served.output_specs, self.shm)
+            except InvalidInput:
+                served.reject("InvalidInput")
+                raise
+            loop = asyncio.get_running_loop()
+            fut, handle = self.service.submit(served, ir.inputs, ir.timeout, loop, held=len(conn.pending),
+                                              params=ir.params)
+        except BaseException as exc:
+            if span is not None:
+                tr.end(span, None, exc)
             raise
-        loop = asyncio.get_running_loop()
-        fut, handle = self.service.submit(served, ir.inputs, ir.timeout, loop, held=len(conn.pending))
+        finally:
+            if nvtx:
+                trace.pop()
         slot = conn.begin()
         slot.handle = handle
         slot.model = served.model
-        fut.add_done_callback(functools.partial(self._done, conn, slot, served, ir, req.keep_alive))
+        fut.add_done_callback(functools.partial(self._done, conn, slot, served, ir, req.keep_alive, tr, span))
 
-    def _done(self, conn: Connection, slot: Slot, served: Served, ir: Any, keep_alive: bool,
+    def _done(self, conn: Connection, slot: Slot, served: Served, ir: Any, keep_alive: bool, tr: Any, span: Any,
               fut: asyncio.Future) -> None:
-        slot.handle = None
+        handle, slot.handle = slot.handle, None
         if conn.closed or fut.cancelled():
+            if span is not None:
+                tr.end(span, handle, None if conn.closed else asyncio.CancelledError())
             return
         close = not keep_alive or self.service.draining
         exc = fut.exception()
         if exc is None:
+            nvtx = trace.NVTX
+            if nvtx:
+                trace.push("xinfer/encode")
             try:
                 body, head_len = encode_http_response(served.name, served.version, ir.id, fut.result(), ir.outputs)
             except XinferError as e:
-                conn.finish(slot, error_response(e.http_status, str(e), close=close), close)
-                return
-            except Exception:
+                data, exc = error_response(e.http_status, str(e), close=close), e
+            except Exception as e:
                 log.exception("%s: encoding the response failed", served.name)
-                conn.finish(slot, error_response(500, "internal server error (see the server log)", close=close),
-                            close)
-                return
-            if head_len is None:
-                conn.finish(slot, response(200, body, close=close), close)
+                data, exc = error_response(500, "internal server error (see the server log)", close=close), e
             else:
-                conn.finish(slot, response(200, body, ctype=OCTET,
-                                           extra=b"Inference-Header-Content-Length: %d\r\n" % head_len, close=close),
-                            close)
-            return
-        if isinstance(exc, XinferError):
+                if head_len is None:
+                    data = response(200, body, close=close)
+                else:
+                    data = response(200, body, ctype=OCTET,
+                                    extra=b"Inference-Header-Content-Length: %d\r\n" % head_len, close=close)
+            finally:
+                if nvtx:
+                    trace.pop()
+        elif isinstance(exc, XinferError):
             data = error_response(exc.http_status, str(exc), close=close)
         else:
             log.error("%s: inference failed: %r", served.name, exc)
             data = error_response(500, "internal server error (see the server log)", close=close)
         conn.finish(slot, data, close)
+        if span is not None:
+            tr.end(span, handle, exc)
 
 
 class _MethodNotAllowed(XinferError):
