@@ -35,8 +35,7 @@ class Encoder(Backend):
         pass
 
     def infer_impl(self, feeds):
-        ids, mask = feeds["ids"], feeds["mask"]
-        self.log.append(ids.shape)
+        self.log.append(feeds["ids"].shape)
         self.gate.wait()
         return unpadded(feeds)
 
