@@ -55,6 +55,10 @@ def request_stages(sent: Sent, batches: Sequence[BatchRecord]) -> RequestStages:
     last = max(batches, key=lambda b: b.stamps["scattered"])
     points = [sent.t_send, sent.t_enq, first.stamps["take"], first.stamps["assembled"], last.stamps["computed"],
               last.stamps["scattered"], sent.t_recv]
+    # stamps taken on different threads can cross by a hair, and the core stamps "scattered" after it woke the
+    # callers: keep the cuts in order and inside the request, so the stages nest and add up to its latency
+    for i in range(1, len(points) - 1):
+        points[i] = min(max(points[i], points[i - 1]), sent.t_recv)
     return RequestStages(sent.t_send, sent.t_recv, [(name, points[i], points[i + 1]) for i, name in enumerate(STAGES)])
 
 

@@ -85,9 +85,9 @@ class OtelTracer:
         t_run = getattr(handle, "t_run", None)
         t_done = getattr(handle, "t_done", None)
         ctx = self._trace.set_span_in_context(parent)
-        if t_enq is not None and t_run is not None:
+        if t_enq and t_run:  # 0.0: the request never ran (refused, cancelled while queued)
             self.tracer.start_span("queue", context=ctx, start_time=span.ns(t_enq)).end(end_time=span.ns(t_run))
-        if t_run is not None and t_done is not None:
+        if t_run and t_done:
             self.tracer.start_span("compute", context=ctx, start_time=span.ns(t_run)).end(end_time=span.ns(t_done))
         if error is not None:
             parent.set_status(self._Status(self._StatusCode.ERROR, f"{type(error).__name__}: {error}"))
