@@ -43,6 +43,30 @@ GRPC_IMPLS = ("native", "grpcio")  # our HTTP/2 on this loop (h2grpc/) | grpc.ai
 _POLL = 0.01
 
 
+def warn_allow_nonfinite() -> None:
+    log.warning("allow_nonfinite / --allow-nonfinite is deprecated and does nothing: NaN and Inf are accepted by "
+                "default; use reject_nonfinite / --reject-nonfinite to refuse them")
+
+
+def configure_tracing(endpoint: str | None, rate: float | None, service_name: str = "xinfer-sdk") -> bool:
+    """Switch request tracing on (``server.tracing.configure``) when an OTLP endpoint is given. False when
+    this build has no tracing support."""
+    if endpoint is None:
+        if rate is not None:
+            raise UserError("--trace-rate needs --trace-otlp URL (where to send the traces)",
+                            hint="e.g. --trace-otlp http://127.0.0.1:4318 --trace-rate 0.01")
+        return True
+    from . import tracing
+
+    configure = getattr(tracing, "configure", None)
+    if configure is None:
+        log.warning("--trace-otlp / --trace-rate: this build of xinfer-sdk cannot trace requests (no "
+                    "xinfer_sdk.server.tracing.configure); serving without tracing")
+        return False
+    configure(endpoint, 1.0 if rate is None else float(rate), service_name)
+    return True
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (XINFER_EVENT_LOOP=asyncio forces the standard loop)."""
     if os.environ.get("XINFER_EVENT_LOOP", "").lower() != "asyncio":
@@ -62,15 +86,22 @@ class Server:
                  grpc_port: int | None = 8001, api_key: str | None = None,
                  drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, max_body: int = DEFAULT_MAX_BODY,
                  load_seconds: Mapping[str, float] | None = None, metrics: bool = True, gpu_metrics: bool = True,
-                 allow_nonfinite: bool = False, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None,
-                 grpc_max_connection_age: float | None = None, limits: ServerLimits | Mapping[str, Any] | None = None):
+                 allow_nonfinite: bool | None = None, grpc_impl: str = DEFAULT_GRPC_IMPL, metrics_port: int | None = None,
+                 grpc_max_connection_age: float | None = None, limits: ServerLimits | Mapping[str, Any] | None = None,
+                 reject_nonfinite: bool = False, control: Any = None):
         require("httptools", purpose="the HTTP server")
         if max_body < 1024:
             raise UserError(f"--max-body must be at least 1 KiB, got {max_body} bytes")
         if grpc_impl not in GRPC_IMPLS:
             raise UserError(f"--grpc-impl {grpc_impl!r}: expected one of {', '.join(GRPC_IMPLS)}")
         self.grpc_impl = grpc_impl
-        self.service = Service(models, api_key=api_key, load_seconds=load_seconds, allow_nonfinite=allow_nonfinite)
+        if allow_nonfinite is not None:
+            warn_allow_nonfinite()
+        self.service = Service(models, api_key=api_key, load_seconds=load_seconds, reject_nonfinite=reject_nonfinite)
+        self.control = control  # a ModelControl (repository, --model-control): None serves ``models`` as given
+        if control is not None:
+            control.drain_timeout = float(drain_timeout)
+            control.attach(self.service)
         self.host, self.port, self.grpc_port = host, int(port), grpc_port
         # A second listener with health + /metrics only (Triton's 8002): scrapes and probes never queue behind
         # inference traffic, and the API port can be exposed without exposing metrics.
@@ -103,6 +134,8 @@ class Server:
 
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self.control is not None:
+            self.control.start()
         render = self._metrics.render if self._metrics else None
         # with a metrics port, /metrics lives there only: the API port can be exposed without it
         router = Router(self.service, metrics=render if self.metrics_port is None else None)
@@ -180,7 +213,7 @@ class Server:
                 await asyncio.sleep(min(0.05, self.limits.drain_delay))
         t0 = time.perf_counter()
         deadline = t0 + self.drain_timeout
-        svc.begin_drain()
+        svc.begin_drain()  # also stops the repository poll; a load under way does not start serving
         if self.grpc is not None:  # GOAWAY at once: clients move their next calls to other replicas
             self.grpc.begin_drain()
         log.info("%-28s | draining: %d request(s) in flight", "server", svc.in_flight())
@@ -204,6 +237,11 @@ class Server:
         if self.ops_http is not None:  # kept open through the drain: readiness 503 and metrics stay visible
             await self.ops_http.close_listener()
             await self.ops_http.close(linger=0)
+        if self.control is not None:  # versions retired by a reload are still answering: let them finish
+            try:
+                await asyncio.wait_for(self.control.wait_idle(), max(0.1, deadline - time.perf_counter()))
+            except asyncio.TimeoutError:
+                clean = False
         left = max(0.1, deadline - time.perf_counter())
         closed = await loop.run_in_executor(None, svc.close, left)
         await asyncio.sleep(0)  # let the last answers (503s of a forced drain) be written

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import InvalidInput, ModelNotFound, QueueFull, Unauthorized
+from ..errors import InvalidInput, ModelNotFound, QueueFull, ServerClosing, Unauthorized, UserError
 from ..runtime.batcher import ASYNC
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "xinfer-sdk"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "schedule_policy"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "schedule_policy"]
 _PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "onnxruntime"), "tensorrt": ("tensorrt_plan", "tensorrt"),
               "torch": ("pytorch_libtorch", "pytorch")}
 _TRITON_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
@@ -34,10 +34,11 @@ _TRITON_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UIN
 
 
 class Served:
-    """One model as the server sees it: the runtime ``Model`` plus the documents clients ask for."""
+    """One model version as the server sees it: the runtime ``Model`` plus the documents clients ask for."""
 
-    def __init__(self, model: Any, load_seconds: float = 0.0):
+    def __init__(self, model: Any, load_seconds: float = 0.0, version_policy: Mapping[str, Any] | None = None):
         self.model = model
+        self.retired = False  # replaced or unloaded: takes no new request
         self.name: str = model.name
         self.version: str = str(getattr(model, "version", "1"))
         self.load_seconds = float(load_seconds)
@@ -50,6 +51,7 @@ class Served:
         builds = [w.get("build_seconds") for w in info.get("workers", []) if w.get("build_seconds")]
         self.engine_build_seconds = float(max(builds)) if builds else 0.0
         self.platform, self.triton_backend = _PLATFORMS.get(self.backend, (self.backend, self.backend))
+        self.version_policy = dict(version_policy or {"latest": {"num_versions": 1}})
         self.rejected: dict[str, int] = {}  # requests refused by the server before the batching core
         self._last_success = (0, 0)  # (success count, ms since epoch) for the statistics extension
         self._compute = [0, 0.0, 0, 0.0]  # success, compute sum, batches at the last read; per-request total
@@ -75,7 +77,7 @@ class Served:
         pol = m.policy
         cfg: dict[str, Any] = {
             "name": self.name, "platform": self.platform, "backend": self.triton_backend,
-            "version_policy": {"latest": {"num_versions": 1}},
+            "version_policy": self.version_policy,
             "max_batch_size": m.max_batch_size,
             "input": [{"name": s.name, "data_type": _TRITON_TYPES.get(s.kserve_dtype, "TYPE_INVALID"),
                        "format": "FORMAT_NONE", "dims": dims(s), "is_shape_tensor": False,
@@ -146,21 +148,103 @@ def fair_share(max_queue: int) -> int:
 
 
 class Service:
-    """The models a server serves, its readiness and drain state, and the shared request path."""
+    """The models a server serves (every loaded version), its readiness and drain state, the shared request path,
+    and the model-repository extension (index, load, unload: ``control``, a ``ModelControl``, does the work).
+
+    ``versions[name][version]`` holds every served version; ``models[name]`` the highest one, which requests
+    without a version go to. A reload swaps a name's versions in one step on the event loop (``install``);
+    the versions it replaces are *retired*: they take no new request (one still holding a retired ``Served``
+    is sent to its successor) and are closed once every request they accepted is answered."""
 
     def __init__(self, models: Mapping[str, Any] | list[Any], *, api_key: str | None = None,
-                 load_seconds: Mapping[str, float] | None = None, allow_nonfinite: bool = False):
+                 load_seconds: Mapping[Any, float] | None = None, allow_nonfinite: bool | None = None,
+                 reject_nonfinite: bool = False):
         items = list(models.values()) if isinstance(models, Mapping) else list(models)
+        self.versions: dict[str, dict[str, Served]] = {}
         self.models: dict[str, Served] = {}
+        seconds = load_seconds or {}
         for m in items:
-            if m.name in self.models:
-                raise InvalidInput(f"two models are named {m.name!r}; give one another name (NAME=PATH)")
-            self.models[m.name] = Served(m, (load_seconds or {}).get(m.name, 0.0))
+            version = str(getattr(m, "version", "1"))
+            if version in self.versions.get(m.name, {}):
+                raise InvalidInput(f"two models are named {m.name!r} (version {version}); give one another name "
+                                   "(NAME=PATH)")
+            secs = seconds.get((m.name, version), seconds.get(m.name, 0.0))
+            self.versions.setdefault(m.name, {})[version] = Served(m, secs)
+        for name in self.versions:
+            self.models[name] = _latest(self.versions[name])
         self._key = api_key.encode() if api_key else None
         self.draining = False
         self.unready = False  # readiness false while still serving (the drain delay before intake stops)
-        self.finite = not allow_nonfinite  # refuse NaN/Inf in float inputs (400) unless told otherwise
+        # NaN/Inf in float inputs are accepted (as Triton does; tabular models use NaN for "missing") unless
+        # reject_nonfinite; allow_nonfinite is the old opt-in, now the default (kept so old callers still work)
+        self.finite = bool(reject_nonfinite)
         self.started = time.time()
+        self.control: Any = None  # the ModelControl of a repository-backed server (None: fixed models)
+        self.generation = 0  # bumped whenever a model or version is added, swapped or removed
+        self._retiring: set[Served] = set()
+
+    def served_all(self) -> list[Served]:
+        """Every served version of every model (what /metrics and the statistics extension report)."""
+        return [s for vs in self.versions.values() for s in vs.values()]
+
+    # -- model control -----------------------------------------------------------------------------------
+    def install(self, name: str, new: Mapping[str, Served]) -> list[Served]:
+        """Make ``new`` (version -> Served; empty = unload) the served versions of ``name`` in one step; returns
+        the versions it replaced, retired (intake stopped). Call on the event loop; ``drain()`` them after."""
+        old = self.versions.get(name, {})
+        keep = {id(s) for s in new.values()}
+        retired = [s for s in old.values() if id(s) not in keep]
+        if new:
+            self.versions[name] = dict(new)
+            self.models[name] = _latest(self.versions[name])
+        else:
+            self.versions.pop(name, None)
+            self.models.pop(name, None)
+        for s in retired:
+            s.retired = True
+            self._retiring.add(s)
+            s.model.stop_intake()
+        self.generation += 1
+        return retired
+
+    async def drain(self, retired: list[Served], timeout: float | None = None) -> bool:
+        """Close retired versions once every request they accepted is answered (in a worker thread)."""
+        loop = asyncio.get_running_loop()
+        ok = True
+        for s in retired:
+            try:
+                ok = await loop.run_in_executor(None, lambda m=s.model: m.close(drain=True, timeout=timeout)) and ok
+            finally:
+                self._retiring.discard(s)
+            log.info("%-28s | version %s closed (%s)", f"model[{s.name}]", s.version,
+                     "drained" if ok else "drain timeout")
+        return ok
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Triton's repository index: every model (and version) with its state and, when not READY, why."""
+        if self.control is not None:
+            return self.control.index(ready_only)
+        out = [{"name": s.name, "version": s.version, "state": "READY" if s.ready else "UNAVAILABLE",
+                "reason": "" if s.ready else "no worker is running"} for s in self.served_all()]
+        return [e for e in out if e["state"] == "READY"] if ready_only else out
+
+    async def load_model(self, name: str, params: Mapping[str, Any] | None = None) -> None:
+        """Load (or reload) ``name`` from the repository; returns once the new versions serve (atomic swap)."""
+        self._control("load").check_mode("load")
+        await self.control.load(name, params)
+
+    async def unload_model(self, name: str, params: Mapping[str, Any] | None = None) -> None:
+        """Stop serving ``name``; returns once every request its versions accepted is answered."""
+        self._control("unload").check_mode("unload")
+        await self.control.unload(name, params)
+
+    def _control(self, what: str) -> Any:
+        if self.draining:
+            raise ServerClosing(f"the server is shutting down: model {what} refused")
+        if self.control is None:
+            raise ModelControlDisabled(f"model {what} is off: this server serves a fixed set of models",
+                                       hint="start it with `xinfer-sdk serve REPOSITORY --model-control explicit`")
+        return self.control
 
     # -- security ------------------------------------------------------------------------------------------
     @property
@@ -182,13 +266,17 @@ class Service:
         if served is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"unknown model {name!r}; this server serves: {known}")
-        if version not in (None, "", served.version):
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {served.version})")
-        return served
+        if version in (None, "", served.version):
+            return served
+        other = self.versions[name].get(str(version))
+        if other is None:
+            have = ", ".join(sorted(self.versions[name], key=_version_key))
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {have})")
+        return other
 
     @property
     def ready(self) -> bool:
-        return not self.draining and not self.unready and all(s.ready for s in self.models.values())
+        return not self.draining and not self.unready and all(s.ready for s in self.served_all())
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         return not self.draining and not self.unready and self.get(name, version).ready
@@ -199,11 +287,7 @@ class Service:
     def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         if name:
             return {"model_stats": [self.get(name, version).statistics()]}
-        return {"model_stats": [s.statistics() for s in self.models.values()]}
-
-    def repository_index(self) -> list[dict[str, Any]]:
-        return [{"name": s.name, "version": s.version, "state": "READY" if s.ready else "UNAVAILABLE",
-                 "reason": ""} for s in self.models.values()]
+        return {"model_stats": [s.statistics() for s in self.served_all()]}
 
     # -- inference ----------------------------------------------------------------------------------------
     def submit(self, served: Served, inputs: Mapping[str, np.ndarray], timeout: float | None,
@@ -217,6 +301,8 @@ class Service:
         (429 / RESOURCE_EXHAUSTED), so one pipelining client cannot fill the queue and lock the others out.
         ``params``: the request-level KServe v2 parameters (``sequence_id``, ``sequence_start``, ``sequence_end``
         for a stateful model's ``model.sequences``; other keys are ignored here)."""
+        if served.retired:  # a reference taken before a reload / unload: its successor answers (or 404)
+            served = self._successor(served)
         if held:
             self._check_share(served, held)
         seq = getattr(served.model, "sequences", None)
@@ -237,6 +323,13 @@ class Service:
         req = served.batcher.enqueue(feeds, n, sig, ASYNC, fut, loop, timeout)
         return fut, req
 
+    def _successor(self, served: Served) -> Served:
+        cur = self.models.get(served.name)
+        if cur is None:
+            raise ModelNotFound(f"model {served.name!r} has been unloaded; this server serves: "
+                                f"{', '.join(sorted(self.models)) or 'none'}")
+        return cur
+
     def _check_share(self, served: Served, held: int) -> None:
         batcher = served.batcher
         cap = batcher.max_queue
@@ -252,14 +345,29 @@ class Service:
         if self.draining:
             return
         self.draining = True
-        for s in self.models.values():
+        if self.control is not None:
+            self.control.stop()
+        for s in self.served_all():
             s.model.stop_intake()
 
     def in_flight(self) -> int:
-        return sum(s.batcher.in_flight for s in self.models.values())
+        return sum(s.batcher.in_flight for s in [*self.served_all(), *self._retiring])
 
     def close(self, timeout: float | None = None) -> bool:
         ok = True
-        for s in self.models.values():
+        for s in [*self.served_all(), *list(self._retiring)]:
             ok = s.model.close(drain=True, timeout=timeout) and ok
         return ok
+
+
+def _version_key(v: str) -> tuple[int, str]:
+    return (int(v), "") if v.isdigit() else (-1, v)
+
+
+def _latest(versions: Mapping[str, Served]) -> Served:
+    """The version requests without a version go to: the highest number."""
+    return versions[max(versions, key=_version_key)]
+
+
+class ModelControlDisabled(UserError):
+    """A repository load / unload on a server whose model control does not allow it."""
