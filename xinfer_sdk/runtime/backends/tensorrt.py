@@ -39,6 +39,7 @@ from ...accel.nvidia.engine_plan import (
 from ...bundle import Bundle, sha256_file
 from ...errors import BackendUnavailable, EngineFatal, InvalidInput, UserError, XinferError
 from ...profiles import Profile
+from .. import trace
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def _io(trt: Any, engine: Any) -> tuple[list[tuple[str, np.dtype]], list[tuple[s
 class TensorRTBackend(Backend):
     name = "tensorrt"
     extra = "tensorrt"
+    #: ``profiling.cuda_events.StageEvents`` while ``xinfer-sdk profile`` times this worker with CUDA events
+    _cuda_timer: Any = None
     devices = ("cuda",)
 
     _engines: ClassVar[dict[tuple[str, int, str], _Engine]] = {}
@@ -274,19 +277,28 @@ class TensorRTBackend(Backend):
         if self._index:
             _cudart.set_device(self._cudart, self._index)  # the current device is per host thread
         check_feed_shapes({n: np.shape(a) for n, a in feeds.items()}, shared.ranges)
-        for name, dtype in shared.inputs:
-            if name not in feeds:
-                raise InvalidInput(f"missing input {name!r}; the engine takes {[n for n, _ in shared.inputs]}")
-            arr = np.asarray(feeds[name], dtype=dtype, order="C")  # keeps rank 0 (ascontiguousarray gives 1-D)
-            if not ctx.set_input_shape(name, arr.shape):
-                raise InvalidInput(f"TensorRT refused shape {list(arr.shape)} for input {name!r}")
-            n = arr.nbytes
-            dptr = self._dev[name].ensure(n)
-            if n:
-                host = self._host[name].ensure(n)
-                host[:n] = arr.reshape(-1).view(np.uint8)
-                stream.htod(dptr, self._host[name].ptr, n)
-            ctx.set_tensor_address(name, dptr)  # arr was copied into pinned memory above: nothing to keep alive
+        timer = self._cuda_timer
+        if timer is not None:
+            timer.mark("start", stream.stream)
+        trace.push("xinfer/h2d")  # NVTX: the host side of each stage; nsys shows the device side under it
+        try:
+            for name, dtype in shared.inputs:
+                if name not in feeds:
+                    raise InvalidInput(f"missing input {name!r}; the engine takes {[n for n, _ in shared.inputs]}")
+                arr = np.asarray(feeds[name], dtype=dtype, order="C")  # keeps rank 0 (ascontiguousarray gives 1-D)
+                if not ctx.set_input_shape(name, arr.shape):
+                    raise InvalidInput(f"TensorRT refused shape {list(arr.shape)} for input {name!r}")
+                n = arr.nbytes
+                dptr = self._dev[name].ensure(n)
+                if n:
+                    host = self._host[name].ensure(n)
+                    host[:n] = arr.reshape(-1).view(np.uint8)
+                    stream.htod(dptr, self._host[name].ptr, n)
+                ctx.set_tensor_address(name, dptr)  # arr was copied into pinned memory above: nothing to keep alive
+        finally:
+            trace.pop()
+        if timer is not None:
+            timer.mark("h2d", stream.stream)
         shapes = {}
         for name, dtype in shared.outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
@@ -295,14 +307,29 @@ class TensorRTBackend(Backend):
                                   "backend does not support; use backend='onnxruntime'")
             shapes[name] = shape
             ctx.set_tensor_address(name, self._dev[name].ensure(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize))
-        if not ctx.execute_async_v3(stream.handle):
-            raise XinferError(f"TensorRT execution failed for {shared.key.filename} (see the TensorRT errors logged)")
-        for name, dtype in shared.outputs:
-            n = int(np.prod(shapes[name], dtype=np.int64)) * dtype.itemsize
-            if n:
-                self._host[name].ensure(n)
-                stream.dtoh(self._host[name].ptr, self._dev[name].ptr, n)
-        stream.synchronize()
+        trace.push("xinfer/trt-enqueue")
+        try:
+            if not ctx.execute_async_v3(stream.handle):
+                raise XinferError(f"TensorRT execution failed for {shared.key.filename} (see the TensorRT errors "
+                                  "logged)")
+        finally:
+            trace.pop()
+        if timer is not None:
+            timer.mark("compute", stream.stream)
+        trace.push("xinfer/d2h+sync")
+        try:
+            for name, dtype in shared.outputs:
+                n = int(np.prod(shapes[name], dtype=np.int64)) * dtype.itemsize
+                if n:
+                    self._host[name].ensure(n)
+                    stream.dtoh(self._host[name].ptr, self._dev[name].ptr, n)
+            if timer is not None:
+                timer.mark("d2h", stream.stream)
+            stream.synchronize()
+        finally:
+            trace.pop()
+        if timer is not None:
+            timer.done()
         out: dict[str, np.ndarray] = {}
         for name, dtype in shared.outputs:
             arr = np.empty(shapes[name], dtype=dtype)
