@@ -18,8 +18,11 @@ from ..policy import BatchPolicy
 from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
 from .backends.base import normalize_device
 from .backends.select import ALIASES, choose
+from .devices import engine_device, parse_devices
 from .keys import check_keys, check_options
 from .model import Model
+from .sequence import SequenceSpec
+from .sequence import resolve as resolve_sequence
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,13 @@ def resolve_profile(profile: str | Profile | None, *, profiles_dirs: Sequence[st
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A config.yaml with batch-policy keys (the seed's batch_size / max_batch_delay / device_concurrency /
-    max_workers, or ours), at the top level or under ``batch:``."""
+    max_workers, or ours), at the top level or under ``batch:``. A ``sequence:`` section is read by
+    ``read_sequence_config``."""
     p = Path(path)
     data = read_mapping(p, what="a mapping of batch-policy keys")
-    section = data.get("batch", data.get("batching", data))
+    section = data.get("batch", data.get("batching", None))
+    if section is None:
+        section = {k: v for k, v in data.items() if k != "sequence"}
     if not isinstance(section, Mapping):
         raise UserError(f"{p}: 'batch' must be a mapping")
     from ..policy import SEED_ALIASES
@@ -54,6 +60,18 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     known = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
     check_keys(section, known, f"{p}: batch" if section is not data else str(p))
     return dict(section)
+
+
+def read_sequence_config(path: str | os.PathLike[str] | None) -> Any:
+    """The ``sequence:`` section of a config.yaml (None when absent; False turns the detection off)."""
+    if path is None:
+        return None
+    p = Path(path)
+    data = read_mapping(p, what="a mapping of batch-policy keys")
+    sec = data.get("sequence")
+    if sec is not None and sec is not False and not isinstance(sec, Mapping):
+        raise UserError(f"{p}: 'sequence' must be a mapping (state, idle_timeout_s, max_sequences) or false")
+    return sec
 
 
 def resolve_policy(bundle: Bundle, profile: Profile, batching: Any, config: str | os.PathLike[str] | None
@@ -177,7 +195,7 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
          threads: int | None = None, config: str | os.PathLike[str] | None = None, name: str | None = None,
          profiles_dirs: Sequence[str] = (), overrides: Sequence[str] = (), warmup: bool = True,
          options: Mapping[str, Any] | None = None, allow_failed_gate: bool = False, shapes: Any = None,
-         dtypes: Mapping[str, str] | None = None) -> Model:
+         dtypes: Mapping[str, str] | None = None, sequence: Mapping[str, Any] | bool | None = None) -> Model:
     """Load a bundle (or a raw .onnx / TorchScript file) and start its batching core.
 
     profile: "auto" (detect this machine), a profile name, a YAML path or a Profile.
@@ -189,13 +207,24 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
     device: "cpu", "cuda", "cuda:1" ("gpu:N" means "cuda:N"), "rocm:N" (AMD, also "hip:N"); defaults to the
         profile's kind (rocm:0 for an AMD profile). A GPU profile on a machine where no GPU
         backend works falls back to the CPU with a warning (recorded in ``describe()['notes']``).
+        Several devices: "cuda:0,1,2,3", "cuda:0,cuda:2", a list, or "all" (every visible GPU): the batch
+        policy's ``device_concurrency`` workers on EACH device behind one queue; "cpu:0,cpu:1" makes CPU
+        worker groups (``describe()['devices']``, ``device_stats()``).
+    sequence: a stateful model's state declaration, as config.yaml's ``sequence:`` ({"state": {"state":
+        "stateN"}, "idle_timeout_s": 60, "max_sequences": 1024}); False: stateless even if the IO names look like
+        state. Default: config.yaml's, else the bundle manifest's ``extra['sequence']``, else detected from the
+        names (state/stateN, h/hn, c/cn, x_in/x_out). See docs/sequences.md.
     allow_failed_gate: load a bundle whose accuracy gate failed at build time (refused otherwise).
     shapes, dtypes: for a TorchScript / ExportedProgram file only (xs.load builds a bundle from it, as
         ``xs.build``): example input shapes, as ``xs.build(shapes=...)`` takes them ('x:1x8..32x8..64x8' or
         {'x': '1x8'}), and {'ids': 'int64'} for integer inputs.
     """
+    devices: list[str] | None = None
     if device is not None:  # a typo is refused before anything is opened or built
-        device = normalize_device(device)
+        devices = parse_devices(device)
+        device = engine_device(devices[0])
+        if len(devices) == 1 and not devices[0].startswith("cpu:"):
+            devices = None
     check_options(options, ALIASES.get(backend, backend or "auto"))
     prof = resolve_profile(profile, profiles_dirs=profiles_dirs, overrides=overrides)
     bundle = _open(path, prof, shapes=shapes, dtypes=dtypes)
@@ -206,6 +235,10 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
                           hint="see `xinfer-sdk inspect`; rebuild it, or load it anyway from Python with "
                                "xs.load(path, allow_failed_gate=True) (`serve` refuses it)")
     policy = resolve_policy(bundle, prof, batching, config)
+    seq_spec: SequenceSpec | None = resolve_sequence(
+        bundle.manifest.inputs, bundle.manifest.outputs,
+        config=sequence if sequence is not None else read_sequence_config(config),
+        manifest_extra=bundle.manifest.extra)
     _size_raw_onnx(bundle, policy)
     notes: list[str] = []
     explicit_device = device is not None
@@ -237,12 +270,14 @@ def load(path: Any, *, profile: str | Profile | None = "auto", backend: str = "a
                                      preferred_batch_sizes=tuple(b for b in policy.preferred_batch_sizes
                                                                  if b <= plan_max))
     if threads is None:
-        threads = default_threads(dev, policy.device_concurrency)
+        threads = default_threads(dev, policy.device_concurrency * len(devices or [dev]))
     while True:
         log.info("%-28s | backend %s (%s)", f"load[{bundle.name}]", cls.name, why)
         try:
             return Model(bundle, profile=prof, backend_cls=cls, backend_reason=why, skipped=skipped, device=dev,
-                         threads=threads, policy=policy, options=options, name=name, warmup=warmup, notes=notes)
+                         threads=threads, policy=policy, options=options, name=name, warmup=warmup, notes=notes,
+                         devices=devices if dev != "cpu" or devices is None or devices[0].startswith("cpu") else None,
+                         sequence=seq_spec)
         except XinferError as exc:
             if (backend or "auto") != "auto":
                 raise

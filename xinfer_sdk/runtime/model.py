@@ -5,12 +5,21 @@
     fut = model.submit({"input": x})              # concurrent.futures.Future
     out = await model.infer_async({"input": x})   # asyncio
     model.close()                                 # or: with xs.load(...) as model
+
+A stateful model (``model.sequences`` is not None, see ``sequence.py``) runs through ``model.stream()``:
+
+    with model.stream() as vad:
+        p = vad({"input": chunk, "sr": np.array(16000)})["output"]
+
+With several devices (``device="cuda:0,1"``) the one queue feeds ``device_concurrency`` workers per device;
+``device_stats()`` says which device served what.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -19,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle, TensorSpec
-from ..errors import DeadlineExceeded
+from ..errors import DeadlineExceeded, UserError
 from ..policy import BatchPolicy
 from ..profiles import Profile
 from .backends.base import Backend
 from .batcher import ASYNC, FUTURE, WAITER, Batcher
+from .devices import DeviceStats, Placed, engine_device
+from .sequence import Layout, SequenceBatcher, SequenceSpec, Stream
 from .stats import Stats
 from .validate import InputValidator, check_finite
 
@@ -40,15 +51,18 @@ def _warmup_feeds(specs: list[TensorSpec], batched: bool) -> dict[str, np.ndarra
 
 
 class Model:
-    """A bundle running on one backend with ``policy.device_concurrency`` workers. Thread-safe."""
+    """A bundle running on one backend with ``policy.device_concurrency`` workers on each of its devices.
+    Thread-safe."""
 
     def __init__(self, bundle: Bundle, *, profile: Profile, backend_cls: type[Backend], backend_reason: str,
                  skipped: Mapping[str, str], device: str, threads: int | None, policy: BatchPolicy,
                  options: Mapping[str, Any] | None = None, name: str | None = None, warmup: bool = True,
-                 notes: list[str] | None = None):
+                 notes: list[str] | None = None, devices: list[str] | None = None,
+                 sequence: SequenceSpec | None = None):
         self.bundle = bundle
         self.profile = profile
-        self.device = device
+        self.devices: list[str] = list(devices or [device])
+        self.device = device if len(self.devices) == 1 else ",".join(self.devices)
         self.threads = threads
         self.policy = policy
         self.name = name or bundle.name
@@ -56,33 +70,63 @@ class Model:
         m = bundle.manifest
         self.inputs: list[TensorSpec] = list(m.inputs)
         self.outputs: list[TensorSpec] = list(m.outputs)
-        self.max_batch_size = policy.max_batch_size if m.max_batch_size > 0 else 0
-        self._validate = InputValidator(self.inputs, batched=self.max_batch_size > 0)
+        layout = Layout(sequence, self.inputs, self.outputs, m.max_batch_size > 0) if sequence is not None else None
+        batched = layout.batchable if layout is not None else m.max_batch_size > 0
+        self.max_batch_size = policy.max_batch_size if batched else 0
+        self._validate = InputValidator(self.inputs, batched=m.max_batch_size > 0)
         self._backend_info = {"backend": backend_cls.name, "why": backend_reason, "skipped": dict(skipped)}
         self._notes = list(notes or [])
         self.stats_obj = Stats()
+        self._device_stats = DeviceStats(self.devices)
         opts = dict(options or {})
+        conc = policy.device_concurrency
+        batch_input = next(((s.name, s.batch_axis) for s in self.inputs if s.batch_axis is not None), None) \
+            if m.max_batch_size > 0 else None
 
         def factory(i: int) -> Backend:
-            return backend_cls(bundle, profile=profile, device=device, threads=threads, options=opts)
+            dev = self.devices[min(i // conc, len(self.devices) - 1)]
+            inner = backend_cls(bundle, profile=profile, device=engine_device(dev), threads=threads, options=opts)
+            return Placed(inner, dev, self._device_stats, batch_input, layout)
 
         warm: Callable[[Backend], None] | None = None
-        if warmup:
+        if warmup and sequence is None:  # a stateful model's dynamic dims (audio length) have no safe guess
             feeds = _warmup_feeds(self.inputs, self.max_batch_size > 0)
 
             def warm(backend: Backend) -> None:
                 try:
-                    backend.infer(feeds)
+                    backend.warm(feeds) if isinstance(backend, Placed) else backend.infer(feeds)
                 except Exception as exc:  # a model with constraints on dynamic dims; the first request warms it
                     log.debug("%s: warm-up skipped (%s)", self.name, exc)
 
-        self._batcher = Batcher(factory, policy=policy, input_names=[s.name for s in self.inputs],
-                                batched=self.max_batch_size > 0, stats=self.stats_obj, warmup=warm, name=self.name)
+        workers = policy if len(self.devices) == 1 else \
+            dataclasses.replace(policy, device_concurrency=conc * len(self.devices))
+        self._batcher = Batcher(factory, policy=workers, input_names=[s.name for s in self.inputs],
+                                batched=batched, stats=self.stats_obj, warmup=warm, name=self.name)
+        #: the sequence batcher of a stateful model (None: stateless); ``Service.submit`` hands requests to it
+        self.sequences: SequenceBatcher | None = None
+        if sequence is not None and layout is not None:
+            self.sequences = SequenceBatcher(sequence, layout, self._batcher, name=self.name)
         self._closed = False
         self._lock = threading.Lock()
-        log.info("%-28s | ready: backend=%s device=%s workers=%d threads/worker=%s policy=%s",
-                 f"model[{self.name}]", backend_cls.name, device, policy.device_concurrency, threads,
-                 policy.to_dict())
+        log.info("%-28s | ready: backend=%s device=%s workers=%d threads/worker=%s policy=%s%s",
+                 f"model[{self.name}]", backend_cls.name, self.device, workers.device_concurrency, threads,
+                 policy.to_dict(), f" sequences={sequence.to_dict()}" if sequence is not None else "")
+
+    def stream(self, *, timeout: float | None = None) -> Stream:
+        """A new sequence of a stateful model, called chunk by chunk: ``out = s(inputs)``; ``s.close()`` ends it."""
+        if self.sequences is None:
+            raise UserError(f"model '{self.name}' is stateless (no state input/output pair declared or found); "
+                            "stream() is for stateful models",
+                            hint="call model.infer(...) for it, or declare its state in config.yaml: "
+                                 "sequence: {state: {<state input>: <state output>}}")
+        return Stream(self.sequences, timeout)
+
+    def _stateless(self) -> None:
+        if self.sequences is not None:
+            raise UserError(f"model '{self.name}' is stateful: its state inputs "
+                            f"({', '.join(p.input for p in self.sequences.spec.pairs)}) are kept between requests",
+                            hint="use s = model.stream(); s(inputs) per chunk (or, over the server, the "
+                                 "sequence_id / sequence_start / sequence_end parameters)")
 
     # ------------------------------------------------------------------------------------------------
     def validate(self, inputs: Mapping[str, Any], *, finite: bool = False) -> tuple[dict[str, np.ndarray], int, tuple]:
@@ -94,6 +138,7 @@ class Model:
 
     def infer(self, inputs: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run one request (any batch size) through the batching core and wait for its outputs."""
+        self._stateless()
         feeds, n, sig = self._validate(inputs)
         lock = threading.Lock()
         lock.acquire()
@@ -112,6 +157,7 @@ class Model:
 
     def submit(self, inputs: Mapping[str, Any], *, timeout: float | None = None) -> concurrent.futures.Future:
         """Queue one request; returns a Future. ``future.cancel()`` withdraws it while it is still queued."""
+        self._stateless()
         feeds, n, sig = self._validate(inputs)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._batcher.enqueue(feeds, n, sig, FUTURE, fut, None, timeout)
@@ -120,6 +166,7 @@ class Model:
     async def infer_async(self, inputs: Mapping[str, Any], *, timeout: float | None = None,
                           validated: tuple | None = None) -> dict[str, np.ndarray]:
         """Await one request's outputs. Cancelling the awaiting task withdraws a still-queued request."""
+        self._stateless()
         feeds, n, sig = validated if validated is not None else self._validate(inputs)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -152,19 +199,37 @@ class Model:
         """Queue wait, compute time, batch sizes, queue depth, request counts (what /metrics exports)."""
         return self.stats_obj.snapshot()
 
+    def device_stats(self) -> dict[str, dict[str, Any]]:
+        """Which device served what: {device: {"batches": n, "inferences": samples, "compute_s": seconds}}."""
+        return self._device_stats.snapshot()
+
     def describe(self) -> dict[str, Any]:
         m = self.bundle.manifest
         workers = [b.describe() for b in self._batcher.backends if b is not None]
         return {
             "name": self.name, "bundle": str(self.bundle.root), "precision": m.precision,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
-            "max_batch_size": self.max_batch_size, "device": self.device, **self._backend_info,
+            "max_batch_size": self.max_batch_size, "device": self.device, "devices": list(self.devices),
+            **self._backend_info,
             "workers": workers, "threads_per_worker": self.threads, "policy": self.policy.to_dict(),
             "profile": self.profile.name, "built_for_profile": (m.profile or {}).get("name"), "notes": self._notes,
+            "sequence": self.sequences.describe() if self.sequences is not None else None,
         }
 
     def stop_intake(self) -> None:
         """Refuse new requests (ServerClosing) while the accepted ones finish (used by graceful drain)."""
+        seqs = self.sequences
+        if seqs is not None:
+            seqs.stop_intake()
+            if seqs.waiting:  # requests waiting behind their sequence's running one still go into the core
+                threading.Thread(target=self._stop_after_sequences, daemon=True,
+                                 name=f"xinfer-{self.name}-seqdrain").start()
+                return
+        self._batcher.stop_intake()
+
+    def _stop_after_sequences(self) -> None:
+        assert self.sequences is not None
+        self.sequences.wait_idle()
         self._batcher.stop_intake()
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> bool:
@@ -173,6 +238,11 @@ class Model:
             if self._closed:
                 return True
             self._closed = True
+        seqs = self.sequences
+        if seqs is not None:
+            seqs.stop_intake()
+            if drain:  # the requests waiting behind their sequence's running one are accepted: run them too
+                seqs.wait_idle(timeout)
         return self._batcher.close(drain=drain, timeout=timeout)
 
     def __enter__(self) -> Model:
@@ -183,4 +253,4 @@ class Model:
 
     def __repr__(self) -> str:
         return (f"Model(name={self.name!r}, backend={self._backend_info['backend']!r}, device={self.device!r}, "
-                f"max_batch_size={self.max_batch_size}, workers={self.policy.device_concurrency})")
+                f"max_batch_size={self.max_batch_size}, workers={self.policy.device_concurrency * len(self.devices)})")
