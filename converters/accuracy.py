@@ -24,6 +24,8 @@ from xinfer_sdk._lazy import require
 from xinfer_sdk.errors import AccuracyGateError, ConversionError
 
 from . import calibration
+from . import gate_metrics as gm
+from . import kinds as output_kinds
 from .context import SYNTHETIC_SAMPLES
 from .fp8 import ORT_DISABLED_OPTIMIZERS as FP8_ORT_DISABLED
 from .int8 import EVAL_LIMIT, EXACT_ARITHMETIC, host_kernels_warning
@@ -53,11 +55,12 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
     got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None,
                     disabled_optimizers=FP8_ORT_DISABLED if opts.precision == "fp8" else ())
     names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)
+    kinds = graph_kinds(reference, ctx.outputs, opts.output_kinds)
     report = compare(ref, got, names, labels=data.label_array(), thresholds=thresholds,
-                     labels_output=opts.labels_output)
+                     labels_output=opts.labels_output, kinds=kinds)
     if exact and ctx.profile.kind == "cpu":  # ONNX Runtime's CPU kernels run this bundle: how do this host's fare?
         host = compare(ref, run_graph(candidate, data, batch), names, labels=data.label_array(), thresholds=thresholds,
-                       labels_output=opts.labels_output)
+                       labels_output=opts.labels_output, kinds=kinds)
         report["host_kernels"] = {"passed": host["passed"], "failures": host["failures"], "outputs": host["outputs"]}
         if report["passed"] and not host["passed"]:
             ctx.warnings.append(host_kernels_warning(ctx.profile.name, host["failures"]))
@@ -70,6 +73,17 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
                                 f"{'; '.join(report['failures'])} ({data.count} samples from {report['data']})",
                                 details={"accuracy": report})
     return summary, {"samples": data.count}
+
+
+def graph_kinds(path, outputs, user) -> dict[str, tuple[str, str]]:
+    """{output: (kind, why)} from the reference graph (the weights are not read) and ``--output-kind``."""
+    onnx = require("onnx", purpose="the accuracy gate")
+    output_kinds.check_names(user or {}, [o.name for o in outputs])
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # the gate then guesses from the shapes
+        model = None
+    return output_kinds.infer(model, outputs, user)
 
 
 BF16_EMULATION = ("bf16 graph emulated on ONNX Runtime CPU (which has no BF16 kernels besides Cast): its BF16 "
@@ -135,28 +149,28 @@ def _stack(parts: list[list[np.ndarray]], i: int, batched: bool = True) -> np.nd
 
 
 def compare(ref_parts, got_parts, names: Sequence[str], *, labels: np.ndarray | None, thresholds: dict[str, Any],
-            labels_output: str | None = None) -> dict[str, Any]:
+            labels_output: str | None = None, kinds: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Metrics per output by its kind (``kinds``: {name: (kind, why)}; else guessed from the shapes) and the failures
+    against ``thresholds``. An output bit-identical to the reference never fails."""
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
-    primary = labels_output or _primary(ref_parts, names)
-    for i, name in enumerate(names):
-        ref, got = _stack(ref_parts, i), _stack(got_parts, i)
-        m = _metrics(ref, got)
+    stacked = [(_stack(ref_parts, i), _stack(got_parts, i)) for i in range(len(names))]
+    kinds = dict(kinds or {})
+    for name, (ref, _) in zip(names, stacked):
+        kinds.setdefault(name, output_kinds.from_shape(tuple(ref.shape)))
+    primary = labels_output or next((n for n in names if kinds[n][0] in ("class", "sequence")), None)
+    for name, (ref, got) in zip(names, stacked):
+        kind, why = kinds[name]
+        m = _metrics(ref, got, kind, gated=name == primary or why.startswith("given"))
+        m.update(kind=kind, why=why)
         outputs[name] = m
-        if m.get("nonfinite"):
-            failures.append(f"{name}: {m['nonfinite']} non-finite values where the reference is finite")
-        if "cosine" in m and m["cosine"] < thresholds["min_cosine"]:
-            failures.append(f"{name}: cosine {m['cosine']:.5f} < {thresholds['min_cosine']}")
-        limit = thresholds.get("max_abs_error")
-        if limit is not None and m.get("max_abs_error", 0.0) > limit:
-            failures.append(f"{name}: max abs error {m['max_abs_error']:.4g} > {limit}")
-        agree = m.get("top1_agreement", m.get("exact_match"))
-        if name == primary and agree is not None and agree < thresholds["min_top1_agreement"]:
-            failures.append(f"{name}: top-1 agreement {agree:.4f} < {thresholds['min_top1_agreement']}")
+        if m.get("bit_exact"):
+            continue
+        failures += _failures(name, m, thresholds)
     acc = None
     if labels is not None and primary is not None:
         i = list(names).index(primary)
-        acc = _true_accuracy(_stack(ref_parts, i), _stack(got_parts, i), labels)
+        acc = _true_accuracy(stacked[i][0], stacked[i][1], labels)
         if acc is not None:
             acc["output"] = primary
             if acc["drop"] > thresholds["max_accuracy_drop"]:
@@ -166,20 +180,38 @@ def compare(ref_parts, got_parts, names: Sequence[str], *, labels: np.ndarray | 
             "outputs": outputs, "labels": labels is not None, "true_accuracy": acc}
 
 
-def _primary(parts, names: Sequence[str]) -> str | None:
-    """The output top-1 agreement is gated on: the first one with classes on its last axis."""
-    for i, name in enumerate(names):
-        a = np.asarray(parts[0][i])
-        if a.ndim >= 2 and a.shape[-1] >= 2:
-            return name
-    return names[0] if names else None
+def _failures(name: str, m: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
+    failures = []
+    if m.get("nonfinite"):
+        failures.append(f"{name}: {m['nonfinite']} non-finite values where the reference is finite")
+    cosine = m.get("min_sample_cosine", m.get("cosine")) if m["kind"] == "embedding" else m.get("cosine")
+    if cosine is not None and cosine < thresholds["min_cosine"]:
+        label = "lowest per-sample cosine" if m["kind"] == "embedding" and "min_sample_cosine" in m else "cosine"
+        failures.append(f"{name}: {label} {cosine:.5f} < {thresholds['min_cosine']}")
+    limit = thresholds.get("max_abs_error")
+    if limit is not None and m.get("max_abs_error", 0.0) > limit:
+        failures.append(f"{name}: max abs error {m['max_abs_error']:.4g} > {limit}")
+    agree = m.get("top1_agreement", m.get("exact_match"))
+    if m.get("top1_gated") and agree is not None and agree < thresholds["min_top1_agreement"]:
+        what = "top-1 agreement per step" if m["kind"] == "sequence" else "top-1 agreement"
+        failures.append(f"{name}: {what} {agree:.4f} < {thresholds['min_top1_agreement']}")
+    iou_min = thresholds.get("min_mask_iou") or gm.MIN_MASK_IOU
+    if "mask_iou" in m and m["mask_iou"] < iou_min:
+        failures.append(f"{name}: IoU of the mask thresholded at {m['mask_threshold']:g} is {m['mask_iou']:.4f} "
+                        f"< {iou_min}")
+    match_min = thresholds.get("min_box_match") or gm.MIN_BOX_MATCH
+    if "box_match" in m and m["box_match"] < match_min:
+        failures.append(f"{name}: boxes matched {m['box_match']:.4f} < {match_min} ({m['boxes_missed']} missed, "
+                        f"{m['boxes_extra']} extra)")
+    return failures
 
 
-def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+def _metrics(ref: np.ndarray, got: np.ndarray, kind: str = "raw", gated: bool = False) -> dict[str, Any]:
     if ref.shape != got.shape:
-        return {"shape_mismatch": [list(ref.shape), list(got.shape)], "cosine": 0.0}
+        return {"shape_mismatch": [list(ref.shape), list(got.shape)], "cosine": 0.0, "metric": "shapes differ"}
     if ref.dtype.kind not in "fc":
-        return {"exact_match": float(np.mean(ref == got)) if ref.size else 1.0}
+        return {"exact_match": float(np.mean(ref == got)) if ref.size else 1.0, "top1_gated": gated,
+                "metric": "exact match (not floats)" + ("" if gated else ", reported, not gated")}
     r, g = ref.astype(np.float64), got.astype(np.float64)
     finite = np.isfinite(r)
     bad = int(np.sum(finite & ~np.isfinite(g)))
@@ -192,13 +224,30 @@ def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
         "max_rel_error": float(diff.max() / scale) if scale > 0 else 0.0,
         "cosine": _cosine(r.reshape(-1), g.reshape(-1)),
     }
+    if np.array_equal(ref, got, equal_nan=True):
+        out["bit_exact"] = True
     if r.ndim >= 1 and r.shape[0] > 1:
-        flat_r, flat_g = r.reshape(r.shape[0], -1), g.reshape(g.shape[0], -1)
-        out["min_sample_cosine"] = float(min(_cosine(a, b) for a, b in zip(flat_r, flat_g)))
-    if r.ndim >= 2 and r.shape[-1] >= 2:
-        out["top1_agreement"] = float(np.mean(r.argmax(-1) == g.argmax(-1)))
+        out["min_sample_cosine"] = gm.sample_cosine(r, g)
+    metric = "cosine"
+    if kind in ("class", "sequence") and r.ndim >= 2 and r.shape[-1] >= 2:
+        out.update(gm.top1(r, g), top1_gated=gated)
+        metric = ("top-1 per step" if kind == "sequence" else "top-1 over the class axis") + \
+            (" (ties agree), cosine" if gated else " (reported, not gated: not the primary output), cosine")
+    elif kind == "map":
+        out.update(gm.mask_iou(r, g))
+        metric = f"cosine, max error, IoU of the mask thresholded at {out['mask_threshold']:g}"
+    elif kind == "boxes":
+        axis = output_kinds._boxes_layout(tuple(r.shape))
+        if axis is not None:
+            out.update(gm.boxes_match(r, g, axis))
+            metric = f"boxes decoded (score >= {gm.BOX_CONF}) and matched (IoU >= {gm.BOX_IOU}), cosine"
+        else:
+            metric = "cosine (the shape is not a [N, 4+C, anchors] head: boxes not decoded)"
+    elif kind == "embedding":
+        metric = "cosine per sample"
     if bad:
         out["nonfinite"] = bad
+    out["metric"] = "bit-exact (passes whatever the metric)" if out.get("bit_exact") else metric
     return out
 
 
@@ -225,11 +274,18 @@ def _true_accuracy(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict
 def summarize(report: dict[str, Any]) -> str:
     parts = []
     for name, m in report["outputs"].items():
-        bits = [f"cos {m['cosine']:.5f}"] if "cosine" in m else []
+        bits = [m["kind"]] if "kind" in m else []
+        if m.get("bit_exact"):
+            bits.append("bit-exact")
+        bits += [f"cos {m['cosine']:.5f}"] if "cosine" in m else []
         if "top1_agreement" in m:
             bits.append(f"top-1 {m['top1_agreement']:.3f}")
         if "max_abs_error" in m:
             bits.append(f"max abs {m['max_abs_error']:.3g}")
+        if "mask_iou" in m:
+            bits.append(f"mask IoU {m['mask_iou']:.4f}")
+        if "box_match" in m:
+            bits.append(f"boxes matched {m['box_match']:.3f}")
         if "exact_match" in m:
             bits.append(f"match {m['exact_match']:.3f}")
         parts.append(f"{name}: {', '.join(bits)}")

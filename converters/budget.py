@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import numpy as np
 
 from xinfer_sdk.errors import MemoryBudgetError, UserError
-from xinfer_sdk.shapes import ShapeRange
+from xinfer_sdk.shapes import IMAGE_SIDE, ShapeRange, image_axes, shapes_hint
 
 from .pipeline import Skip
 
@@ -59,10 +60,18 @@ def estimate(ctx) -> dict[str, Any]:
             if len(shape) == len(spec.shape) and any(d < 0 for d in spec.shape[1 if ctx.batched else 0:]):
                 shapes[spec.name] = ShapeRange.fixed(shape)
                 guessed.append(spec.name)
+    image_sized = []
+    for spec in ctx.inputs:  # an image with dynamic sides: sized at the largest default side (1280)
+        axes = image_axes(spec, batched=ctx.batched)
+        if spec.name not in shapes and axes and all(d >= 0 for i, d in enumerate(spec.shape) if i and i not in axes):
+            dims = [1 if i == 0 and ctx.batched else (IMAGE_SIDE[2] if i in axes else d) for i, d in
+                    enumerate(spec.shape)]
+            shapes[spec.name] = ShapeRange.fixed(tuple(dims))
+            image_sized.append(spec.name)
     try:
         cost = graphcost.analyze(ctx.fp32_onnx, batch_size=batch, shapes=shapes, which="max")
     except UserError as exc:
-        raise Skip(f"cannot size the graph: {exc}") from None
+        raise Skip(f"cannot size the graph: {own_hint(str(exc), ctx)}") from None
     prec = opts.precision
     weights = cost.param_bytes * WEIGHT_SCALE[prec]
     acts = cost.activation_bytes * ACTIVATION_SCALE[prec]
@@ -73,7 +82,7 @@ def estimate(ctx) -> dict[str, Any]:
             "activations_bytes": int(acts), "workspace_bytes": int(workspace), "total_bytes": int(total),
             "usable_bytes": None if usable is None else int(usable * GB), "usable_basis": basis,
             "fits": usable is None or total <= usable * GB, "unknown_nodes": len(cost.unknown),
-            "sized_at_example_shape": guessed}
+            "sized_at_example_shape": guessed, "sized_at_default_image_side": image_sized}
 
 
 def budget_step(ctx) -> tuple[str, dict[str, Any]]:
@@ -81,6 +90,9 @@ def budget_step(ctx) -> tuple[str, dict[str, Any]]:
     ctx.budget = est
     note = (f"; {', '.join(est['sized_at_example_shape'])} sized at the export example's shape (give --shapes for the "
             "real maximum)") if est["sized_at_example_shape"] else ""
+    if est.get("sized_at_default_image_side"):
+        note += (f"; {', '.join(est['sized_at_default_image_side'])} sized at {IMAGE_SIDE[2]}x{IMAGE_SIDE[2]} (dynamic "
+                 "image sides; give --shapes for the real maximum)")
     line = (f"{size(est['total_bytes'])} (weights {size(est['weights_bytes'])} + activations "
             f"{size(est['activations_bytes'])} at batch {est['batch']} + workspace {size(est['workspace_bytes'])}) "
             f"of {size(est['usable_bytes'])} usable{note}")
@@ -88,6 +100,21 @@ def budget_step(ctx) -> tuple[str, dict[str, Any]]:
         return line, {}
     raise MemoryBudgetError(f"the model does not fit profile {ctx.profile.name} at {est['precision']}: {line}",
                             hint=suggest(ctx, est), details={"memory_budget": est})
+
+
+_GENERIC_HINT = re.compile(r"--shapes (\S+?):MIN\.\.OPT\.\.MAX, e\.g\. \S+")
+
+
+def own_hint(message: str, ctx) -> str:
+    """``message`` with a generic ``--shapes NAME:MIN..OPT..MAX, e.g. input_ids:...`` example replaced by one made
+    from the named input's own dims."""
+    specs = {s.name: s for s in ctx.inputs}
+
+    def repl(m: re.Match) -> str:
+        spec = specs.get(m.group(1))
+        return shapes_hint(spec, batched=ctx.batched, max_batch=ctx.options.max_batch_size) if spec else m.group(0)
+
+    return _GENERIC_HINT.sub(repl, message)
 
 
 def suggest(ctx, est: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from xinfer_sdk.bundle import TensorSpec, sha256_file
 from xinfer_sdk.errors import CalibrationError, UserError
-from xinfer_sdk.shapes import concrete_dims
+from xinfer_sdk.shapes import concrete_dims, image_axes, shapes_hint
 
 log = logging.getLogger(__name__)
 
@@ -307,12 +307,17 @@ def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, 
     rng = np.random.RandomState(seed)
     chunk: dict[str, np.ndarray] = {}
     params: dict[str, int] = {}
+    sized: list[str] = []  # image inputs whose dynamic height and width nothing gave
     for spec in inputs:
         try:
-            dims = concrete_dims(spec, batch=count, shapes=shapes, batched=batched, example=example, labels=params)
+            dims = concrete_dims(spec, batch=count, shapes=shapes, batched=batched, example=example, labels=params,
+                                 image_default=True)
         except UserError as exc:
             raise CalibrationError(f"{exc.message} to make calibration data",
-                                   hint=f"pass --eval DATA or --shapes {spec.name}:SHAPE") from None
+                                   hint=f"pass --eval DATA or {shapes_hint(spec, batched=batched)}") from None
+        axes = image_axes(spec, batched=batched)
+        if axes and spec.name not in shapes and not (example and spec.name in example):
+            sized.append(f"{spec.name} at {dims[axes[0]]}x{dims[axes[1]]}")
         if not batched:
             dims = [count, *dims]
         kind = np.dtype(spec.dtype).kind
@@ -323,4 +328,6 @@ def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, 
         else:
             arr = rng.randint(0, 2, size=dims).astype(spec.dtype)
         chunk[spec.name] = arr
-    return Dataset([chunk], [None], {"what": f"{count} synthetic samples", "kind": "synthetic"}, batched)
+    what = f"{count} synthetic samples" + (f" ({', '.join(sized)}: dynamic image sides, default size; --shapes "
+                                           "sets them)" if sized else "")
+    return Dataset([chunk], [None], {"what": what, "kind": "synthetic"}, batched)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ from xinfer_sdk.bundle import TensorSpec
 from xinfer_sdk.policy import BatchPolicy
 from xinfer_sdk.profiles import Profile, Thresholds
 from xinfer_sdk.shapes import ShapeRange
+
+# --output-kind for builds started while it is set (xinfer_sdk.cli.build_cmd sets it around builder.build, which has
+# no output_kinds= parameter yet); BuildOptions.output_kinds starts from it.
+REQUESTED_OUTPUT_KINDS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("output_kinds",
+                                                                                                  default=None)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SAMPLES = 256
@@ -42,6 +48,8 @@ class BuildOptions:
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     labels_output: str | None = None
+    # {output: kind} from --output-kind (converters/kinds.py); the rest is inferred from the graph
+    output_kinds: dict[str, str] = dataclasses.field(default_factory=lambda: dict(REQUESTED_OUTPUT_KINDS.get() or {}))
     fp16_block_ops: tuple[str, ...] = ()
     build_engine: bool = True
     progress: Callable[[int, int, str], None] | None = None

@@ -134,11 +134,14 @@ def check_names(shapes: Mapping[str, ShapeRange], known: Iterable[str]) -> None:
 
 
 def concrete_dims(spec, *, batch: int, shapes: Mapping[str, ShapeRange], batched: bool, which: str = "opt",
-                  example: Mapping[str, object] | None = None, labels: dict[str, int] | None = None) -> list[int]:
+                  example: Mapping[str, object] | None = None, labels: dict[str, int] | None = None,
+                  image_default: bool = False) -> list[int]:
     """One input's dims for a concrete run: ``batch`` on axis 0 when the model batches, fixed dims as they are,
     a dynamic dim from its ``--shapes`` range (``which`` of min/opt/max), else from ``example`` (an array of that
     input), else from another input's dim with the same symbolic name (``labels`` collects them across calls).
-    Raises UserError naming the input and the --shapes syntax when nothing sizes a dynamic dim."""
+    With ``image_default``, the unsized height and width of an image-like input (``image_axes``) are
+    ``IMAGE_SIDE[1]`` (224). Raises UserError naming the input and a --shapes example from its own dims when
+    nothing sizes a dynamic dim."""
     given = shapes.get(spec.name)
     ex_shape = None
     if example is not None and spec.name in example:
@@ -157,9 +160,58 @@ def concrete_dims(spec, *, batch: int, shapes: Mapping[str, ShapeRange], batched
             dims.append(ex_shape[axis])
         elif labels is not None and label in labels:
             dims.append(labels[label])
+        elif image_default and axis in image_axes(spec, batched=batched):
+            dims.append(IMAGE_SIDE[1])
         else:
             raise UserError(f"input {spec.name!r} has a dynamic axis {axis}{f' ({label})' if label else ''} and "
-                            f"nothing gives its size", hint=f"pass --shapes {spec.name}:MIN..OPT..MAX")
+                            f"nothing gives its size", hint=f"pass {shapes_hint(spec, batched=batched)}")
         if labels is not None and label:
             labels.setdefault(label, dims[-1])
     return dims
+
+
+# Sizes for a spatial axis of an image input that nothing sizes: a multiple of 32, as detectors and segmenters
+# (DBNet, YOLO, U-Net) need for their strided feature maps.
+IMAGE_SIDE = (32, 224, 1280)
+_OTHER = (1, 128, 512)
+
+
+def _batch_axis(spec, batched: bool) -> int | None:
+    if not batched:
+        return None
+    return getattr(spec, "batch_axis", 0)
+
+
+def image_axes(spec, *, batched: bool) -> tuple[int, ...]:
+    """The dynamic height and width axes of an image-like input ([N, C, H, W] or [N, H, W, C] with 1, 3 or 4
+    channels), else ()."""
+    shape = tuple(spec.shape)
+    if len(shape) != 4 or _batch_axis(spec, batched) not in (0, None):
+        return ()
+    if shape[1] in (1, 3, 4) and shape[2] < 0 and shape[3] < 0:
+        return (2, 3)
+    if shape[3] in (1, 3, 4) and shape[1] < 0 and shape[2] < 0:
+        return (1, 2)
+    return ()
+
+
+def shapes_hint(spec, *, batched: bool, max_batch: int = 32) -> str:
+    """A ``--shapes`` example for this very input, from its own name and dims: fixed dims as they are, the batch
+    axis 1..8..max_batch, image sides 32..224..1280, other dynamic dims 1..128..512 (e.g.
+    ``--shapes x:1x3x32x32..8x3x224x224..32x3x1280x1280``)."""
+    shape = tuple(spec.shape)
+    if not shape:
+        return f"--shapes cannot size {spec.name!r}: it is a scalar"
+    image = image_axes(spec, batched=batched)
+    batch_axis = _batch_axis(spec, batched)
+    parts: list[list[int]] = [[], [], []]
+    for axis, d in enumerate(shape):
+        if axis == batch_axis:
+            values = (1, min(8, max_batch), max_batch)
+        elif d >= 0:
+            values = (d, d, d)
+        else:
+            values = IMAGE_SIDE if axis in image else _OTHER
+        for part, v in zip(parts, values):
+            part.append(v)
+    return f"--shapes {spec.name}:" + "..".join("x".join(map(str, p)) for p in parts)

@@ -55,15 +55,25 @@ def accuracy_table(acc: dict[str, Any] | None):
     th = acc.get("thresholds") or {}
     rows = []
     for name, mtr in (acc.get("outputs") or {}).items():
-        rows.append((escape(name), _f(mtr.get("cosine"), 6), _f(mtr.get("min_sample_cosine"), 6),
-                     _f(mtr.get("top1_agreement", mtr.get("exact_match")), 4), _f(mtr.get("max_abs_error"), 4),
+        rows.append((escape(name), escape(str(mtr.get("kind", "-"))), _f(mtr.get("cosine"), 6),
+                     _f(mtr.get("min_sample_cosine"), 6), _kind_figure(mtr), _f(mtr.get("max_abs_error"), 4),
                      _f(mtr.get("max_rel_error"), 4)))
     verdict = "PASSED" if acc.get("passed") else "FAILED"
     title = (f"Accuracy gate: {verdict} · {acc.get('compared', '')} · {acc.get('samples')} samples from "
              f"{acc.get('data')} · thresholds cos >= {th.get('min_cosine')}, top-1 >= {th.get('min_top1_agreement')}"
              + (f", max abs <= {th['max_abs_error']}" if th.get("max_abs_error") is not None else ""))
-    t = table(escape(title), ["output", "cosine", "worst sample", "top-1 agree", "max abs err", "max rel err"], rows)
+    t = table(escape(title), ["output", "kind", "cosine", "worst sample", "top-1 / IoU / boxes", "max abs err",
+                              "max rel err"], rows)
     return t
+
+
+def _kind_figure(m: dict[str, Any]) -> str:
+    """The figure of the output's own kind: top-1 (class, sequence), mask IoU (map), boxes matched (boxes)."""
+    for key, label in (("top1_agreement", "top-1 "), ("exact_match", "match "), ("mask_iou", "IoU "),
+                       ("box_match", "boxes ")):
+        if m.get(key) is not None:
+            return label + _f(m[key], 4)
+    return "-"
 
 
 def accuracy_lines(acc: dict[str, Any] | None) -> list[str]:
@@ -75,6 +85,9 @@ def accuracy_lines(acc: dict[str, Any] | None) -> list[str]:
         lines.append(f"true accuracy on {true['output']}: {true['converted']:.4f} ({acc.get('precision')}) vs "
                      f"{true['reference']:.4f} (FP32), drop {true['drop']:+.4f} (limit "
                      f"{(acc.get('thresholds') or {}).get('max_accuracy_drop')})")
+    for name, m in (acc.get("outputs") or {}).items():
+        if m.get("kind"):
+            lines.append(f"{name}: {m['kind']}, {m.get('why', '')}; gated on {m.get('metric', 'cosine')}")
     lines += [f"below threshold: {f}" for f in acc.get("failures") or []]
     return lines
 

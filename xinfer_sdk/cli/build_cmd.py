@@ -68,6 +68,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--max-abs-error", type=float, help="Gate: largest absolute error per output.")
 @click.option("--max-accuracy-drop", type=float, help="Gate: largest drop of true accuracy (with labels).")
 @click.option("--labels-output", help="Output the labels refer to (default: the first classifier-shaped one).")
+@click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+              help="What an output is, for the accuracy gate: class, sequence, map, boxes, embedding or raw "
+              "(repeatable; default: inferred from the graph and the shape, see docs/building.md).")
 @click.option("--fp16-block-op", "fp16_block_ops", multiple=True, metavar="OP",
               help="Keep this op type in FP32 in an FP16 build (repeatable).")
 @click.option("--no-engine", is_flag=True, help="Record the TensorRT plan but do not build the engine here.")
@@ -80,8 +83,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.pass_context
 def build(ctx: click.Context, model: str, profile_name: str, precision: str, calib, eval_data, shapes, axes, dtypes,
           input_names, output_names, weights, signature, opset, max_batch_size, calib_method, calib_samples, per_channel,
-          eval_fraction, min_cosine, min_top1, max_abs_error, max_accuracy_drop, labels_output, fp16_block_ops,
-          no_engine, name, output, quiet, overrides, as_json) -> int:
+          eval_fraction, min_cosine, min_top1, max_abs_error, max_accuracy_drop, labels_output, output_kinds,
+          fp16_block_ops, no_engine, name, output, quiet, overrides, as_json) -> int:
     """Compile MODEL (ONNX, TorchScript .pt, torch.export .pt2, module:factory, TensorFlow SavedModel folder or
     Keras .keras file) into a bundle for a profile.
 
@@ -98,6 +101,11 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             err.print(f"{step.name:>14} | {view._MARK.get(step.status, step.status):7} {step.seconds:6.2f}s  "
                       f"{step.message}", markup=False)
 
+    from ..converters.context import REQUESTED_OUTPUT_KINDS
+    from ..converters.kinds import parse_kinds
+
+    kinds = parse_kinds(_pairs(output_kinds, "--output-kind", "NAME=KIND, e.g. maps=map"))
+    token = REQUESTED_OUTPUT_KINDS.set(kinds)
     try:
         bundle = do_build(
             model, profile_name, precision, calib=calib, eval=eval_data, shapes=shapes or None, output=output,
@@ -118,6 +126,8 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             for line in view.accuracy_lines(report):
                 out.print(line, markup=False)
         raise
+    finally:
+        REQUESTED_OUTPUT_KINDS.reset(token)
     if as_json:
         emit_json({"bundle": str(bundle.root), "manifest": bundle.manifest.to_dict()})
         return 0

@@ -55,7 +55,7 @@ def test_nonfinite_and_integer_outputs():
     rep = compare([[ref, np.arange(4)]], [[got, np.array([0, 1, 2, 0])]], ["p", "idx"], labels=None, thresholds=TH)
     assert rep["outputs"]["p"]["nonfinite"] == 1 and rep["outputs"]["idx"]["exact_match"] == 0.75
     assert any("non-finite" in f for f in rep["failures"])
-    assert "p: cos" in summarize(rep)
+    assert "p: class, cos" in summarize(rep)
 
 
 def test_batches_of_different_sequence_lengths_are_compared():
