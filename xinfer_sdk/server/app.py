@@ -4,7 +4,9 @@
     out = server.infer({"input": x})     # embedded use
     server.run()                         # serve it over KServe v2 HTTP/gRPC (see docs/serving.md)
 
-``batch_size`` maps to ``max_batch_size`` and ``max_workers`` to ``device_concurrency``; ``limits`` takes a
+``batch_size`` maps to ``max_batch_size`` and ``max_workers`` to ``device_concurrency`` (on each device:
+``device="cuda:0,1,2,3"`` or ``"all"`` runs that many workers on every GPU, one queue); NaN/Inf inputs are
+accepted unless ``reject_nonfinite=True`` (then a 400 names the input); ``limits`` takes a
 ``xinfer_sdk.server.limits.ServerLimits`` or a dict of its fields (timeouts, connection cap, drain delay; see
 docs/security.md). ``run()`` blocks
 until SIGTERM/SIGINT, drains (readiness false, intake stopped, accepted requests answered) and returns the
@@ -26,7 +28,8 @@ class InferenceServer:
                  max_batch_delay: Any = None, profile: str = "auto", backend: str = "auto", name: str | None = None,
                  host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = 8001,
                  api_key: str | None = None, drain_timeout: float = 30.0, max_body: int = 64 << 20,
-                 grpc_impl: str = "native", limits: Any = None, **load_kw: Any):
+                 grpc_impl: str = "native", limits: Any = None, reject_nonfinite: bool = False,
+                 allow_nonfinite: bool | None = None, **load_kw: Any):
         from ..runtime.loader import load
 
         policy: dict[str, Any] = {"max_batch_size": int(batch_size), "device_concurrency": int(max_workers)}
@@ -36,7 +39,8 @@ class InferenceServer:
                           **load_kw)
         self.host, self.port, self.grpc_port = host, port, grpc_port
         self._serve_kw = {"api_key": api_key, "drain_timeout": drain_timeout, "max_body": max_body,
-                          "grpc_impl": grpc_impl, "limits": limits}
+                          "grpc_impl": grpc_impl, "limits": limits, "reject_nonfinite": reject_nonfinite,
+                          "allow_nonfinite": allow_nonfinite}
         self._server: Any = None
 
     def _make_server(self) -> Any:

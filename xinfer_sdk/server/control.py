@@ -300,9 +300,7 @@ class ModelControl:
                 log.warning("%-28s | %s (nothing changed)", "repository", exc)
                 return
             for name, m in found.items():
-                want = m.selected()
-                state = tuple((v, str(p), await loop.run_in_executor(None, repo.signature, p))
-                              for v, p in want.items()) + (repr(m.settings),)
+                state = await loop.run_in_executor(None, _state, m)
                 if not self._changed(name, m, state):
                     continue
                 if self._failed_at.get(name) == state:
@@ -371,6 +369,11 @@ class ModelControl:
         """Wait for background drains of retired versions (the server's shutdown does this)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _state(m: RepoModel) -> tuple:
+    """What poll compares: (version, path, files signature) of each selected version, then the settings."""
+    return tuple((v, str(p), repo.signature(p)) for v, p in m.selected().items()) + (repr(m.settings),)
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

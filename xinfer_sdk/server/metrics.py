@@ -73,8 +73,14 @@ class ModelCollector:
                      "by a new engine instance.", labels=labels)
         restart_fail = C(f"{PREFIX}_worker_restart_failures", "Attempts to replace a lost worker that failed "
                          "(retried with exponential backoff).", labels=labels)
+        dev_batches = C(f"{PREFIX}_device_batches", "Batches executed on each device (a model placed on several "
+                        "devices has one series per device).", labels=[*labels, "device"])
+        dev_samples = C(f"{PREFIX}_device_inference_samples", "Samples (batch rows) inferred on each device.",
+                        labels=[*labels, "device"])
+        dev_compute = C(f"{PREFIX}_device_compute_seconds", "Engine time spent on each device.",
+                        labels=[*labels, "device"])
         svc = self.service
-        for s in svc.models.values():
+        for s in svc.served_all():
             lv = [s.name, s.version]
             st = s.model.stats()
             req = st["requests"]
@@ -108,13 +114,31 @@ class ModelCollector:
             healthy.add_metric(lv, w.get("healthy", pol.device_concurrency))
             restarts.add_metric(lv, w.get("restarts", 0))
             restart_fail.add_metric(lv, w.get("restart_failures", 0))
+            for dev, d in device_stats(s.model, st).items():
+                dev_batches.add_metric([*lv, dev], d.get("batches", 0))
+                dev_samples.add_metric([*lv, dev], d.get("inferences", 0))
+                dev_compute.add_metric([*lv, dev], d.get("compute_s", 0.0))
         yield from (success, failure, samples, batches, req_h, queue_h, comp_h, bs_h, depth, inflight, ready, info,
-                    load_s, build_s, max_q, healthy, restarts, restart_fail)
+                    load_s, build_s, max_q, healthy, restarts, restart_fail, dev_batches, dev_samples, dev_compute)
         server_ready = G(f"{PREFIX}_server_ready", "1 when every model is ready and the server is not draining.")
         server_ready.add_metric([], 1.0 if svc.ready else 0.0)
         yield server_ready
         if self.gpus is not None:
             yield from self.gpus.collect(G)
+
+
+def device_stats(model: Any, stats: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``Model.device_stats()`` ({device: {batches, inferences, compute_s}}); a model without it ran everything
+    on its one device, so the model's own counters are that device's."""
+    fn = getattr(model, "device_stats", None)
+    if fn is not None:
+        try:
+            return {str(k): dict(v) for k, v in fn().items()}
+        except Exception:  # a stats read must never break a scrape
+            log.debug("device_stats() failed", exc_info=True)
+    st = stats if stats is not None else model.stats()
+    return {str(getattr(model, "device", "cpu")): {"batches": st["batches"], "inferences": st["samples"],
+                                                   "compute_s": st["compute_s"]["sum"]}}
 
 
 def _gpu_families(G: Any) -> tuple[Any, Any, Any, Any, Any]:

@@ -237,7 +237,8 @@ def memory_need(path: Path, *, profile: Any, max_batch: int, workers: int) -> di
     acts = workers * (fit.activation_fixed + (fit.activation_per_sample + fit.io_per_sample) * b)
     return {"weights_bytes": weights, "activations_bytes": acts, "total_bytes": weights + acts, "batch": b,
             "workers": workers, "weight_copies": copies, "usable_bytes": fit.usable_bytes,
-            "usable_basis": fit.usable_basis, "max_batch_that_fits": fit.max_batch}
+            "usable_basis": fit.usable_basis, "activation_fixed": fit.activation_fixed,
+            "per_sample": fit.activation_per_sample + fit.io_per_sample, "batched": curve.batched}
 
 
 def check_memory(name: str, est: Mapping[str, Any] | None, *, profile_name: str, device: str,
@@ -258,8 +259,11 @@ def check_memory(name: str, est: Mapping[str, Any] | None, *, profile_name: str,
         line += f", + {_size(used)} for the models already on {device} ({', '.join(sorted(others or {}))})"
     line += f" > {_size(est['usable_bytes'])} usable on {device} (profile {profile_name}: {est['usable_basis']})"
     ideas = []
-    if est.get("max_batch_that_fits"):
-        ideas.append(f"a max_batch_size of at most {est['max_batch_that_fits']} (batch: {{max_batch_size: N}})")
+    w = est["workers"]
+    room = est["usable_bytes"] - used - est["weights_bytes"] - w * est.get("activation_fixed", 0.0)
+    per = w * est.get("per_sample", 0.0)
+    if est.get("batched") and per > 0 and room >= per:
+        ideas.append(f"max_batch_size {int(room // per)} or less (batch: {{max_batch_size: N}})")
     if est["workers"] > 1:
         ideas.append("fewer workers (device_concurrency)")
     ideas.append("a lower precision build (int8 / fp16), or another device")

@@ -132,7 +132,9 @@ class Served:
                                     "queue": d(s["queue_wait_s"]["count"], s["queue_wait_s"]["sum"]),
                                     "compute_input": d(success, 0), "compute_infer": d(success, c[3]),
                                     "compute_output": d(success, 0), "cache_hit": d(0, 0), "cache_miss": d(0, 0)},
-                "response_stats": {}, "batch_stats": [], "memory_usage": []}
+                "response_stats": {}, "batch_stats": [], "memory_usage": [],
+                # not in Triton's schema (gRPC clients drop it): which device served what
+                "devices": _device_stats(self.model, s)}
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -358,6 +360,12 @@ class Service:
         for s in [*self.served_all(), *list(self._retiring)]:
             ok = s.model.close(drain=True, timeout=timeout) and ok
         return ok
+
+
+def _device_stats(model: Any, stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    from .metrics import device_stats
+
+    return device_stats(model, stats)
 
 
 def _version_key(v: str) -> tuple[int, str]:
