@@ -188,12 +188,13 @@ class OutputRequest:
     """Which outputs a client wants and in which form (binary or JSON, or written into a shared memory region:
     ``shm[i]`` is a ``shm.ShmRef`` or None; ``shm`` itself is None when no output goes to shared memory)."""
 
-    __slots__ = ("names", "binary", "shm")
+    __slots__ = ("names", "binary", "shm", "trace")
 
     def __init__(self, names: list[str], binary: list[bool], shm: list[Any] | None = None):
         self.names = names
         self.binary = binary
         self.shm = shm
+        self.trace: tuple[Any, Any] | None = None  # (tracer, span) of a traced gRPC request, closed once answered
 
 
 def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:

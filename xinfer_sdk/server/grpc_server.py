@@ -3,8 +3,10 @@
 
 Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (tensors in
 ``raw_input_contents`` or typed ``contents``; outputs in ``raw_output_contents``), ModelStreamInfer,
-ModelConfig, ModelStatistics, RepositoryIndex. The shared-memory, repository load/unload, trace and log
-RPCs answer UNIMPLEMENTED. Errors map to gRPC codes: InvalidInput -> INVALID_ARGUMENT, unknown model ->
+ModelConfig, ModelStatistics, RepositoryIndex, RepositoryModelLoad / Unload (``CONTROL``: awaited off the event
+loop), System- and CudaSharedMemory Status / Register / Unregister (the registry of ``shm.py``, shared with HTTP).
+Request-level ``parameters`` (sequence_id, sequence_start, ...) go to ``Service.submit`` as a plain dict. The trace
+and log RPCs answer UNIMPLEMENTED. Errors map to gRPC codes: InvalidInput -> INVALID_ARGUMENT, unknown model ->
 NOT_FOUND, API key -> UNAUTHENTICATED, full queue -> RESOURCE_EXHAUSTED, draining -> UNAVAILABLE, deadline ->
 DEADLINE_EXCEEDED, engine failure and anything unexpected -> INTERNAL (no traceback reaches the client).
 
@@ -23,7 +25,22 @@ import numpy as np
 
 from .._lazy import require
 from ..errors import InvalidInput, XinferError
-from .codec import _text, check_shape, decode_binary, dtype_of, encode_bytes_elements, kserve_datatype, output_request
+from ..runtime import trace
+from . import shm as _shm
+from . import tracing
+from .codec import (
+    OutputRequest,
+    _text,
+    check_shape,
+    decode_binary,
+    dtype_of,
+    kserve_datatype,
+    output_bytes,
+    output_request,
+    request_params,
+    write_shm_output,
+)
+from .extensions import model_control, repository_index, with_extensions
 from .service import Served, Service
 
 log = logging.getLogger(__name__)
@@ -52,16 +69,20 @@ UNARY = {
     "ModelConfig": ("ModelConfigRequest", "ModelConfigResponse", True),
     "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse", True),
     "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse", True),
+    "SystemSharedMemoryStatus": ("SystemSharedMemoryStatusRequest", "SystemSharedMemoryStatusResponse", True),
+    "SystemSharedMemoryRegister": ("SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse", True),
+    "SystemSharedMemoryUnregister": ("SystemSharedMemoryUnregisterRequest", "SystemSharedMemoryUnregisterResponse",
+                                     True),
+    "CudaSharedMemoryStatus": ("CudaSharedMemoryStatusRequest", "CudaSharedMemoryStatusResponse", True),
+    "CudaSharedMemoryRegister": ("CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse", True),
+    "CudaSharedMemoryUnregister": ("CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse", True),
+}
+# unary RPCs whose handler returns an awaitable (slow: they run off the event loop)
+CONTROL = {
+    "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse", True),
+    "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse", True),
 }
 UNSUPPORTED = {
-    "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
-    "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
-    "SystemSharedMemoryStatus": ("SystemSharedMemoryStatusRequest", "SystemSharedMemoryStatusResponse"),
-    "SystemSharedMemoryRegister": ("SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse"),
-    "SystemSharedMemoryUnregister": ("SystemSharedMemoryUnregisterRequest", "SystemSharedMemoryUnregisterResponse"),
-    "CudaSharedMemoryStatus": ("CudaSharedMemoryStatusRequest", "CudaSharedMemoryStatusResponse"),
-    "CudaSharedMemoryRegister": ("CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse"),
-    "CudaSharedMemoryUnregister": ("CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse"),
     "TraceSetting": ("TraceSettingRequest", "TraceSettingResponse"),
     "LogSettings": ("LogSettingsRequest", "LogSettingsResponse"),
 }
@@ -79,20 +100,30 @@ def unsupported_message(rpc: str) -> str:
     return f"{rpc} is not supported by xinfer-sdk"
 
 
-def decode_inputs(request: Any) -> dict[str, np.ndarray]:
+def decode_inputs(request: Any, shm: _shm.SharedMemory | None = None) -> dict[str, np.ndarray]:
+    """The input tensors: from ``raw_input_contents`` (one entry per input not in shared memory, in order), typed
+    ``contents``, or a shared memory region named in the input's parameters."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"raw_input_contents has {len(raw)} entries but the request has {len(request.inputs)} "
-                           "inputs; give one per input, in order")
     if not request.inputs:
         raise InvalidInput("the request has no inputs")
     arrays: dict[str, np.ndarray] = {}
-    for i, t in enumerate(request.inputs):
+    in_shm = 0
+    for t in request.inputs:
         name = t.name
         if name in arrays:
             raise InvalidInput(f"input {name!r} is given twice")
         shape = check_shape(name, list(t.shape))
+        params = t.parameters
+        if params and (_shm.REGION in params or _shm.BYTE_SIZE in params):
+            ref = _shm.tensor_ref(shm, grpc_params(params, f"input {name!r}"), f"input {name!r}")
+            arrays[name] = decode_binary(name, t.datatype, shape, ref.region.read(ref.offset, ref.size,
+                                                                                  f"input {name!r}"))
+            in_shm += 1
+            continue
         if raw:
+            i = len(arrays) - in_shm
+            if i >= len(raw):
+                break  # counted below
             arrays[name] = decode_binary(name, t.datatype, shape, raw[i])
             continue
         dtype = dtype_of(name, t.datatype)
@@ -115,7 +146,22 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
                     raise InvalidInput(f"input {name!r}: a value is outside the {t.datatype} range")
             arr = arr.astype(dtype) if arr.size else np.zeros(0, dtype)
         arrays[name] = arr.reshape(shape)
+    if raw and len(raw) != len(request.inputs) - in_shm:
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries but the request has "
+                           f"{len(request.inputs) - in_shm} inputs outside shared memory; give one per such input, "
+                           "in order")
     return arrays
+
+
+def grpc_params(params: Any, where: str = "request") -> dict[str, Any]:
+    """A protobuf map of InferParameter (or ModelRepositoryParameter) -> a plain dict of Python values."""
+    out: dict[str, Any] = {}
+    for key, p in params.items():
+        which = p.WhichOneof("parameter_choice")
+        if which is None:
+            raise InvalidInput(f"{where}: parameter {key!r} has no value")
+        out[key] = getattr(p, which)
+    return out
 
 
 def request_timeout(request: Any) -> float | None:
@@ -128,21 +174,19 @@ def request_timeout(request: Any) -> float | None:
     return us / 1e6 if us else None
 
 
-def _requested(served: Served, request: Any) -> list[str]:
+def _requested(served: Served, request: Any, shm: _shm.SharedMemory | None) -> OutputRequest:
     """The outputs to answer with (all when the request names none); unknown names are refused."""
     outputs = request.outputs
     if not outputs:
-        return [s.name for s in served.output_specs]
-    names = []
+        return OutputRequest([s.name for s in served.output_specs], [True] * len(served.output_specs))
+    wanted = []
     for o in outputs:
-        name = o.name
-        if o.parameters and "classification" in o.parameters:
-            raise InvalidInput(f"output {name!r}: the classification extension is not supported")
-        names.append(name)
-    known = [s.name for s in served.output_specs]
-    if any(n not in known for n in names):
-        output_request(served.output_specs, [{"name": n} for n in names], True)  # raises, naming the output
-    return names
+        entry: dict[str, Any] = {"name": o.name}
+        if o.parameters:
+            entry["parameters"] = {k: v for k, v in grpc_params(o.parameters, f"output {o.name!r}").items()
+                                   if k in (_shm.REGION, _shm.BYTE_SIZE, _shm.OFFSET, "classification")}
+        wanted.append(entry)
+    return output_request(served.output_specs, wanted, True, shm=shm)
 
 
 class KServeRpcs:
@@ -154,6 +198,7 @@ class KServeRpcs:
         self.mc = require("xinfer_sdk.server._proto.model_config_pb2", purpose="the gRPC endpoint", extra="serve")
         self.json_format = require("google.protobuf.json_format", purpose="the gRPC endpoint")
         self._configs: dict[str, Any] = {}
+        self.shm = _shm.registry(service)
 
     def handler(self, rpc: str) -> Any:
         return getattr(self, rpc)
@@ -169,7 +214,7 @@ class KServeRpcs:
         return self.pb.ModelReadyResponse(ready=self.svc.model_ready(request.name, request.version))
 
     def ServerMetadata(self, request: Any) -> Any:
-        return self.pb.ServerMetadataResponse(**self.svc.server_metadata())
+        return self.pb.ServerMetadataResponse(**with_extensions(self.svc.server_metadata()))
 
     def ModelMetadata(self, request: Any) -> Any:
         pb = self.pb
@@ -192,38 +237,118 @@ class KServeRpcs:
 
     def RepositoryIndex(self, request: Any) -> Any:
         M = self.pb.RepositoryIndexResponse.ModelIndex
-        return self.pb.RepositoryIndexResponse(models=[M(**m) for m in self.svc.repository_index()])
+        return self.pb.RepositoryIndexResponse(models=[M(**m) for m in repository_index(self.svc, request.ready)])
+
+    async def RepositoryModelLoad(self, request: Any) -> Any:
+        await model_control(self.svc, "load", request.model_name, grpc_params(request.parameters))
+        return self.pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any) -> Any:
+        await model_control(self.svc, "unload", request.model_name, grpc_params(request.parameters))
+        return self.pb.RepositoryModelUnloadResponse()
+
+    # -- shared memory ------------------------------------------------------------------------------------
+    def SystemSharedMemoryStatus(self, request: Any) -> Any:
+        R = self.pb.SystemSharedMemoryStatusResponse
+        return R(regions={r["name"]: R.RegionStatus(**r) for r in self.shm.status(_shm.SYSTEM, request.name)})
+
+    def SystemSharedMemoryRegister(self, request: Any) -> Any:
+        self.shm.register_system(request.name, request.key, request.offset, request.byte_size)
+        return self.pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request: Any) -> Any:
+        self.shm.unregister(_shm.SYSTEM, request.name)
+        return self.pb.SystemSharedMemoryUnregisterResponse()
+
+    def CudaSharedMemoryStatus(self, request: Any) -> Any:
+        R = self.pb.CudaSharedMemoryStatusResponse
+        return R(regions={r["name"]: R.RegionStatus(**r) for r in self.shm.status(_shm.CUDA, request.name)})
+
+    def CudaSharedMemoryRegister(self, request: Any) -> Any:
+        self.shm.register_cuda(request.name, bytes(request.raw_handle), request.device_id, request.byte_size)
+        return self.pb.CudaSharedMemoryRegisterResponse()
+
+    def CudaSharedMemoryUnregister(self, request: Any) -> Any:
+        self.shm.unregister(_shm.CUDA, request.name)
+        return self.pb.CudaSharedMemoryUnregisterResponse()
 
     # -- inference ----------------------------------------------------------------------------------------
-    def submit(self, request: Any, call_timeout: float | None = None,
-               held: int = 0) -> tuple[Served, asyncio.Future, Any, list[str]]:
+    def submit(self, request: Any, call_timeout: float | None = None, held: int = 0,
+               traceparent: bytes | str | None = None) -> tuple[Served, asyncio.Future, Any, OutputRequest]:
         """Decode, validate and enqueue one ModelInferRequest: (served, future of the outputs, the core's
-        handle for cancel(), output names). ``call_timeout`` is the gRPC deadline left (seconds), if any; ``held``
-        the calls the client's connection already has open (``Service.submit``: fairness between connections)."""
+        handle for cancel(), the outputs to answer with). ``call_timeout`` is the gRPC deadline left (seconds), if
+        any; ``held`` the calls the client's connection already has open (``Service.submit``: fairness between
+        connections). When tracing is on, the span travels in ``want.trace`` and ``end_trace`` closes it."""
         served = self.svc.get(request.model_name, request.model_version)
+        tr = tracing.TRACER
+        span = tr.begin(served.name, served.version, traceparent, "grpc") if tr is not None else None
+        nvtx = trace.NVTX
+        if nvtx:
+            trace.push("xinfer/decode")
         try:
-            inputs = decode_inputs(request)
-            names = _requested(served, request)
-            timeout = request_timeout(request)
-        except InvalidInput:
-            served.reject("InvalidInput")
+            try:
+                inputs = decode_inputs(request, self.shm)
+                want = _requested(served, request, self.shm)
+                timeout = request_timeout(request)
+                params = request_params(grpc_params(request.parameters)) if request.parameters else None
+            except InvalidInput:
+                served.reject("InvalidInput")
+                raise
+            if call_timeout is not None and (timeout is None or call_timeout < timeout):
+                timeout = call_timeout
+            fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop(), held=held,
+                                          params=params)
+        except BaseException as exc:
+            if span is not None:
+                tr.end(span, None, exc)
             raise
-        if call_timeout is not None and (timeout is None or call_timeout < timeout):
-            timeout = call_timeout
-        fut, handle = self.svc.submit(served, inputs, timeout, asyncio.get_running_loop(), held=held)
-        return served, fut, handle, names
+        finally:
+            if nvtx:
+                trace.pop()
+        if span is not None:
+            want.trace = (tr, span)
+        return served, fut, handle, want
 
-    def infer_response(self, served: Served, request: Any, outputs: dict[str, np.ndarray], names: list[str]) -> Any:
+    @staticmethod
+    def end_trace(want: OutputRequest | None, handle: Any, error: BaseException | None) -> None:
+        """Close the request's span (if traced) once its answer is sent."""
+        if want is not None and want.trace is not None:
+            tr, span = want.trace
+            want.trace = None
+            tr.end(span, handle, error)
+
+    def infer_response(self, served: Served, request: Any, outputs: dict[str, np.ndarray],
+                       want: OutputRequest) -> Any:
         pb = self.pb
-        Out = pb.ModelInferResponse.InferOutputTensor
-        tensors, raws = [], []
-        for n in names:
-            arr = outputs[n]
-            dt = kserve_datatype(arr.dtype)
-            tensors.append(Out(name=n, datatype=dt, shape=arr.shape))
-            raws.append(encode_bytes_elements(arr) if dt == "BYTES" else arr.tobytes())
-        return pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id,
-                                     outputs=tensors, raw_output_contents=raws)
+        nvtx = trace.NVTX
+        if nvtx:
+            trace.push("xinfer/encode")
+        try:
+            Out = pb.ModelInferResponse.InferOutputTensor
+            tensors, raws = [], []
+            refs = want.shm
+            for i, n in enumerate(want.names):
+                arr = outputs[n]
+                dt = kserve_datatype(arr.dtype)
+                ref = refs[i] if refs is not None else None
+                if ref is not None:
+                    size = write_shm_output(n, ref, arr, dt)
+                    P = pb.InferParameter
+                    tensors.append(Out(name=n, datatype=dt, shape=arr.shape, parameters={
+                        _shm.REGION: P(string_param=ref.region.name), _shm.BYTE_SIZE: P(int64_param=size),
+                        _shm.OFFSET: P(int64_param=ref.offset)}))
+                    raws.append(b"")  # keeps raw_output_contents aligned with outputs (dropped if all are in shm)
+                    continue
+                tensors.append(Out(name=n, datatype=dt, shape=arr.shape))
+                raw = output_bytes(arr, dt)
+                raws.append(raw if isinstance(raw, bytes) else bytes(raw))
+            if refs is not None and all(r is not None for r in refs):
+                raws = []
+            return pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id,
+                                         outputs=tensors, raw_output_contents=raws)
+        finally:
+            if nvtx:
+                trace.pop()
 
     def stream_error(self, request_id: str, exc: BaseException) -> Any:
         """A ModelStreamInfer answer for a failed request (the stream itself goes on)."""

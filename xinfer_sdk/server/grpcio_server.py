@@ -12,7 +12,8 @@ from typing import Any
 
 from .._lazy import require
 from ..errors import XinferError
-from .grpc_server import SERVICE, UNARY, UNSUPPORTED, KServeRpcs, grpc_status, unsupported_message
+from . import tracing
+from .grpc_server import CONTROL, SERVICE, UNARY, UNSUPPORTED, KServeRpcs, grpc_status, unsupported_message
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -42,32 +43,47 @@ class InferenceServicer:
                     value = v
             self.svc.check_auth(value)
 
-    def unary(self, rpc: str, response: Any, auth: bool):
+    def unary(self, rpc: str, response: Any, auth: bool, awaited: bool = False):
         fn = self.rpcs.handler(rpc)
 
         async def handler(request: Any, context: Any) -> Any:
             try:
                 if auth:
                     self._auth(context)
-                return fn(request)
+                return (await fn(request)) if awaited else fn(request)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 return self._fail(context, exc, response())
 
         return handler
 
+    @staticmethod
+    def _traceparent(context: Any) -> str | None:
+        for k, v in context.invocation_metadata() or ():
+            if k == "traceparent":
+                return v
+        return None
+
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        want = handle = None
         try:
             self._auth(context)
-            served, fut, handle, names = self.rpcs.submit(request)
+            tp = self._traceparent(context) if tracing.TRACER is not None else None
+            served, fut, handle, want = self.rpcs.submit(request, traceparent=tp)
             try:
                 outputs = await fut
             except asyncio.CancelledError:
                 served.batcher.cancel(handle)
+                self.rpcs.end_trace(want, handle, None)
                 raise
-            return self.rpcs.infer_response(served, request, outputs, names)
+            reply = self.rpcs.infer_response(served, request, outputs, want)
+            self.rpcs.end_trace(want, handle, None)
+            return reply
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self.rpcs.end_trace(want, handle, exc)
             return self._fail(context, exc, self.pb.ModelInferResponse())
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
@@ -98,14 +114,18 @@ class InferenceServicer:
                     break
                 request, submitted, exc = item
                 if submitted is not None:
-                    served, fut, _handle, names = submitted
+                    served, fut, handle, names = submitted
                     try:
                         outputs = await fut
-                        yield pb.ModelStreamInferResponse(
+                        reply = pb.ModelStreamInferResponse(
                             infer_response=self.rpcs.infer_response(served, request, outputs, names))
-                        continue
                     except Exception as e:
                         exc = e
+                        self.rpcs.end_trace(names, handle, e)
+                    else:
+                        self.rpcs.end_trace(names, handle, None)
+                        yield reply
+                        continue
                 yield self.rpcs.stream_error(request.id, exc)
         finally:
             task.cancel()
@@ -128,6 +148,10 @@ def add_to_server(server: Any, servicer: InferenceServicer) -> None:
     for name, (req, resp, auth) in UNARY.items():
         fn = servicer.ModelInfer if name == "ModelInfer" else servicer.unary(name, getattr(pb, resp), auth)
         handlers[name] = uu(fn, request_deserializer=getattr(pb, req).FromString,
+                            response_serializer=getattr(pb, resp).SerializeToString)
+    for name, (req, resp, auth) in CONTROL.items():
+        handlers[name] = uu(servicer.unary(name, getattr(pb, resp), auth, awaited=True),
+                            request_deserializer=getattr(pb, req).FromString,
                             response_serializer=getattr(pb, resp).SerializeToString)
     for name, (req, resp) in UNSUPPORTED.items():
         handlers[name] = uu(_unsupported(name), request_deserializer=getattr(pb, req).FromString,

@@ -163,7 +163,7 @@ def test_grpc_errors_on_the_wire(srv):
     c = RawH2(srv.grpc_port)
     c.call(1, "NoSuchRpc", b"")
     c.call(3, "ModelInfer", b"\xff\xff\xff")  # not a protobuf message
-    c.call(5, "SystemSharedMemoryStatus", b"")
+    c.call(5, "TraceSetting", b"")  # a Triton RPC this server does not implement
     c.call(7, "ModelInfer", infer_body(), extra={"grpc-timeout": "soon"})
     c.send(F.frame(F.HEADERS, F.END_HEADERS, 9, request_block("ModelInfer", {"grpc-encoding": "br"}))
            + F.frame(F.DATA, F.END_STREAM, 9, grpc_message(b"\x01\x02", compressed=True)))

@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import InvalidInput, XinferError
 from ..grpc_server import (
+    CONTROL,
     DEADLINE_EXCEEDED,
     INTERNAL,
     RESOURCE_EXHAUSTED,
@@ -43,7 +44,7 @@ from .hpack import status as http_status
 
 log = logging.getLogger(__name__)
 
-UNARY_CALL, INFER, STREAM, NOT_SUPPORTED = range(4)
+UNARY_CALL, INFER, STREAM, NOT_SUPPORTED, ASYNC_CALL = range(5)
 
 
 class Route:
@@ -76,6 +77,8 @@ class GrpcCalls:
             kind = INFER if name == "ModelInfer" else UNARY_CALL
             fn = None if kind == INFER else self.rpcs.handler(name)
             self._route(name, kind, getattr(pb, req).FromString, fn, auth, req)
+        for name, (req, _resp, auth) in CONTROL.items():
+            self._route(name, ASYNC_CALL, getattr(pb, req).FromString, self.rpcs.handler(name), auth, req)
         for name, (req, _resp) in UNSUPPORTED.items():
             self._route(name, NOT_SUPPORTED, None, None, False, req)
         self._route("ModelStreamInfer", STREAM, pb.ModelInferRequest.FromString, None, True, "ModelInferRequest")
@@ -219,12 +222,14 @@ class GrpcCalls:
         self._release(conn, st)
         if st.handle is not None and st.ctx is not None:
             st.ctx[0].batcher.cancel(st.handle)
+            self.rpcs.end_trace(st.ctx[2], st.handle, None)
             st.handle = None
         if st.queue:
             for entry in st.queue:
                 fut = entry[2]
                 if fut is not None and not fut.done():
                     entry[1].batcher.cancel(entry[3])
+                    self.rpcs.end_trace(entry[4], entry[3], None)
             st.queue.clear()
 
     # -- answers ------------------------------------------------------------------------------------------
@@ -264,11 +269,15 @@ class GrpcCalls:
         try:
             request = self._parse(head, payload)
             if route.kind == INFER:
-                served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop),
-                                                               held=len(conn.streams) - 1)
+                served, fut, handle, want = self.rpcs.submit(request, self._left(st, conn.loop),
+                                                              held=len(conn.streams) - 1, traceparent=head.traceparent)
                 st.handle = handle
-                st.ctx = (served, request, names)
+                st.ctx = (served, request, want)
                 fut.add_done_callback(functools.partial(self._infer_done, conn, st))
+                return
+            if route.kind == ASYNC_CALL:  # model load / unload: answered when done, the loop serves on meanwhile
+                st.ctx = task = asyncio.ensure_future(route.fn(request))
+                task.add_done_callback(functools.partial(self._async_done, conn, st))
                 return
             reply = route.fn(request).SerializeToString()
         except Exception as exc:
@@ -279,10 +288,27 @@ class GrpcCalls:
     def _infer_done(self, conn: Any, st: Any, fut: asyncio.Future) -> None:
         if st.closed:
             return
-        served, request, names = st.ctx
+        served, request, want = st.ctx
+        handle = st.handle
         st.ctx = st.handle = None
         try:
-            reply = self.rpcs.infer_response(served, request, fut.result(), names).SerializeToString()
+            reply = self.rpcs.infer_response(served, request, fut.result(), want).SerializeToString()
+        except Exception as exc:
+            self._status(conn, st, *grpc_status(exc))
+            self.rpcs.end_trace(want, handle, exc)
+            return
+        conn.respond(st, W.RESPONSE_HEADERS, reply, W.TRAILERS_OK)
+        self.rpcs.end_trace(want, handle, None)
+
+    def _async_done(self, conn: Any, st: Any, task: asyncio.Future) -> None:
+        st.ctx = None
+        if st.closed:
+            return
+        if task.cancelled():
+            self._status(conn, st, *grpc_status(asyncio.CancelledError()))
+            return
+        try:
+            reply = task.result().SerializeToString()
         except Exception as exc:
             self._status(conn, st, *grpc_status(exc))
             return
@@ -293,7 +319,8 @@ class GrpcCalls:
         request = None
         try:
             request = self._parse(head, payload)
-            served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop))
+            served, fut, handle, names = self.rpcs.submit(request, self._left(st, conn.loop),
+                                                          traceparent=head.traceparent)
         except Exception as exc:
             st.queue.append((request, None, None, None, None, self.rpcs.stream_error(
                 request.id if request is not None else "", exc).SerializeToString()))
@@ -309,15 +336,18 @@ class GrpcCalls:
     def _stream_flush(self, conn: Any, st: Any) -> None:
         q = st.queue
         while q:
-            request, served, fut, _handle, names, reply = q[0]
+            request, served, fut, handle, names, reply = q[0]
             if fut is not None:
                 if not fut.done():
                     break
+                error = None
                 try:
                     reply = self.stream_response(infer_response=self.rpcs.infer_response(
                         served, request, fut.result(), names)).SerializeToString()
                 except Exception as exc:
+                    error = exc
                     reply = self.rpcs.stream_error(request.id, exc).SerializeToString()
+                self.rpcs.end_trace(names, handle, error)
             q.popleft()
             if not st.headers_sent:
                 conn.send_headers(st, W.RESPONSE_HEADERS)

@@ -33,7 +33,7 @@ GRPC = 2  # a gRPC status in a trailers-only response
 class Head:
     """What the server needs from a request's headers (immutable once built; cached per header block)."""
 
-    __slots__ = ("path", "timeout", "encoding", "authorization", "error", "route")
+    __slots__ = ("path", "timeout", "encoding", "authorization", "error", "route", "traceparent")
 
     def __init__(self, path: bytes = b"", timeout: float | None = None, encoding: bytes | None = None,
                  authorization: bytes | None = None, error: tuple[int, int, str] | None = None):
@@ -43,6 +43,7 @@ class Head:
         self.authorization = authorization
         self.error = error  # (RST / HTTP / GRPC, code or status, message)
         self.route = None  # set by the call layer
+        self.traceparent: bytes | None = None  # W3C trace context (server/tracing.py)
 
 
 def _is_lower(name: bytes) -> bool:
@@ -53,7 +54,7 @@ def parse_head(fields: list[tuple[bytes, bytes]], oversize: bool, max_list_size:
     if oversize:
         return Head(error=(GRPC, RESOURCE_EXHAUSTED, f"the request metadata is larger than the server's limit of {max_list_size} "
                                     "bytes (RESOURCE_EXHAUSTED)"))
-    method = scheme = path = ctype = timeout = encoding = auth = None
+    method = scheme = path = ctype = timeout = encoding = auth = traceparent = None
     regular = False
     seen: set[bytes] = set()
     for name, value in fields:
@@ -78,6 +79,8 @@ def parse_head(fields: list[tuple[bytes, bytes]], oversize: bool, max_list_size:
             encoding = value
         elif name == b"authorization":
             auth = value
+        elif name == b"traceparent":
+            traceparent = value
         elif name == b"te":
             if value != b"trailers":
                 return Head(error=(RST, 1, "malformed request: 'te' may only be 'trailers'"))
@@ -90,6 +93,7 @@ def parse_head(fields: list[tuple[bytes, bytes]], oversize: bool, max_list_size:
     if ctype is None or not (ctype == CONTENT_TYPE or ctype[:16] == CONTENT_TYPE and ctype[16:17] in (b"+", b";")):
         return Head(path=path, error=(HTTP, 415, "content-type must be application/grpc"))
     head = Head(path=path, authorization=auth)
+    head.traceparent = traceparent
     if encoding is not None and encoding != b"identity":
         head.encoding = encoding
     if timeout is not None:
