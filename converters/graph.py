@@ -14,6 +14,7 @@ from typing import Any
 from xinfer_sdk._lazy import require
 from xinfer_sdk.bundle import TensorSpec
 from xinfer_sdk.errors import ConversionError
+from xinfer_sdk.runtime.axes import with_batch_axes
 
 log = logging.getLogger(__name__)
 
@@ -123,88 +124,13 @@ def is_batched(model) -> bool:
     return True
 
 
-# symbolic dim names that mean "the batch" (case-insensitive)
-BATCH_DIM_NAMES = ("batch", "batch_size", "batchsize", "bs", "n", "b", "num_batches")
-
-
-def _dims(v) -> list:
-    return list(v.type.tensor_type.shape.dim)
-
-
-def _dynamic(d) -> bool:
-    return not (d.HasField("dim_value") and d.dim_value > 0)
-
-
-def _batch_name(values) -> str | None:
-    """The symbolic dim the inputs share that names the batch ('batch', 'batch_size', 'N', '*batch*')."""
-    seen: dict[str, int] = {}
-    for v in values:
-        for p in {d.dim_param for d in _dims(v) if d.dim_param}:
-            seen[p] = seen.get(p, 0) + 1
-    names = [p for p in seen if p.lower() in BATCH_DIM_NAMES or "batch" in p.lower()]
-    return max(names, key=lambda p: seen[p]) if names else None
-
-
-def _axis_by_pairing(out, ins, in_axes: dict[str, int | None]) -> int | None:
-    """An output without a named batch dim takes the batch axis of the input it mirrors: same dtype and rank, fixed
-    dims that agree, preferring a name pair (state/stateN, h/hn, x_in/x_out); else its first dynamic axis."""
-    od = _dims(out)
-    et = out.type.tensor_type.elem_type
-
-    def fits(v) -> bool:
-        vd = _dims(v)
-        return (v.type.tensor_type.elem_type == et and len(vd) == len(od) and in_axes.get(v.name) is not None
-                and all(_dynamic(a) or _dynamic(b) or a.dim_value == b.dim_value for a, b in zip(vd, od)))
-
-    cands = [v for v in ins if fits(v)]
-    stem = out.name.lower().removesuffix("_out").removesuffix("n").removesuffix("_")
-    named = [v for v in cands if v.name.lower().removesuffix("_in").removesuffix("_") in (stem, out.name.lower())]
-    pick = (named or cands)[:1]
-    if pick:
-        return in_axes[pick[0].name]
-    return next((i for i, d in enumerate(od) if _dynamic(d)), None)
-
-
-def batch_axes(model) -> tuple[dict[str, int | None], dict[str, int | None]] | None:
-    """Each input's and output's batch axis, or None when the model does not batch.
-
-    Axis 0 everywhere when every tensor's dim 0 is dynamic (the common export). Otherwise the symbolic dim the
-    inputs share that names the batch ('batch', 'N', ...) wherever it sits; failing names (silero-vad's dims are
-    all unnamed: input [?, ?], state [2, ?, 128], sr []), each input's first dynamic axis. A rank-0 or fully fixed
-    input has none (a scalar sample rate). A model whose inputs start with a fixed 1 is not batched."""
-    ins, outs = graph_inputs(model), list(model.graph.output)
-    if is_batched(model):
-        return {v.name: 0 for v in ins}, {v.name: 0 for v in outs}
-    name = _batch_name(ins)
-    in_axes: dict[str, int | None] = {}
-    if name is not None:
-        for v in ins:
-            in_axes[v.name] = next((i for i, d in enumerate(_dims(v)) if d.dim_param == name), None)
-    elif any(d.dim_param for v in ins for d in _dims(v)) or any(
-            _dims(v) and _dims(v)[0].HasField("dim_value") and _dims(v)[0].dim_value == 1 for v in ins):
-        return None  # named dims but none is the batch, or a fixed batch of 1
-    else:
-        for v in ins:
-            in_axes[v.name] = next((i for i, d in enumerate(_dims(v)) if _dynamic(d)), None)
-    if all(a is None for a in in_axes.values()):
-        return None
-    out_axes: dict[str, int | None] = {}
-    for o in outs:
-        own = next((i for i, d in enumerate(_dims(o)) if name is not None and d.dim_param == name), None)
-        out_axes[o.name] = own if own is not None else _axis_by_pairing(o, ins, in_axes)
-    if all(a is None for a in out_axes.values()):
-        return None
-    return in_axes, out_axes
-
-
 def io_specs(model) -> tuple[list[TensorSpec], list[TensorSpec], bool]:
-    """The model's input and output specs (each with its batch axis) and whether it batches."""
-    axes = batch_axes(model)
-    batched = axes is not None
-    in_axes, out_axes = axes if axes is not None else ({}, {})
-    ins = [spec_of(v, batched=batched, axis=in_axes.get(v.name)) for v in graph_inputs(model)]
-    outs = [spec_of(v, batched=batched, axis=out_axes.get(v.name)) for v in model.graph.output]
-    return ins, outs, batched
+    """The model's input and output specs, each with its batch axis (xinfer_sdk/runtime/axes.py says how it is
+    inferred: the shared 'batch' dim wherever it sits, else for unnamed dims the first dynamic one; a scalar or
+    fully fixed tensor has none), and whether the model batches."""
+    ins = [spec_of(v, batched=False) for v in graph_inputs(model)]
+    outs = [spec_of(v, batched=False) for v in model.graph.output]
+    return with_batch_axes(ins, outs)
 
 
 def opset(model) -> int:
