@@ -62,6 +62,15 @@ def deploy() -> None:
               help="Require an API key, read from this Secret's 'api-key' entry.")
 @click.option("--image-pull-policy", type=click.Choice(["IfNotPresent", "Always", "Never"]), default="IfNotPresent",
               show_default=True)
+@click.option("--gpus-per-pod", type=int, default=1, show_default=True,
+              help="GPUs each pod requests; above 1 the server runs the model on every one (device all), "
+                   "device_concurrency workers on each.")
+@click.option("--slo-p99", default=None, metavar="DURATION",
+              help="p99 latency the alert rules hold the server to, e.g. 50ms (default: the plan's --p99 with "
+                   "--from-plan, else 100ms).")
+@click.option("--runbook-base", default=None, metavar="URL",
+              help="Where the alerts' runbook_url points: the URL of docs/metrics.md as your team reads it "
+                   "(default: the relative path docs/metrics.md).")
 @click.option("--force", is_flag=True, help="Write into a non-empty output folder.")
 @json_option
 @click.pass_context
@@ -72,7 +81,8 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
         bundle_url_secret: str | None, gpu_label: str,
         drain_timeout: str, prestop_delay: str, monitor: str | None, monitor_labels: tuple[str, ...],
         scrape_interval: str, node_selector: tuple[str, ...], runtime_class: str | None,
-        api_key_secret: str | None, image_pull_policy: str, force: bool, as_json: bool) -> None:
+        api_key_secret: str | None, image_pull_policy: str, gpus_per_pod: int, slo_p99: str | None,
+        runbook_base: str | None, force: bool, as_json: bool) -> None:
     """Write Kubernetes manifests and a Helm chart that serve BUNDLE on PROFILE nodes, autoscaled on queue depth.
 
     Example: xinfer-sdk deploy k8s mlp.xinfer --profile t4 --image registry.example.com/xinfer:0.1 \\
@@ -90,7 +100,8 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
                         prestop_delay=prestop_delay, monitor=monitor, monitor_labels=monitor_labels,
                         scrape_interval=scrape_interval, node_selector=node_selector, runtime_class=runtime_class,
                         api_key_secret=api_key_secret, image_pull_policy=image_pull_policy,
-                        profiles_dirs=obj(ctx).get("profiles_dirs", ()))
+                        profiles_dirs=obj(ctx).get("profiles_dirs", ()), gpus_per_pod=gpus_per_pod,
+                        slo_p99=slo_p99, runbook_base=runbook_base)
     folder = output or f"{spec.name}-k8s"
     rendered = write(spec, folder, force=force)
     files = [f"manifests/{f}" for f, _ in rendered.manifests()]
@@ -101,7 +112,7 @@ def k8s(ctx: click.Context, bundle: str, profile: str, image: str, output: str |
     for n in spec.notes:
         err.print(f"note: {n}", markup=False)
     out.print(f"wrote {folder}/: {len(files)} manifests, Helm chart chart/{spec.name}, prometheus-adapter rule, "
-              "README.md", markup=False)
+              "alert rules prometheus/xinfer-alerts.yaml, README.md", markup=False)
     out.print(f"  kubectl apply -f {folder}/manifests/   (or: helm upgrade --install {spec.name} "
               f"{folder}/chart/{spec.name})", markup=False)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._version import __version__
+from .alerts import rule_groups
 from .spec import (
     CACHE_DIR,
     CONFIG_DIR,
@@ -63,9 +64,7 @@ def server_config(spec: DeploySpec) -> dict[str, Any]:
     if spec.api_key_secret:
         server["api_key_env"] = API_KEY_ENV
     model: dict[str, Any] = {"name": spec.bundle_name, "path": spec.bundle_mount, "profile": spec.profile.name,
-                             # explicit, so a GPU pod whose GPU does not work fails instead of running on the CPU
-                             "device": "cpu" if spec.kind == "cpu" else
-                             "rocm" if getattr(spec.profile, "vendor", "nvidia") == "amd" else "cuda"}
+                             "device": spec.device}
     if spec.threads:
         model["threads"] = spec.threads
     if spec.policy:
@@ -92,8 +91,8 @@ def _resources(spec: DeploySpec) -> dict[str, Any]:
     res: dict[str, Any] = {"requests": {"cpu": quantity(spec.cpu), "memory": mem}, "limits": {"memory": mem}}
     if spec.gpu:
         gpu = spec.profile.kubernetes.gpu_resource
-        res["requests"][gpu] = "1"
-        res["limits"][gpu] = "1"
+        res["requests"][gpu] = str(spec.gpus_per_pod)
+        res["limits"][gpu] = str(spec.gpus_per_pod)
     return res
 
 
@@ -281,6 +280,16 @@ def monitor(spec: DeploySpec, v: Values, kind: str) -> dict[str, Any]:
             "spec": {"selector": {"matchLabels": selector_labels(spec)}, "podMetricsEndpoints": [endpoint]}}
 
 
+def prometheus_rule(spec: DeploySpec, v: Values) -> dict[str, Any]:
+    """The alert rules (alerts.py) as a Prometheus Operator PrometheusRule, labelled like the monitor so the same
+    ruleSelector picks it. The groups are one value: edit thresholds in values.yaml (their annotations hold
+    Prometheus templates, which Helm must not read, and values are not templated)."""
+    meta = _meta(spec, spec.name)
+    meta["labels"].update(spec.monitor_labels)
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": meta,
+            "spec": {"groups": v.ref("prometheusRule.groups", rule_groups(spec.alert_settings))}}
+
+
 def adapter_rule() -> dict[str, Any]:
     """prometheus-adapter: expose the per-pod queue depth as the custom metric the HPA reads."""
     return {
@@ -304,4 +313,6 @@ def documents(spec: DeploySpec, v: Values) -> list[tuple[str, dict[str, Any], st
     for kind, key in (("servicemonitor", "serviceMonitor"), ("podmonitor", "podMonitor")):
         v.flag(f"{key}.enabled", spec.monitor == kind)
         docs.append((f"{kind}.yaml", monitor(spec, v, kind), f"{key}.enabled"))
+    v.flag("prometheusRule.enabled", spec.monitor is not None)
+    docs.append(("prometheusrule.yaml", prometheus_rule(spec, v), "prometheusRule.enabled"))
     return docs

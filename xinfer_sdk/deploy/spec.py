@@ -18,6 +18,7 @@ from ..bundle import MANIFEST_NAME, open_bundle, sha256_file
 from ..errors import UserError
 from ..policy import BatchPolicy, parse_duration
 from ..profiles import Profile, load_profile
+from .alerts import RUNBOOK_BASE, AlertSettings
 from .nodes import accelerator_notes, gpu_selector, image_variant
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -30,6 +31,7 @@ MONITORS = ("servicemonitor", "podmonitor")
 GRPC_MAX_CONNECTION_AGE = "2m"        # gRPC clients re-resolve at least this often: new replicas get traffic
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GIB = 1 << 30
+DEFAULT_SLO_P99_S = 0.1               # alert threshold without --slo-p99 or a plan
 
 
 @dataclasses.dataclass
@@ -68,6 +70,9 @@ class DeploySpec:
     api_key_secret: str | None
     user_profiles: dict[str, str]     # file name -> YAML text, for profiles the image does not ship
     source_plan: str | None = None
+    gpus_per_pod: int = 1             # GPUs each pod requests; above 1 the server runs on every one (device all)
+    slo_p99_s: float = DEFAULT_SLO_P99_S  # the alert rules' p99 threshold (the plan's SLO with --from-plan)
+    runbook_base: str = RUNBOOK_BASE
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -77,6 +82,26 @@ class DeploySpec:
     @property
     def gpu(self) -> bool:
         return bool(self.profile.kubernetes.gpu_resource)
+
+    @property
+    def alert_settings(self) -> AlertSettings:
+        """The alert rules of this deployment: scoped to its pods (namespace + the Deployment's pod names), the
+        queue threshold twice the autoscaler's per-pod target (the HPA is not keeping up)."""
+        pods = f'pod=~"{self.name}-[a-z0-9]+-[a-z0-9]+"'
+        sel = f'namespace="{self.namespace}",{pods}' if self.namespace else pods
+        return AlertSettings(slo_p99_s=self.slo_p99_s, queue_depth=2 * self.target_queue_depth, selector=sel,
+                             target=sel, deployment=self.name, namespace=self.namespace,
+                             runbook_base=self.runbook_base)
+
+    @property
+    def device(self) -> str:
+        """The server's device in config.yaml: explicit, so a GPU pod whose GPU does not work fails instead of
+        running on the CPU; with several GPUs per pod, every GPU the pod was given."""
+        if self.kind == "cpu":
+            return "cpu"
+        if self.gpus_per_pod > 1:
+            return "all"
+        return "rocm" if getattr(self.profile, "vendor", "nvidia") == "amd" else "cuda"
 
     @property
     def grace_s(self) -> int:
@@ -142,7 +167,9 @@ def _plan_entry(plan_path: str, profile: str, model: str, notes: list[str]) -> d
                         hint="relax --p99 / --target-qps in `xinfer-sdk plan`, or pick another profile")
     if data.get("model") not in (None, model):
         notes.append(f"the plan was made for model '{data.get('model')}', this bundle is '{model}'")
-    return dict(entry)
+    out = dict(entry)
+    out["slo_p99_s"] = (data.get("slo") or {}).get("p99_s")
+    return out
 
 
 def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = None, namespace: str | None = None,
@@ -155,7 +182,8 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
                  node_selector: Sequence[str] = (), runtime_class: str | None = None, gpu_label: str = "gfd",
                  bundle_url_secret: str | None = None,
                  api_key_secret: str | None = None, image_pull_policy: str = "IfNotPresent",
-                 profiles_dirs: Sequence[str] = ()) -> DeploySpec:
+                 profiles_dirs: Sequence[str] = (), gpus_per_pod: int = 1, slo_p99: str | None = None,
+                 runbook_base: str | None = None) -> DeploySpec:
     notes: list[str] = []
     b = open_bundle(bundle)
     prof = load_profile(profile, profiles_dirs=profiles_dirs)
@@ -181,8 +209,14 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
 
     policy: dict[str, Any] | None = None
     plan_act: float = 0.0
+    slo_s = parse_duration(slo_p99, field="--slo-p99") if slo_p99 is not None else None
+    if slo_s is not None and slo_s <= 0:
+        raise UserError(f"--slo-p99 must be above 0, got {slo_p99}")
+    gpus_per_pod = _gpus_per_pod(gpus_per_pod, prof)
     if from_plan:
         entry = _plan_entry(from_plan, prof.name, b.name, notes)
+        if slo_s is None and entry.get("slo_p99_s"):
+            slo_s = float(entry["slo_p99_s"])
         rec = entry["recommendation"]
         policy = BatchPolicy.from_dict(rec["policy"], source=f"{from_plan}: policy").to_dict()
         if replicas is None:
@@ -221,6 +255,8 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
         # the profile's floor (libraries, runtime) + the weights three times over (file, session, prepacked),
         # + activations on the host where the engine runs there (cpu; unified memory: Jetson, GB10)
         mem = k8s.memory_gb * _GIB + 3 * model_bytes + (plan_act if prof.kind != "gpu" or prof.unified_memory else 0)
+        # every further GPU loads its own session from the file: one more host copy of the weights while it does
+        mem += (gpus_per_pod - 1) * model_bytes
     # ONNX Runtime threads per worker: the CPU request split over the workers (no oversubscription)
     workers = int((policy or b.manifest.batch or {}).get("device_concurrency") or prof.batch.device_concurrency)
     threads = max(1, int(cpu_req // max(1, workers))) if prof.kind == "cpu" else None
@@ -257,7 +293,23 @@ def resolve_spec(bundle: str, *, profile: str, image: str, name: str | None = No
         manifest_sha256=sha256_file(b.root / MANIFEST_NAME), drain_timeout_s=int(math.ceil(drain)),
         prestop_s=int(math.ceil(prestop)), monitor=monitor, monitor_labels=labels, scrape_interval=scrape_interval,
         node_selector=selector, tolerations=tolerations, runtime_class=runtime_class or k8s.runtime_class,
-        api_key_secret=api_key_secret, user_profiles=_user_profiles(prof, profiles_dirs), source_plan=from_plan, notes=notes)
+        api_key_secret=api_key_secret, user_profiles=_user_profiles(prof, profiles_dirs), source_plan=from_plan,
+        notes=notes, gpus_per_pod=gpus_per_pod, slo_p99_s=slo_s if slo_s is not None else DEFAULT_SLO_P99_S,
+        runbook_base=runbook_base or RUNBOOK_BASE)
+
+
+def _gpus_per_pod(n: int, prof: Profile) -> int:
+    n = int(n)
+    if n < 1:
+        raise UserError(f"--gpus-per-pod must be at least 1, got {n}")
+    if n > 1 and prof.kind != "gpu":
+        raise UserError(f"--gpus-per-pod {n}: profile '{prof.name}' "
+                        + ("has no GPU" if prof.kind == "cpu" else "is a Jetson module with one integrated GPU"),
+                        hint="leave --gpus-per-pod at 1, or pick a data-center GPU profile")
+    if n > 1 and prof.unified_memory:
+        raise UserError(f"--gpus-per-pod {n}: profile '{prof.name}' has one GPU sharing the host's memory",
+                        hint="leave --gpus-per-pod at 1 and scale with replicas")
+    return n
 
 
 def _user_profiles(prof: Profile, profiles_dirs: Sequence[str]) -> dict[str, str]:

@@ -6,6 +6,7 @@
         Chart.yaml  values.yaml  values.schema.json  templates/*.yaml
       prometheus-adapter/values.yaml            helm values for prometheus-community/prometheus-adapter
       prometheus-adapter/config.yaml            the same rule for an adapter installed from manifests
+      prometheus/xinfer-alerts.yaml             the alert rules for a Prometheus without the Operator
       README.md                                 what to run, in order
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import UserError
+from .alerts import rules_yaml
 from .manifests import adapter_rule, documents
 from .spec import QUEUE_METRIC, DeploySpec, memory_mi
 from .values import Values, helm_template, resolve, yaml_text
@@ -94,7 +96,10 @@ def readme(spec: DeploySpec) -> str:
         "```", "",
         "What was decided:", vol,
         f"- Per replica: {s.cpu:g} CPU, {memory_mi(s.memory_bytes)} memory"
-        + (f", 1 {s.profile.kubernetes.gpu_resource}" if s.gpu else "") + ".",
+        + (f", {s.gpus_per_pod} {s.profile.kubernetes.gpu_resource}" if s.gpu else "")
+        + (" (the server uses every one: device all)" if s.gpus_per_pod > 1 else "") + ".",
+        f"- Alerts: prometheus/xinfer-alerts.yaml (p99 over {s.slo_p99_s * 1000:g} ms, queue, errors, GPU, "
+        "readiness)" + (", also as the PrometheusRule in manifests/." if s.monitor else "; add it to rule_files."),
         f"- Node selector: {', '.join(f'{k}={v}' for k, v in s.node_selector.items())}.",
         (f"- Autoscaling: {s.min_replicas}..{s.max_replicas} replicas on {QUEUE_METRIC} (target "
          f"{s.target_queue_depth:g} per pod), CPU {s.target_cpu_utilization}% as the fallback."
@@ -111,7 +116,7 @@ def write(spec: DeploySpec, out_dir: str | Path, *, force: bool = False) -> Rend
         raise UserError(f"-o {out}: the folder exists and is not empty",
                         hint="pick a new folder, or pass --force to replace a previous deploy output there")
     r = render(spec)
-    for sub in ("manifests", "chart", "prometheus-adapter"):
+    for sub in ("manifests", "chart", "prometheus-adapter", "prometheus"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     files: dict[str, str] = {}
@@ -121,6 +126,10 @@ def write(spec: DeploySpec, out_dir: str | Path, *, force: bool = False) -> Rend
         files[f"chart/{spec.name}/{rel}"] = text
     for rel, text in adapter_files().items():
         files[f"prometheus-adapter/{rel}"] = text
+    files["prometheus/xinfer-alerts.yaml"] = rules_yaml(spec.alert_settings, header=(
+        f"# Alert rules for deployment '{spec.name}' (docs/metrics.md#alerts), scoped to its pods. Without the\n"
+        "# Prometheus Operator, add this file to your Prometheus' rule_files; with it (--monitor), the\n"
+        "# PrometheusRule in manifests/ holds the same rules.\n"))
     files["README.md"] = readme(spec)
     for rel, text in files.items():
         p = out / rel

@@ -19,7 +19,8 @@ def test_deploy_writes_manifests_chart_adapter_rule_and_readme(bundles, plan_jso
     assert "kubectl apply -f" in stdout
     manifests = sorted(p.name for p in (out / "manifests").iterdir())
     assert manifests == ["00-configmap.yaml", "01-deployment.yaml", "02-service.yaml", "03-service-headless.yaml",
-                         "04-poddisruptionbudget.yaml", "05-hpa.yaml", "06-servicemonitor.yaml"]
+                         "04-poddisruptionbudget.yaml", "05-hpa.yaml", "06-servicemonitor.yaml",
+                         "07-prometheusrule.yaml"]
     hpa = yaml.safe_load((out / "manifests" / "05-hpa.yaml").read_text())
     assert hpa["spec"]["maxReplicas"] == 12
     sm = yaml.safe_load((out / "manifests" / "06-servicemonitor.yaml").read_text())
@@ -30,6 +31,13 @@ def test_deploy_writes_manifests_chart_adapter_rule_and_readme(bundles, plan_jso
     rules = yaml.safe_load((out / "prometheus-adapter" / "values.yaml").read_text())["rules"]["custom"]
     assert rules[0]["name"]["as"] == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert "Dockerfile.cuda" in (out / "README.md").read_text()
+    # the alert rules: a PrometheusRule the same Prometheus selects, and the plain file; p99 = the plan's 20 ms
+    pr = yaml.safe_load((out / "manifests" / "07-prometheusrule.yaml").read_text())
+    assert pr["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    plain = yaml.safe_load((out / "prometheus" / "xinfer-alerts.yaml").read_text())
+    assert plain["groups"] == pr["spec"]["groups"]
+    p99 = next(r for r in plain["groups"][0]["rules"] if r["alert"] == "XinferP99OverSLO")
+    assert p99["expr"].endswith("> 0.02") and 'pod=~"mlp-[a-z0-9]+-[a-z0-9]+"' in p99["expr"]
 
 
 def test_deploy_json_and_rerun_into_the_same_folder(bundles, tmp_path, cli_run):
@@ -48,6 +56,9 @@ def test_deploy_json_and_rerun_into_the_same_folder(bundles, tmp_path, cli_run):
     (["-p", "t4", "--image", IMAGE, "--name", "Bad_Name"], "not a valid Kubernetes name"),
     (["-p", "t4", "--image", IMAGE, "--from-plan", "/nope.json"], "no such file"),
     (["-p", "t4", "--image", IMAGE, "--drain-timeout", "soon"], "--drain-timeout"),
+    (["-p", "t4", "--image", IMAGE, "--gpus-per-pod", "0"], "--gpus-per-pod must be at least 1"),
+    (["-p", "cpu", "--image", IMAGE, "--gpus-per-pod", "2"], "profile 'cpu' has no GPU"),
+    (["-p", "t4", "--image", IMAGE, "--slo-p99", "fast"], "--slo-p99"),
 ])
 def test_user_errors_are_one_line_exit_2(bundles, tmp_path, cli_run, args, match):
     code, _, err = cli_run("deploy", "k8s", str(bundles["t4"]), *args, "-o", str(tmp_path / "o"))

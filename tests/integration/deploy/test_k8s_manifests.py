@@ -67,7 +67,7 @@ def test_every_profile_validates_against_kubernetes_schemas(bundles, profile):
     spec = spec_for(bundles, profile, monitor="servicemonitor", monitor_labels=["release=kube-prometheus-stack"])
     objs = objects(spec)
     assert set(objs) == {"ConfigMap", "Deployment", "Service", "HeadlessService", "PodDisruptionBudget",
-                         "HorizontalPodAutoscaler", "ServiceMonitor"}
+                         "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule"}
     validate_all(list(objs.values()))
 
 
