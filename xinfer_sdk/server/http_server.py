@@ -99,3 +99,6 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        close = getattr(self.router, "close", None)
+        if close is not None:  # shared memory regions are closed with the server
+            close()

@@ -63,6 +63,11 @@ class Router:
         self.shm = registry(service)
         self.control = ControlRoutes(service, self.shm)
 
+    def close(self) -> None:
+        """The server stops: unregister every shared memory region (the metrics port's router owns none)."""
+        if not self.ops_only:
+            self.shm.close()
+
     # -- dispatch ---------------------------------------------------------------------------------------
     def dispatch(self, conn: Connection, req: Request) -> None:
         try:
