@@ -86,6 +86,12 @@ def _print(report: dict) -> None:
             title += f"; copies {_pct(s.get('copies_share_of_compute'))} of kernel time)"
             out.print(table(title, ["op", "ms total", "kernels", "share"],
                             [[o["op"], _ms(o["ms_total"]), o["kernels"], _pct(o["share"])] for o in s["ops"]]))
+        cuda = s.get("cuda")
+        if cuda:
+            ms = cuda["ms"]
+            out.print(f"CUDA events ({cuda['workers']} workers): h2d {ms['h2d']:.3f} ms, compute {ms['compute']:.3f} ms, "
+                      f"d2h {ms['d2h']:.3f} ms in total; copies overlapping another worker's compute: "
+                      f"{_pct(cuda['copy_overlap_share'])}")
     else:
         rows = [["server: queue", _ms(s.get("queue_ms"))], ["server: compute", _ms(s.get("compute_ms"))],
                 ["server: enqueue -> answer", _ms(s.get("server_ms"))],

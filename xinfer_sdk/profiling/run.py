@@ -92,11 +92,13 @@ def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int =
                 sent.append(Sent(t_send, _perf(), req.t_enq, ok))
 
         backend_name = model.describe().get("backend")
+        timers = _cuda_timers(core.backends) if backend_name == "tensorrt" else []
         previous = trace.set_recorder(rec)
         try:
             load = closed_loop(send, concurrency=concurrency, duration=duration, warmup=warmup)
         finally:
             trace.set_recorder(previous)
+            cuda = _cuda_overlap(core.backends, timers)
             try:
                 ort_events = ort_profile.collect(list(core.backends)) if ort_ops else []
             finally:
@@ -111,6 +113,8 @@ def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int =
     if ort_ops and not ort_events and backend_name == "onnxruntime":
         notes.append("ONNX Runtime wrote no op-level profile")
     summary = summarise(stages, mine, ort_events, top=top)
+    if cuda is not None:
+        summary["cuda"] = cuda
     shown, batches_shown, ort_shown = _window(stages, mine, ort_events, TRACE_REQUESTS)
     meta = {"target": model.name, "transport": "in-process", "concurrency": concurrency, "batch": batch,
             "backend": backend_name, "device": model.device}
@@ -118,6 +122,37 @@ def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int =
     return {"target": model.name, "transport": "in-process", "trace": path, "load": load.to_dict(),
             "summary": summary, "notes": notes, "policy": model.policy.to_dict(), "device": model.device,
             "backend": backend_name}
+
+
+def _cuda_timers(backends: list[Any]) -> list[Any]:
+    """CUDA-event timers on each TensorRT worker (NOT RUN HERE: written against cuda-python, see cuda_events)."""
+    from ..accel.nvidia import _cudart
+    from .cuda_events import Clock, StageEvents
+
+    try:
+        clock = Clock(_cudart.load())
+        timers = [StageEvents(clock, i) for i in range(len(backends))]
+    except Exception as exc:  # no CUDA here after all: the profile goes on without device timing
+        log.warning("CUDA-event timing unavailable: %s", exc)
+        return []
+    for backend, timer in zip(backends, timers):
+        if backend is not None:
+            backend._cuda_timer = timer
+    return timers
+
+
+def _cuda_overlap(backends: list[Any], timers: list[Any]) -> dict[str, Any] | None:
+    if not timers:
+        return None
+    from .cuda_events import overlap
+
+    for backend in backends:
+        if backend is not None:
+            backend._cuda_timer = None
+    result = overlap([iv for t in timers for iv in t.intervals])
+    for t in timers:
+        t.destroy()
+    return result
 
 
 def _index(batches: list[BatchRecord]) -> dict[float, list[BatchRecord]]:
