@@ -13,7 +13,14 @@ this measures in ONE run, interleaving rounds because the machine is shared and 
 and prints ratios to the limit, the mean executed batch, and the CPU microseconds per request spent outside
 the engine (process CPU time per request minus the raw engine's CPU time per sample at the same batch).
 
-    python bench/batching.py [--seconds 3] [--rounds 3] [--models mlp,resnet18] [--json out.json]
+``encoder`` (padded batching, issue 14): a 2-layer BERT-style encoder (int64 input_ids + attention_mask, dynamic
+batch and sequence axes) driven by 64 ``infer_async`` callers with lengths uniform in 8..128, served twice in the
+same run, rounds interleaved: ``equal`` merges only equal shapes (no declaration), ``padded`` declares
+``padding:`` (pad value 0 on the sequence axis, buckets of 16, the hidden states cropped back). ``fixed64`` (every
+request 64 tokens, no padding) is the reference the issue measured. Prints padded / equal and the largest
+difference between a caller's padded answer and the same request run alone.
+
+    python bench/batching.py [--seconds 3] [--rounds 3] [--models mlp,resnet18,encoder] [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ POLICY = {
 }
 RAW_BATCHES = {"mlp": (1, 16, 32, 64, 128), "resnet18": (1, 4, 8, 16)}
 CALLERS = 64
+# padded batching: the encoder's policy, lengths and buckets (docs/batching.md explains the choice)
+ENCODER_POLICY = dict(max_batch_size=32, max_batch_delay="2ms", device_concurrency=1)
+LENGTHS = (8, 128)
+BUCKETS = [16, 32, 48, 64, 80, 96, 112, 128]
 
 
 def make_models(out: Path) -> dict[str, Path]:
@@ -152,10 +163,187 @@ def low_load(model, x: np.ndarray, seconds: float) -> float:
     return float(np.median(lats))
 
 
+def make_encoder(path: Path, layers: int = 2, hidden: int = 256, heads: int = 4, inter: int = 1024,
+                 vocab: int = 8000, max_len: int = 512) -> Path:
+    """A BERT-style encoder: token + position embeddings, ``layers`` post-LN blocks with additive attention mask;
+    input_ids / attention_mask [batch, seq] int64 -> last_hidden_state [batch, seq, hidden]."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+
+    def w(name, *dims, scale=0.05):
+        inits.append(numpy_helper.from_array((rng.standard_normal(dims) * scale).astype(np.float32), name))
+        return name
+
+    def const(name, values, dtype=np.int64):
+        inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    def node(op, ins, out, **kw):
+        nodes.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    def linear(x, name, cin, cout):
+        return node("Add", [node("MatMul", [x, w(name + ".w", cin, cout)], name + ".mm"), w(name + ".b", cout)], name)
+
+    def layernorm(x, name):
+        g = const(name + ".g", np.ones(hidden), np.float32)
+        b = const(name + ".b", np.zeros(hidden), np.float32)
+        return node("LayerNormalization", [x, g, b], name, axis=-1, epsilon=1e-12)
+
+    hd = hidden // heads
+    seq = node("Gather", [node("Shape", ["input_ids"], "shape"), const("one_i", 1)], "seq")
+    pos = node("Range", [const("zero_i", 0), seq, const("step", 1)], "pos")
+    x = node("Add", [node("Gather", [w("emb.word", vocab, hidden), "input_ids"], "e.word"),
+                     node("Gather", [w("emb.pos", max_len, hidden), pos], "e.pos")], "e.sum")
+    x = layernorm(x, "e.ln")
+    m = node("Cast", [node("Unsqueeze", ["attention_mask", const("axes12", [1, 2])], "m.u")], "m.f", to=T.FLOAT)
+    mask = node("Mul", [node("Sub", [const("one_f", 1.0, np.float32), m], "m.inv"),
+                        const("neg", -10000.0, np.float32)], "mask")
+    split = const("heads_shape", [0, 0, heads, hd])
+    merge = const("merge_shape", [0, 0, hidden])
+    for i in range(layers):
+        p = f"l{i}"
+        q, k, v = (node("Transpose", [node("Reshape", [linear(x, f"{p}.{t}", hidden, hidden), split], f"{p}.{t}.h")],
+                        f"{p}.{t}.t", perm=[0, 2, 3, 1] if t == "k" else [0, 2, 1, 3]) for t in ("q", "k", "v"))
+        s_ = node("Div", [node("MatMul", [q, k], p + ".s"), const(p + ".scale", hd ** 0.5, np.float32)], p + ".ss")
+        att = node("Softmax", [node("Add", [s_, mask], p + ".sm")], p + ".p", axis=-1)
+        ctx = node("Reshape", [node("Transpose", [node("MatMul", [att, v], p + ".c")], p + ".ct", perm=[0, 2, 1, 3]),
+                               merge], p + ".cm")
+        x1 = layernorm(node("Add", [linear(ctx, p + ".o", hidden, hidden), x], p + ".r1"), p + ".ln1")
+        f = linear(x1, p + ".f1", hidden, inter)
+        gelu = node("Mul", [f, node("Sigmoid", [node("Mul", [f, const(p + ".gk", 1.702, np.float32)], p + ".fk")],
+                                    p + ".sg")], p + ".gelu")
+        x = layernorm(node("Add", [linear(gelu, p + ".f2", inter, hidden), x1], p + ".r2"), p + ".ln2")
+    nodes[-1].output[0] = "last_hidden_state"
+    ins = [helper.make_tensor_value_info(n, T.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")]
+    out = helper.make_tensor_value_info("last_hidden_state", T.FLOAT, ["batch", "seq", hidden])
+    model = helper.make_model(helper.make_graph(nodes, "encoder", ins, [out], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def encoder_bundle(onnx_path: Path, root: Path, padding: dict | None) -> Path:
+    """A bundle of the unchanged graph, with or without the padding declaration in its manifest."""
+    import shutil
+
+    sys.path.insert(0, str(HERE.parent))
+    from converters import graph
+    from xinfer_sdk.bundle import Manifest, register, save_manifest
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    shutil.copyfile(onnx_path, root / "model.onnx")
+    ins, outs, _ = graph.io_specs(graph.load(onnx_path))
+    m = Manifest(name="encoder", inputs=ins, outputs=outs, precision="fp32", max_batch_size=64, profile={},
+                 batch={}, padding=padding)
+    register(root, m, "model.onnx", role="model")
+    save_manifest(root, m)
+    return root
+
+
+def text_requests(count: int, lengths: tuple[int, int] | int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = lengths if isinstance(lengths, int) else int(rng.integers(lengths[0], lengths[1] + 1))
+        ids = rng.integers(1, 8000, (1, n), dtype=np.int64)
+        out.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return out
+
+
+def text_load(model, reqs: list[dict], seconds: float) -> dict:
+    """64 asyncio callers, each cycling through its share of ``reqs``."""
+    counts = [0] * CALLERS
+    stop = time.perf_counter() + seconds
+
+    async def caller(i: int) -> None:
+        n = 0
+        while time.perf_counter() < stop:
+            await model.infer_async(reqs[(i + n * CALLERS) % len(reqs)])
+            n += 1
+        counts[i] = n
+
+    async def main() -> None:
+        await asyncio.gather(*(caller(i) for i in range(CALLERS)))
+
+    before = model.stats()
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    wall = time.perf_counter() - t0
+    after = model.stats()
+    n_b = after["batches"] - before["batches"]
+    return {"req_per_s": sum(counts) / wall,
+            "mean_batch": (after["samples"] - before["samples"]) / n_b if n_b else 0.0}
+
+
+def run_encoder(args) -> dict:
+    """Padded vs equal-shape batching on the encoder, side by side; the padded answers checked."""
+    base = Path(args.models_dir)
+    path = make_encoder(base / "encoder.onnx")
+    decl = {"inputs": {"input_ids": {"axis": 1, "value": 0}, "attention_mask": {"axis": 1, "value": 0}},
+            "buckets": BUCKETS, "outputs": {"last_hidden_state": 1}}
+    bundles = {"equal": encoder_bundle(path, base / "encoder-equal.xinfer", None),
+               "padded": encoder_bundle(path, base / "encoder-padded.xinfer", decl)}
+    policy = xs.BatchPolicy(**ENCODER_POLICY)
+    varied = text_requests(1024, LENGTHS, 2)
+    fixed = text_requests(256, 64, 3)
+    rounds: dict[str, list] = {"equal": [], "padded": [], "fixed64": []}
+    max_diff = 0.0
+    for r in range(args.rounds):
+        for mode in ("equal", "padded", "fixed64"):
+            bundle = bundles["equal" if mode == "fixed64" else mode]
+            with xs.load(bundle, profile="cpu", batching=policy) as model:
+                text_load(model, fixed if mode == "fixed64" else varied, min(0.5, args.seconds))  # warm
+                rounds[mode].append(text_load(model, fixed if mode == "fixed64" else varied, args.seconds))
+                if mode == "padded" and r == 0:
+                    max_diff = check_padded(model, bundles["equal"], varied[:256], policy)
+        eq, pd = rounds["equal"][-1], rounds["padded"][-1]
+        print(f"encoder   round {r}: equal {eq['req_per_s']:8.1f}/s (batch {eq['mean_batch']:.1f}) | padded "
+              f"{pd['req_per_s']:8.1f}/s (batch {pd['mean_batch']:.1f}) | {pd['req_per_s'] / eq['req_per_s']:.2f}x | "
+              f"fixed 64 {rounds['fixed64'][-1]['req_per_s']:8.1f}/s", flush=True)
+    med = statistics.median
+    out = {"policy": policy.to_dict(), "buckets": BUCKETS, "lengths": list(LENGTHS), "max_abs_diff": max_diff}
+    for mode, rs in rounds.items():
+        out[mode] = {"req_per_s": med(x["req_per_s"] for x in rs), "mean_batch": med(x["mean_batch"] for x in rs)}
+    out["ratio"] = med(p["req_per_s"] / e["req_per_s"] for p, e in zip(rounds["padded"], rounds["equal"]))
+    return out
+
+
+def check_padded(model, equal_bundle: Path, reqs: list[dict], policy) -> float:
+    """Every caller's padded answer against the same request run alone (unpadded): the largest difference."""
+    async def all_at_once(m) -> list[dict]:
+        return await asyncio.gather(*(m.infer_async(x) for x in reqs))
+
+    padded = asyncio.run(all_at_once(model))
+    with xs.load(equal_bundle, profile="cpu", batching=xs.BatchPolicy(max_batch_size=1)) as alone:
+        ref = [alone.infer(x) for x in reqs]
+    diff = 0.0
+    for p, a in zip(padded, ref):
+        if p["last_hidden_state"].shape != a["last_hidden_state"].shape:
+            raise AssertionError(f"padded answer has shape {p['last_hidden_state'].shape}, "
+                                 f"expected {a['last_hidden_state'].shape}")
+        diff = max(diff, float(np.abs(p["last_hidden_state"] - a["last_hidden_state"]).max()))
+    return diff
+
+
 def run(args) -> dict:
-    paths = make_models(Path(args.models_dir))
+    names = args.models.split(",")
+    paths = make_models(Path(args.models_dir)) if set(names) - {"encoder"} else {}
     results: dict = {}
-    for name in args.models.split(","):
+    for name in names:
+        if name == "encoder":
+            results[name] = run_encoder(args)
+            continue
         path = paths[name]
         x = np.random.default_rng(1).standard_normal((1, *SHAPES[name]), dtype=np.float32)
         policy = xs.BatchPolicy(**POLICY[name])
@@ -195,6 +383,17 @@ def run(args) -> dict:
 
 
 def report(results: dict) -> None:
+    enc = results.pop("encoder", None)
+    if enc is not None:
+        print(f"\n| encoder, 64 callers, lengths {enc['lengths'][0]}..{enc['lengths'][1]} | req/s | mean batch |")
+        print("|---|---|---|")
+        for mode, label in (("equal", "equal shapes only"), ("padded", f"padded, buckets {enc['buckets']}"),
+                            ("fixed64", "every request 64 tokens (reference)")):
+            print(f"| {label} | {enc[mode]['req_per_s']:.1f} | {enc[mode]['mean_batch']:.1f} |")
+        print(f"padded / equal: {enc['ratio']:.2f}x; largest difference of a padded answer from the request run "
+              f"alone: {enc['max_abs_diff']:.2e}")
+        if not results:
+            return
     print("\n| model | limit (raw ORT, best batch) | caller | req/s | ratio | mean batch | overhead CPU us/req |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -216,14 +415,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--models", default="mlp,resnet18")
+    ap.add_argument("--models", default="mlp,resnet18,encoder")
     ap.add_argument("--models-dir", default=os.path.join(tempfile.gettempdir(), "xinfer-bench-models"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     results = run(args)
-    report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    report(results)
 
 
 if __name__ == "__main__":
