@@ -20,6 +20,7 @@ from xinfer_sdk.errors import MemoryBudgetError, UserError
 from xinfer_sdk.shapes import IMAGE_SIDE, ShapeRange, image_axes, shapes_hint
 
 from .pipeline import Skip
+from .synthetic import AUDIO_CHUNK, audio_inputs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ def estimate(ctx) -> dict[str, Any]:
                     enumerate(spec.shape)]
             shapes[spec.name] = ShapeRange.fixed(tuple(dims))
             image_sized.append(spec.name)
+    audio, _ = audio_inputs(ctx.inputs, batched=ctx.batched)
+    if audio is not None and audio not in shapes:  # an audio model: sized at its default chunk
+        shapes[audio] = ShapeRange.fixed((opts.max_batch_size, AUDIO_CHUNK) if ctx.batched else (AUDIO_CHUNK,))
+        image_sized.append(audio)
+    for spec in ctx.inputs:  # batched on another axis (a recurrent state): every dim is known but the batch
+        if ctx.batched and spec.batch_axis and spec.name not in shapes and all(
+                d >= 0 for i, d in enumerate(spec.shape) if i != spec.batch_axis):
+            shapes[spec.name] = ShapeRange.fixed(tuple(opts.max_batch_size if i == spec.batch_axis else d
+                                                       for i, d in enumerate(spec.shape)))
     try:
         cost = graphcost.analyze(ctx.fp32_onnx, batch_size=batch, shapes=shapes, which="max")
     except UserError as exc:
@@ -91,8 +101,8 @@ def budget_step(ctx) -> tuple[str, dict[str, Any]]:
     note = (f"; {', '.join(est['sized_at_example_shape'])} sized at the export example's shape (give --shapes for the "
             "real maximum)") if est["sized_at_example_shape"] else ""
     if est.get("sized_at_default_image_side"):
-        note += (f"; {', '.join(est['sized_at_default_image_side'])} sized at {IMAGE_SIDE[2]}x{IMAGE_SIDE[2]} (dynamic "
-                 "image sides; give --shapes for the real maximum)")
+        note += (f"; {', '.join(est['sized_at_default_image_side'])} sized by default ({IMAGE_SIDE[2]}x{IMAGE_SIDE[2]} "
+                 f"images, {AUDIO_CHUNK}-sample audio; give --shapes for the real maximum)")
     line = (f"{size(est['total_bytes'])} (weights {size(est['weights_bytes'])} + activations "
             f"{size(est['activations_bytes'])} at batch {est['batch']} + workspace {size(est['workspace_bytes'])}) "
             f"of {size(est['usable_bytes'])} usable{note}")

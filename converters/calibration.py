@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from xinfer_sdk.bundle import TensorSpec, sha256_file
-from xinfer_sdk.errors import CalibrationError, UserError
-from xinfer_sdk.shapes import concrete_dims, image_axes, shapes_hint
+from xinfer_sdk.errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,10 @@ class Dataset:
     labels: list[np.ndarray | None]
     source: dict[str, Any]
     batched: bool = True  # False: the model has no batch axis; samples are stacked on axis 0, fed one by one
+    # a batched model's inputs whose batch axis is not 0 ({name: axis}): stored with samples on axis 0, fed on theirs
+    axes: dict[str, int] = dataclasses.field(default_factory=dict)
+    # a batched model's inputs without a batch axis (a scalar sample rate): one value, added to every feed
+    constants: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -61,7 +64,7 @@ class Dataset:
                 chunks.append({k: v[lo:hi] for k, v in c.items()})
                 labels.append(None if lab is None else lab[lo:hi])
             pos += n
-        return Dataset(chunks, labels, dict(self.source), self.batched)
+        return Dataset(chunks, labels, dict(self.source), self.batched, self.axes, self.constants)
 
     def take(self, n: int) -> Dataset:
         return self._slice(0, n)
@@ -80,7 +83,9 @@ class Dataset:
                     yield {k: v[i] for k, v in c.items()}
                 continue
             for i in range(0, n, max(1, size)):
-                yield {k: v[i:i + size] for k, v in c.items()}
+                feed = {k: np.moveaxis(v[i:i + size], 0, self.axes[k]) if self.axes.get(k) else v[i:i + size]
+                        for k, v in c.items()}
+                yield {**feed, **self.constants}
 
     def label_array(self) -> np.ndarray | None:
         if not self.has_labels:
@@ -90,7 +95,7 @@ class Dataset:
     def fingerprint(self) -> str:
         """sha256 over the arrays actually used (names, dtypes, shapes and bytes), for provenance."""
         h = hashlib.sha256()
-        for c in self.chunks:
+        for c in [*self.chunks, self.constants]:
             for k in sorted(c):
                 v = np.ascontiguousarray(c[k])
                 h.update(f"{k}:{v.dtype.str}:{v.shape};".encode())
@@ -108,12 +113,21 @@ def load(spec: Any, inputs: Sequence[TensorSpec], *, batched: bool, what: str = 
     """Read ``spec`` and check it against ``inputs``: names, dtypes (safe casts only), ranks, fixed dims."""
     names = [t.name for t in inputs]
     records, source = read_records(spec, input_names=names, what=what, limit=limit)
-    chunks, labels = [], []
+    chunks, labels, constants = [], [], {}
     for i, rec in enumerate(records):
-        chunk, lab = _normalize(rec, inputs, batched=batched, what=what, where=f"{source['what']} record {i}")
+        where = f"{source['what']} record {i}"
+        chunk, lab = _normalize(rec, inputs, batched=batched, what=what, where=where)
+        for spec in inputs if batched else ():  # an input without a batch axis: one value for all samples
+            if spec.batch_axis is None and spec.name in chunk:
+                value = chunk.pop(spec.name)
+                if spec.name in constants and not np.array_equal(constants[spec.name], value):
+                    raise CalibrationError(f"{what}: {where}: {spec.name} has no batch axis, so it must be the same "
+                                           f"in every record ({constants[spec.name]} vs {value})")
+                constants[spec.name] = value
         chunks.append(chunk)
         labels.append(lab)
-    ds = Dataset(chunks, labels, source, batched)
+    axes = {s.name: s.batch_axis for s in inputs if batched and s.batch_axis}
+    ds = Dataset(chunks, labels, source, batched, axes, constants)
     if ds.count == 0:
         raise CalibrationError(f"{what} {source['what']}: no samples found")
     if limit is not None and ds.count > limit:
@@ -244,10 +258,20 @@ def _normalize(rec: Mapping[str, Any], inputs: Sequence[TensorSpec], *, batched:
     for spec in inputs:
         arr = _as_array(rec[spec.name], spec, what, where)
         rank = len(spec.shape)
-        if batched:  # samples along the model's own batch axis
+        if batched and spec.batch_axis is None:  # given once, as the model takes it (a scalar sample rate)
+            if arr.shape != tuple(spec.shape) and not (arr.ndim == rank and all(
+                    w < 0 or g == w for g, w in zip(arr.shape, spec.shape))):
+                raise CalibrationError(f"{what}: {where}: {spec.name} has shape {arr.shape}; it has no batch axis, "
+                                       f"so give it once, as the model takes it: {_shape_text(spec)}")
+            chunk[spec.name] = arr
+            continue
+        if batched:  # samples along the model's own batch axis, stored on axis 0
+            axis = spec.batch_axis
             if arr.ndim == rank - 1:
-                arr = arr[None]
-            expect = spec.shape[1:]
+                arr = np.expand_dims(arr, axis)
+            if arr.ndim == rank and axis:
+                arr = np.moveaxis(arr, axis, 0)
+            expect = tuple(d for i, d in enumerate(spec.shape) if i != axis)
         else:  # an unbatched model: samples are stacked on a new axis 0 and fed one at a time
             if arr.ndim == rank:
                 arr = arr[None]
@@ -263,7 +287,8 @@ def _normalize(rec: Mapping[str, Any], inputs: Sequence[TensorSpec], *, batched:
                 raise CalibrationError(f"{what}: {where}: {spec.name} axis {axis + (1 if batched else 0)} is {got}, "
                                        f"the model fixes it to {want} (shape {_shape_text(spec)})")
         chunk[spec.name] = arr
-    counts = {n: a.shape[0] for n, a in chunk.items()}
+    unbatched = {s.name for s in inputs if batched and s.batch_axis is None}
+    counts = {n: a.shape[0] for n, a in chunk.items() if n not in unbatched}
     if len(set(counts.values())) > 1:
         raise CalibrationError(f"{what}: {where}: inputs disagree on the number of samples {counts}")
     labels = None
@@ -300,34 +325,8 @@ def _shape_text(spec: TensorSpec) -> str:
     return "x".join("?" if d < 0 else str(d) for d in spec.shape)
 
 
-def synthetic(inputs: Sequence[TensorSpec], *, count: int, shapes: Mapping[str, Any], batched: bool,
-              example: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> Dataset:
-    """Random inputs at the opt shapes, else the export example's (floats ~ N(0, 1); integers 0/1, valid as
-    ids and masks)."""
-    rng = np.random.RandomState(seed)
-    chunk: dict[str, np.ndarray] = {}
-    params: dict[str, int] = {}
-    sized: list[str] = []  # image inputs whose dynamic height and width nothing gave
-    for spec in inputs:
-        try:
-            dims = concrete_dims(spec, batch=count, shapes=shapes, batched=batched, example=example, labels=params,
-                                 image_default=True)
-        except UserError as exc:
-            raise CalibrationError(f"{exc.message} to make calibration data",
-                                   hint=f"pass --eval DATA or {shapes_hint(spec, batched=batched)}") from None
-        axes = image_axes(spec, batched=batched)
-        if axes and spec.name not in shapes and not (example and spec.name in example):
-            sized.append(f"{spec.name} at {dims[axes[0]]}x{dims[axes[1]]}")
-        if not batched:
-            dims = [count, *dims]
-        kind = np.dtype(spec.dtype).kind
-        if kind == "f":
-            arr = rng.randn(*dims).astype(spec.dtype)
-        elif kind == "b":
-            arr = rng.randint(0, 2, size=dims).astype(bool)
-        else:
-            arr = rng.randint(0, 2, size=dims).astype(spec.dtype)
-        chunk[spec.name] = arr
-    what = f"{count} synthetic samples" + (f" ({', '.join(sized)}: dynamic image sides, default size; --shapes "
-                                           "sets them)" if sized else "")
-    return Dataset([chunk], [None], {"what": what, "kind": "synthetic"}, batched)
+def synthetic(inputs: Sequence[TensorSpec], **kwargs: Any) -> Dataset:
+    """Random inputs that look like the model's (converters/synthetic.py)."""
+    from .synthetic import synthetic as make
+
+    return make(inputs, **kwargs)

@@ -136,7 +136,8 @@ def check_names(shapes: Mapping[str, ShapeRange], known: Iterable[str]) -> None:
 def concrete_dims(spec, *, batch: int, shapes: Mapping[str, ShapeRange], batched: bool, which: str = "opt",
                   example: Mapping[str, object] | None = None, labels: dict[str, int] | None = None,
                   image_default: bool = False) -> list[int]:
-    """One input's dims for a concrete run: ``batch`` on axis 0 when the model batches, fixed dims as they are,
+    """One input's dims for a concrete run: ``batch`` on the input's batch axis (``batch_axis``, 0 unless said)
+    when the model batches, fixed dims as they are,
     a dynamic dim from its ``--shapes`` range (``which`` of min/opt/max), else from ``example`` (an array of that
     input), else from another input's dim with the same symbolic name (``labels`` collects them across calls).
     With ``image_default``, the unsized height and width of an image-like input (``image_axes``) are
@@ -149,7 +150,7 @@ def concrete_dims(spec, *, batch: int, shapes: Mapping[str, ShapeRange], batched
     dims: list[int] = []
     for axis, d in enumerate(spec.shape):
         label = spec.dim_names[axis] if axis < len(spec.dim_names) else None
-        if batched and axis == 0:
+        if batched and axis == _batch_axis(spec, batched):
             dims.append(batch)
             continue
         if d >= 0:
