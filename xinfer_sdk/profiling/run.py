@@ -75,41 +75,50 @@ def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int =
                                ort_ops=ort_ops)
         rec = StageRecorder()
         sent: list[Sent] = []
-        inputs = sample_inputs(model.inputs, batch)
-        core = model.batcher
-
-        async def send() -> None:
-            t_send = _perf()
-            feeds, n, sig = model.validate(inputs)
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            req = core.enqueue(feeds, n, sig, ASYNC, fut, loop, None)
-            ok = False
-            try:
-                await fut
-                ok = True
-            finally:
-                sent.append(Sent(t_send, _perf(), req.t_enq, ok))
-
-        backend_name = model.describe().get("backend")
-        timers = _cuda_timers(core.backends) if backend_name == "tensorrt" else []
-        previous = trace.set_recorder(rec)
+        cuda = None
+        ort_events: list = []
         try:
-            load = closed_loop(send, concurrency=concurrency, duration=duration, warmup=warmup)
-        finally:
-            trace.set_recorder(previous)
-            cuda = _cuda_overlap(core.backends, timers)
+            if getattr(model, "sequences", None) is not None:
+                raise UserError(f"model '{model.name}' is stateful (sequence batching): `xinfer-sdk profile` drives "
+                                "stateless models only", hint="profile it behind `xinfer-sdk serve` with --url")
+            inputs = sample_inputs(model.inputs, batch)
+            core = model.batcher
+            backend_name = model.describe().get("backend")
+
+            async def send() -> None:
+                t_send = _perf()
+                feeds, n, sig = model.validate(inputs)
+                loop = asyncio.get_running_loop()
+                fut = loop.create_future()
+                req = core.enqueue(feeds, n, sig, ASYNC, fut, loop, None)
+                ok = False
+                try:
+                    await fut
+                    ok = True
+                finally:
+                    sent.append(Sent(t_send, _perf(), req.t_enq, ok))
+
+            timers = _cuda_timers(core.backends) if backend_name == "tensorrt" else []
+            previous = trace.set_recorder(rec)
+            t_measure = _perf() + warmup  # what the load generator counts; the warm-up is left out here too
             try:
-                ort_events = ort_profile.collect(list(core.backends)) if ort_ops else []
+                load = closed_loop(send, concurrency=concurrency, duration=duration, warmup=warmup)
             finally:
-                model.close()
-    mine = [b for b in rec.batches if b.model == model.name]
+                trace.set_recorder(previous)
+                cuda = _cuda_overlap(core.backends, timers)
+                if ort_ops:
+                    ort_events = ort_profile.collect(list(core.backends))
+        finally:
+            model.close()
+    sent = [s for s in sent if s.t_send >= t_measure]
+    mine = [b for b in rec.batches if b.model == model.name and b.stamps.get("take", 0.0) >= t_measure]
     index = _index(mine)
     stages = [request_stages(s, index.get(s.t_enq, [])) for s in sent if s.ok]
     notes = []
     if not mine:
         notes.append("the batching core recorded no batches (this build's batcher has no trace.RECORDER hook): "
                      "only validate + core time per request")
+    ort_events = [e for e in ort_events if e.start >= t_measure]
     if ort_ops and not ort_events and backend_name == "onnxruntime":
         notes.append("ONNX Runtime wrote no op-level profile")
     summary = summarise(stages, mine, ort_events, top=top)
