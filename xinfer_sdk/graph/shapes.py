@@ -74,9 +74,37 @@ def resolve_input_shapes(model, *, batch_size: int | None, shapes: Mapping[str, 
             else:
                 label = f"'{d.dim_param}'" if d.HasField("dim_param") and d.dim_param else "unnamed"
                 raise UserError(f"input {i.name!r} has a dynamic axis {axis} ({label}, shape {_dims_text(dims)}) "
-                                f"that cannot be sized; give its shape with {SHAPES_HINT.replace('NAME', i.name, 1)}")
+                                f"that cannot be sized; give its shape with --shapes {shapes_example(i.name, dims, batched)} "
+                                f"(NAME:MIN..OPT..MAX; sizes of your own for {_dynamic_text(dims, batched)})")
         out[i.name] = tuple(concrete)
     return out, batched
+
+
+# Example sizes of a dynamic (non-batch) axis in a --shapes hint: min, typical, max.
+_EXAMPLE_SIZES = (16, 128, 512)
+
+
+def shapes_example(name: str, dims, batched: bool) -> str:
+    """A ``--shapes`` example for one input, in the model's own terms: its name, its fixed dims as they are, batch
+    axis 1 (the planner and the build size the batch themselves), each other dynamic axis at 16 / 128 / 512."""
+    parts = []
+    for k in range(3):
+        shape = []
+        for axis, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(int(d.dim_value))
+            elif batched and axis == 0:
+                shape.append(1)
+            else:
+                shape.append(_EXAMPLE_SIZES[k])
+        parts.append("x".join(map(str, shape)))
+    return f"{name}:{'..'.join(parts)}"
+
+
+def _dynamic_text(dims, batched: bool) -> str:
+    axes = [f"axis {a}" + (f" '{d.dim_param}'" if d.HasField("dim_param") and d.dim_param else "")
+            for a, d in enumerate(dims) if not (d.HasField("dim_value") and d.dim_value > 0) and not (batched and a == 0)]
+    return ", ".join(axes)
 
 
 def _dims_text(dims) -> str:
