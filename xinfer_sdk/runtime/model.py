@@ -106,6 +106,10 @@ class Model:
         self.sequences: SequenceBatcher | None = None
         if sequence is not None and layout is not None:
             self.sequences = SequenceBatcher(sequence, layout, self._batcher, name=self.name)
+            # what clients send and get (the model metadata): the state tensors stay inside, as Triton's
+            # implicit state
+            self.inputs = [s for s in self.inputs if s.name not in layout.state_inputs]
+            self.outputs = [s for s in self.outputs if s.name not in layout.state_outputs]
         self._closed = False
         self._lock = threading.Lock()
         log.info("%-28s | ready: backend=%s device=%s workers=%d threads/worker=%s policy=%s%s",
