@@ -174,6 +174,7 @@ class Service:
             self.versions.setdefault(m.name, {})[version] = Served(m, secs)
         for name in self.versions:
             self.models[name] = _latest(self.versions[name])
+            self._list_versions(name)
         self._key = api_key.encode() if api_key else None
         self.draining = False
         self.unready = False  # readiness false while still serving (the drain delay before intake stops)
@@ -199,6 +200,7 @@ class Service:
         if new:
             self.versions[name] = dict(new)
             self.models[name] = _latest(self.versions[name])
+            self._list_versions(name)
         else:
             self.versions.pop(name, None)
             self.models.pop(name, None)
@@ -208,6 +210,12 @@ class Service:
             s.model.stop_intake()
         self.generation += 1
         return retired
+
+    def _list_versions(self, name: str) -> None:
+        """Model metadata lists every served version of the model (KServe v2 ``versions``)."""
+        listed = sorted(self.versions[name], key=_version_key)
+        for s in self.versions[name].values():
+            s.metadata["versions"] = listed
 
     async def drain(self, retired: list[Served], timeout: float | None = None) -> bool:
         """Close retired versions once every request they accepted is answered (in a worker thread)."""

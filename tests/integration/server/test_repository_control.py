@@ -74,6 +74,7 @@ def test_policy_all_serves_every_version_and_routes_by_version(tmp_path):
         assert sorted(svc.versions["mlp"]) == ["1", "2"]
         assert svc.get("mlp").version == "2" and svc.get("mlp", "1").version == "1"
         assert svc.get("mlp").config["version_policy"] == {"all": {}}
+        assert svc.get("mlp", "1").metadata["versions"] == ["1", "2"]
         x = {"input": np.ones((1, 8), np.float32)}
         a, b = svc.get("mlp", "1").model.infer(x), svc.get("mlp", "2").model.infer(x)
         assert not np.allclose(a["output"], b["output"])
