@@ -34,3 +34,21 @@ def test_an_endpoint_without_scheme_is_refused_with_an_example():
 
     with pytest.raises(UserError, match="http://127.0.0.1:4318"):
         tracing.traces_url("collector:4318")
+
+
+def test_rate_samples_that_share_of_new_traces():
+    pytest.importorskip("opentelemetry.sdk.trace")
+    import random
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    tr = tracing.configure(None, 0.25, exporter=InMemorySpanExporter())
+    try:
+        random.seed(7)
+        opened = [tr.begin("m", "1", None, "http") for _ in range(800)]
+        for span in opened:
+            if span is not None:
+                tr.end(span, None, None)
+        assert 150 <= sum(s is not None for s in opened) <= 250  # 200 expected; binomial sd ~12
+    finally:
+        tracing.shutdown()
