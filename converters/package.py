@@ -81,6 +81,7 @@ def write(ctx, steps: list[StepResult]) -> Manifest:
         source=ctx.source, calibration=ctx.calibration, accuracy=ctx.accuracy, engine_plan=ctx.engine_plan,
         steps=list(steps), tools=tool_versions(ctx.tools),
         extra={"build": build_record(ctx), "memory_budget": ctx.budget, "warnings": list(ctx.warnings)},
+        padding=getattr(ctx, "padding", None),  # checked by converters/padding.py
     )
     deploy = ctx.model_onnx or ctx.fp32_onnx
     if deploy is not None:
