@@ -415,10 +415,9 @@ def encode_http_response(model_name: str, version: str, req_id: str | None, outp
         shape = ",".join(map(str, arr.shape))
         ref = refs[i] if refs is not None else None
         if ref is not None:
-            n = write_shm_output(name, ref, arr, dt)
-            parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}],'
-                         f'"parameters":{{"{_shm.REGION}":{json.dumps(ref.region.name)},'
-                         f'"{_shm.BYTE_SIZE}":{n},"{_shm.OFFSET}":{ref.offset}}}}}')
+            # as Triton: name, datatype and shape only (perf_analyzer reads binary_data_size from any parameters)
+            write_shm_output(name, ref, arr, dt)
+            parts.append(f'{{"name":{json.dumps(name)},"datatype":"{dt}","shape":[{shape}]}}')
         elif binary:
             raw = output_bytes(arr, dt)
             blobs.append(raw)

@@ -331,19 +331,13 @@ class KServeRpcs:
                 arr = outputs[n]
                 dt = kserve_datatype(arr.dtype)
                 ref = refs[i] if refs is not None else None
-                if ref is not None:
-                    size = write_shm_output(n, ref, arr, dt)
-                    P = pb.InferParameter
-                    tensors.append(Out(name=n, datatype=dt, shape=arr.shape, parameters={
-                        _shm.REGION: P(string_param=ref.region.name), _shm.BYTE_SIZE: P(int64_param=size),
-                        _shm.OFFSET: P(int64_param=ref.offset)}))
-                    raws.append(b"")  # keeps raw_output_contents aligned with outputs (dropped if all are in shm)
-                    continue
                 tensors.append(Out(name=n, datatype=dt, shape=arr.shape))
+                if ref is not None:  # as Triton: described, no data, an empty raw entry keeps the positions
+                    write_shm_output(n, ref, arr, dt)
+                    raws.append(b"")
+                    continue
                 raw = output_bytes(arr, dt)
                 raws.append(raw if isinstance(raw, bytes) else bytes(raw))
-            if refs is not None and all(r is not None for r in refs):
-                raws = []
             return pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id,
                                          outputs=tensors, raw_output_contents=raws)
         finally:
