@@ -55,10 +55,8 @@ _perf = time.perf_counter
 
 class Batcher(Delivery):
     """Queue + workers for one model. ``factory(i)`` makes worker i's backend (activated in its thread).
-
-    ``inputs``/``outputs`` (TensorSpecs) give each tensor's batch axis and ``padding`` the padding declaration;
-    when ``inputs`` is None they are read from the manifest of the bundle the first backend runs, if it has one
-    (otherwise every tensor batches on axis 0 and nothing is padded)."""
+    ``inputs``/``outputs`` (TensorSpecs: batch axes) and ``padding`` (the declaration) default to the manifest of
+    the bundle the first backend runs, if any (else every tensor batches on axis 0 and nothing is padded)."""
 
     def __init__(self, factory: Callable[[int], Backend], *, policy: BatchPolicy, input_names: Sequence[str],
                  batched: bool = True, stats: Stats | None = None, warmup: Callable[[Backend], None] | None = None,
@@ -341,19 +339,15 @@ class Batcher(Delivery):
             total += r.n
         try:
             trace.push("xinfer/assemble")
-            try:
+            try:  # one stage range open at a time; an error closes the one it happened in
                 feeds, padded = self.layout.stack(live)
-            finally:
+                t_asm = _perf()
                 trace.pop()
-            t_asm = _perf()
-            trace.push("xinfer/compute")
-            try:
+                trace.push("xinfer/compute")
                 outputs = backend.infer(feeds)
-            finally:
+                t1 = _perf()
                 trace.pop()
-            t1 = _perf()
-            trace.push("xinfer/scatter")
-            try:
+                trace.push("xinfer/scatter")
                 results = self.layout.split(outputs, live, padded)
             except BaseException:
                 trace.pop()
