@@ -93,7 +93,8 @@ def build_trace(requests: Sequence[RequestStages], batches: Sequence[BatchRecord
     ev: list[dict[str, Any]] = []
 
     def x(pid: int, tid: int, name: str, a: float, b: float, cat: str, args: dict | None = None) -> None:
-        e = {"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": tid, "ts": us(a), "dur": round((b - a) * 1e6, 3)}
+        # the end is rounded as the start is, so a stage never ends past its request on the same clock tick
+        e = {"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": tid, "ts": us(a), "dur": round(us(b) - us(a), 3)}
         if args:
             e["args"] = args
         ev.append(e)
