@@ -35,13 +35,63 @@ def block_list(extra: tuple[str, ...] = ()) -> list[str]:
     return sorted({*float16.DEFAULT_OP_BLOCK_LIST, *SENSITIVE_OPS, *extra})
 
 
+# ONNX Runtime's FP16 converter breaks the subgraphs of control-flow ops (a Cast it adds inside an If branch
+# names a tensor of the other branch): they stay FP32 with their subgraphs (TensorRT 10's FP16 flag still applies)
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
 def convert(model, *, extra_block: tuple[str, ...] = ()):
     float16 = require("onnxruntime.transformers.float16", extra="build", purpose="FP16 conversion")
-    blocked = block_list(extra_block)
+    flow = tuple(sorted({n.op_type for n in model.graph.node} & set(CONTROL_FLOW)))
+    blocked = block_list((*extra_block, *flow))
+    unique_subgraph_initializers(model)
     try:
         return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked), blocked
     except Exception as exc:
         raise ConversionError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from None
+
+
+def unique_subgraph_initializers(model) -> int:
+    """Rename initializers that share a name with one in another graph (the branches of an If after
+    simplification: Silero VAD's 8 kHz and 16 kHz branches), with their uses; the FP16 converter needs
+    every initializer name unique across the model. Returns how many were renamed."""
+    from onnx import AttributeProto
+
+    seen: set[str] = set()
+    count = 0
+
+    def subgraphs(g):
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    yield a.g
+                elif a.type == AttributeProto.GRAPHS:
+                    yield from a.graphs
+
+    def rename_uses(g, renames):
+        for n in g.node:
+            for i, name in enumerate(n.input):
+                if name in renames:
+                    n.input[i] = renames[name]
+        for sub in subgraphs(g):
+            rename_uses(sub, renames)
+
+    def walk(g):
+        nonlocal count
+        renames = {}
+        for t in g.initializer:
+            if t.name in seen:
+                new = f"{t.name}__g{count}"
+                renames[t.name], t.name = new, new
+                count += 1
+            seen.add(t.name)
+        if renames:
+            rename_uses(g, renames)
+        for sub in subgraphs(g):
+            walk(sub)
+
+    walk(model.graph)
+    return count
 
 
 def fp16_step(ctx) -> tuple[str, dict[str, Any]]:

@@ -11,9 +11,43 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from xinfer_sdk.shapes import IMAGE_SIDE, ShapeRange, image_axes
+
 from .pipeline import Skip
+from .synthetic import AUDIO_CHUNK, audio_inputs
 
 log = logging.getLogger(__name__)
+
+
+def default_ranges(ctx) -> tuple[dict[str, ShapeRange], list[str]]:
+    """``--shapes`` plus ranges for the inputs it leaves unsized where the input says what it is: an image's
+    dynamic sides 32..224..1280, an audio model's 512-sample chunks, a state batched on another axis (only its
+    batch axis is dynamic). Returns (ranges, a note per defaulted input)."""
+    opts = ctx.options
+    shapes, notes = dict(opts.shapes), []
+    if not ctx.batched:
+        return shapes, notes
+    top = max(1, opts.max_batch_size)
+    audio, _ = audio_inputs(ctx.inputs, batched=True)
+    for spec in ctx.inputs:
+        if spec.name in shapes or all(d >= 0 for d in spec.shape):
+            continue
+        axes, axis = image_axes(spec, batched=True), spec.batch_axis
+        if axes:
+            dims = [[1, min(8, top), top] if i == axis else
+                    (list(IMAGE_SIDE) if i in axes else [d] * 3) for i, d in enumerate(spec.shape)]
+            what = f"{spec.name} sides {IMAGE_SIDE[0]}..{IMAGE_SIDE[1]}..{IMAGE_SIDE[2]}"
+        elif spec.name == audio:
+            dims = [[1, min(8, top), top], [AUDIO_CHUNK] * 3]
+            what = f"{spec.name} {AUDIO_CHUNK}-sample chunks"
+        elif axis and all(d >= 0 for i, d in enumerate(spec.shape) if i != axis):
+            dims = [[1, min(8, top), top] if i == axis else [d] * 3 for i, d in enumerate(spec.shape)]
+            what = f"{spec.name} batched on axis {axis}"
+        else:
+            continue
+        shapes[spec.name] = ShapeRange(*(tuple(d[k] for d in dims) for k in range(3)))
+        notes.append(f"{what}: {shapes[spec.name].text()}")
+    return shapes, notes
 
 
 def tensorrt_step(ctx) -> tuple[str, dict[str, Any]]:
@@ -24,10 +58,15 @@ def tensorrt_step(ctx) -> tuple[str, dict[str, Any]]:
 
     opts = ctx.options
     graph = opts.precision if ctx.model_onnx is not None and opts.precision in ("fp16", "bf16", "int8", "fp8") else "fp32"
+    shapes, defaulted = default_ranges(ctx)
     plan = trt.make_build_plan(profile=prof, precision=opts.precision, inputs=ctx.inputs,
-                               max_batch_size=opts.max_batch_size if ctx.batched else 0, shapes=opts.shapes,
+                               max_batch_size=opts.max_batch_size if ctx.batched else 0, shapes=shapes,
                                preferred_batch_sizes=opts.batch.preferred_batch_sizes, graph=graph)
     ctx.engine_plan = plan
+    if defaulted:
+        plan["default_shapes"] = defaulted
+        ctx.warnings.append(f"TensorRT optimization profile: {'; '.join(defaulted)} (no --shapes for them; give "
+                            "--shapes for the sizes you will serve)")
     if not opts.build_engine:
         raise Skip("engine build not requested (--no-engine); the plan is recorded and the runtime compiles the "
                    "engine on the target")
