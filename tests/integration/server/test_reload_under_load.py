@@ -62,7 +62,6 @@ def _hammer(port, stop, results, outputs):
         conn.close()
 
 
-@pytest.mark.slow
 def test_poll_version_swap_under_load_fails_nothing(tmp_path):
     repo = tmp_path / "repo"
     v1 = make_mlp_onnx_path(repo / "mlp" / "1", seed=0)
