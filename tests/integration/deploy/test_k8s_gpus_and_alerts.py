@@ -89,3 +89,54 @@ def test_written_rules_file_passes_promtool(bundles, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCESS: 11 rules found" in p.stdout
+
+
+SCOPED_CASES = """
+rule_files: [xinfer-alerts.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'xinfer_server_ready{namespace="ml",pod="mlp-5d4f8b7c9-x2x4q",instance="10.0.0.1:8002"}'
+        values: '0x10'
+      - series: 'xinfer_server_ready{namespace="ml",pod="mlp-v2-5d4f8b7c9-x2x4q",instance="10.0.0.2:8002"}'
+        values: '0x10'
+      - series: 'xinfer_server_ready{namespace="other",pod="mlp-5d4f8b7c9-x2x4q",instance="10.0.0.3:8002"}'
+        values: '0x10'
+      - series: 'up{namespace="ml",pod="mlp-5d4f8b7c9-abcde",instance="10.0.0.4:8002",job="mlp"}'
+        values: '0x10'
+      - series: 'up{namespace="ml",pod="mlp-v2-5d4f8b7c9-abcde",instance="10.0.0.5:8002",job="mlp-v2"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: XinferReplicaNotReady
+        exp_alerts:
+          - exp_labels: {severity: warning, deployment: mlp, namespace: ml, pod: mlp-5d4f8b7c9-x2x4q,
+                         instance: "10.0.0.1:8002"}
+            exp_annotations:
+              summary: 'Server 10.0.0.1:8002 not ready'
+              description: 'The server on 10.0.0.1:8002 reports not ready (/v2/health/ready) for 5 minutes: a model is not loaded, every worker of a model is lost, or it is draining.'
+              runbook_url: https://wiki.example.com/xinfer/metrics#xinferreplicanotready
+      - eval_time: 8m
+        alertname: XinferTargetDown
+        exp_alerts:
+          - exp_labels: {severity: critical, deployment: mlp, namespace: ml, pod: mlp-5d4f8b7c9-abcde,
+                         instance: "10.0.0.4:8002", job: mlp}
+            exp_annotations:
+              summary: 'Metrics endpoint 10.0.0.4:8002 down'
+              description: 'Prometheus cannot scrape 10.0.0.4:8002 (job mlp): the server is down or unreachable.'
+              runbook_url: https://wiki.example.com/xinfer/metrics#xinfertargetdown
+"""
+
+
+def test_deployment_rules_alert_on_its_own_pods_only(bundles, tmp_path):
+    """Scoped to namespace ml and the Deployment 'mlp' pods: not 'mlp-v2' pods, not another namespace."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package 'prometheus'; bash .ci/install-system-deps.sh)")
+    write(resolve_spec(str(bundles["t4"]), profile="t4", image=IMAGE, namespace="ml",
+                       runbook_base="https://wiki.example.com/xinfer/metrics"), tmp_path / "out")
+    (tmp_path / "out" / "prometheus" / "cases.yaml").write_text(SCOPED_CASES)
+    p = subprocess.run([promtool, "test", "rules", "cases.yaml"], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path / "out" / "prometheus")
+    assert p.returncode == 0, p.stdout + p.stderr
