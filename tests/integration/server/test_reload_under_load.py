@@ -15,7 +15,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from onnx_models import make_mlp_onnx
 
 X = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
