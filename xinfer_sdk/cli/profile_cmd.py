@@ -13,6 +13,9 @@ from ._common import emit_json, err, obj, out, table
 @click.argument("bundle", required=False)
 @click.option("--url", default=None, help="A running server (HTTP), e.g. http://127.0.0.1:8000; needs --model.")
 @click.option("--model", default=None, help="Model name on the server (with --url).")
+@click.option("--via", type=click.Choice(["core", "http", "grpc"]), default="core", show_default=True,
+              help="BUNDLE: drive the batching core directly, or a server started in this process over HTTP/gRPC "
+                   "(adds the protocol's share to the table).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Closed-loop callers.")
 @click.option("--duration", default="2s", show_default=True, help="Length of the load.")
@@ -26,7 +29,7 @@ from ._common import emit_json, err, obj, out, table
 @click.option("--api-key-env", default=None, metavar="VAR", help="Send 'Authorization: Bearer $VAR' (with --url).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 @click.pass_context
-def profile(ctx: click.Context, bundle: str | None, url: str | None, model: str | None, concurrency: int,
+def profile(ctx: click.Context, bundle: str | None, url: str | None, model: str | None, via: str, concurrency: int,
             duration: str, batch: int, out_path: str, top: int, no_ops: bool, profile: str | None, backend: str,
             api_key_env: str | None, as_json: bool) -> int:
     """Run a short load and show where the time goes: queue, assembly, copies, compute by op type, delivery.
@@ -43,6 +46,9 @@ def profile(ctx: click.Context, bundle: str | None, url: str | None, model: str 
         raise UserError("give either a BUNDLE (in-process) or --url and --model (a running server)")
     if url is not None and not model:
         raise UserError("--url needs --model NAME")
+    if url is not None and via != "core":
+        raise UserError("--via starts a server for a BUNDLE; with --url the server is already running (leave --via "
+                        "out)")
     seconds = parse_duration(duration, field="--duration")
     if seconds <= 0:
         raise UserError(f"--duration {duration}: must be longer than 0")
@@ -53,9 +59,14 @@ def profile(ctx: click.Context, bundle: str | None, url: str | None, model: str 
         report = profile_url(url, model, out=out_path, concurrency=concurrency, duration=seconds, batch=batch,
                              api_key=api_key)
     else:
-        report = profile_bundle(bundle, out=out_path, concurrency=concurrency, duration=seconds, batch=batch,
-                                profile=profile or "auto", backend=backend,
-                                profiles_dirs=obj(ctx).get("profiles_dirs", ()), ort_ops=not no_ops, top=top)
+        kw = dict(out=out_path, concurrency=concurrency, duration=seconds, batch=batch, profile=profile or "auto",
+                  backend=backend, profiles_dirs=obj(ctx).get("profiles_dirs", ()), ort_ops=not no_ops, top=top)
+        if via == "core":
+            report = profile_bundle(bundle, **kw)
+        else:
+            from ..profiling.served import profile_served
+
+            report = profile_served(bundle, via=via, **kw)
     if as_json:
         emit_json(report)
         return 0
@@ -77,7 +88,7 @@ def _print(report: dict) -> None:
     head = (f"{report['target']} ({report['transport']}): {s.get('requests', 0)} requests, "
             f"{load['throughput']:.0f} req/s, p50 {_ms((load['p50'] or 0) * 1e3)} ms, "
             f"p99 {_ms((load['p99'] or 0) * 1e3)} ms")
-    if report["transport"] == "in-process":
+    if "stages" in s or report["transport"] == "in-process":
         rows = [[st["stage"], _ms(st["ms"]), _pct(st["share"])] for st in s.get("stages", [])]
         rows.append(["request (total)", _ms(s.get("latency_ms")), "100 %"])
         out.print(table(head, ["stage", "ms / request", "share"], rows))

@@ -129,3 +129,25 @@ def test_url_mode_splits_client_latency_into_server_and_network(mlp, tmp_path):
     assert s["requests"] > 10
     assert 0 < s["server_ms"] < s["latency_ms"]
     assert s["network_http_ms"] == pytest.approx(s["latency_ms"] - s["server_ms"])
+
+
+@pytest.mark.parametrize("via", ["http", "grpc"])
+def test_via_a_server_adds_the_protocol_share_around_the_core_stages(mlp, tmp_path, via):
+    if via == "grpc":
+        pytest.importorskip("grpc")
+    from xinfer_sdk.profiling.served import profile_served
+
+    report = profile_served(str(mlp), via=via, out=str(tmp_path / "s.json"), concurrency=2, duration=0.3,
+                            profile="cpu", warmup=0.1)
+    s = report["summary"]
+    if not s["batches"]:
+        pytest.skip("this tree's batcher does not call trace.RECORDER yet")
+    names = [st["stage"] for st in s["stages"]]
+    assert names[0].startswith("protocol") and names[1:] == ["queue", "assemble", "compute", "scatter"]
+    assert sum(st["share"] for st in s["stages"]) == pytest.approx(1.0)
+    assert s["stages"][0]["ms"] > 0  # the wire costs something
+    # every answered client request was one core request (a few at the window's edges may differ)
+    assert s["core_requests"] == pytest.approx(s["requests"], rel=0.1, abs=3)
+    doc = json.loads((tmp_path / "s.json").read_text())
+    core = [e for e in doc["traceEvents"] if e["pid"] == 4 and e["ph"] == "X"]
+    assert {e["name"] for e in core} == {"core request", "queue", "assemble", "compute", "scatter"}
