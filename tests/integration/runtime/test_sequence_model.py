@@ -206,3 +206,47 @@ def test_undetectable_names_leave_the_model_stateless(tmp_path):
     path = make_running_sum(tmp_path / "mem.onnx", state_in="mem", state_out="mem_next")
     with xs.load(path, profile="cpu", threads=1) as m:
         assert m.sequences is None
+
+
+def _cf_enqueue(m, sid, x, **flags):
+    import concurrent.futures
+
+    f = concurrent.futures.Future()
+
+    def resolve(v, e):
+        f.set_exception(e) if e is not None else f.set_result(v)
+
+    handle = m.sequences.enqueue(sid, feed(x), start=flags.get("start", False), end=flags.get("end", False),
+                                 timeout=None, resolve=resolve)
+    return f, handle
+
+
+@pytest.fixture
+def slow_batching(tmp_path):
+    """A model whose first request waits 300 ms in the queue for a batch: time to act on the ones behind it."""
+    path = make_running_sum(tmp_path / "rs.onnx")
+    with xs.load(path, profile="cpu", threads=1, batching={"max_batch_size": 16, "max_batch_delay": "300ms"}) as m:
+        yield m
+
+
+def test_a_withdrawn_request_waiting_behind_its_sequence_is_skipped(slow_batching):
+    m = slow_batching
+    a, b, c = chunks_for(11, 3)
+    f1, _ = _cf_enqueue(m, "w", a, start=True)
+    f2, h2 = _cf_enqueue(m, "w", b)
+    f3, _ = _cf_enqueue(m, "w", c)
+    assert m.batcher.cancel(h2)
+    np.testing.assert_allclose(f1.result(10)["y"], a, rtol=1e-6)
+    with pytest.raises(xs.errors.ServerClosing, match="withdrawn"):
+        f2.result(10)
+    np.testing.assert_allclose(f3.result(10)["y"], a + c, rtol=1e-6)  # the state skipped b
+
+
+def test_close_runs_the_requests_waiting_behind_their_sequence(tmp_path):
+    path = make_running_sum(tmp_path / "rs.onnx")
+    m = xs.load(path, profile="cpu", threads=1, batching={"max_batch_size": 16, "max_batch_delay": "300ms"})
+    cs = chunks_for(12, 5)
+    futs = [_cf_enqueue(m, "d", c, start=i == 0)[0] for i, c in enumerate(cs)]
+    assert m.close(drain=True, timeout=30)
+    for f, r in zip(futs, reference(cs, 1)):
+        np.testing.assert_allclose(f.result(0)["y"], r, rtol=1e-6)
