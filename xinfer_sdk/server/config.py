@@ -113,24 +113,15 @@ def _check_types(data: Mapping[str, Any], kind: str, where: str) -> None:
 def check_device(device: str) -> str:
     """One device ('cpu', 'cuda:1'), several ('cuda:0,1,2,3', 'cuda:0,cuda:1', 'cpu:0,cpu:1' for tests) or
     'all'. A single device comes back in its one spelling; a list is checked item by item and passed on as
-    written (the loader places the workers)."""
+    written (the loader places the workers); 'all' is resolved when the model loads."""
     text = str(device).strip()
     if text.lower() == "all":
         return "all"
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) == 1:
+    if "," not in text:
         return normalize_device(text)
-    kind = None
-    for p in parts:
-        if p.isdigit():
-            if kind is None:
-                raise UserError(f"device {device!r}: a list starts with a device kind, e.g. 'cuda:0,1,2,3'")
-            continue
-        head = p.split(":")[0].lower()
-        if head == "cpu" and (p.lower() == "cpu" or p[4:].isdigit()):
-            kind = "cpu"
-            continue
-        kind = normalize_device(p).split(":")[0]
+    from ..runtime.devices import parse_devices
+
+    parse_devices(text)
     return text
 
 

@@ -40,8 +40,8 @@ class _Loaded:
     path: Path
     signature: tuple
     settings: dict[str, Any]
-    device: str
-    memory: float  # estimated bytes on its device (0 when not estimated)
+    devices: tuple[str, ...]
+    memory: float  # estimated bytes on each of its devices (0 when not estimated)
 
 
 class ModelControl:
@@ -116,15 +116,16 @@ class ModelControl:
         batching = m.settings.get("batch") or None
         device = self._setting(m, "device")
         est = self._estimate(m, path, prof, batching)
-        dev_label = str(device or ("cpu" if prof.kind == "cpu" else "gpu"))
-        others = {f"{n}:{v}": info.memory for (n, v), info in self.loaded.items()
-                  if n != m.name and info.device == dev_label and info.memory}
-        repo.check_memory(m.name, est, profile_name=prof.name, device=dev_label, others=others)
+        devices = _devices(device, prof)
+        for dev in devices:  # each device holds device_concurrency workers of the model
+            others = {f"{n}:{v}": info.memory for (n, v), info in self.loaded.items()
+                      if n != m.name and dev in info.devices and info.memory}
+            repo.check_memory(m.name, est, profile_name=prof.name, device=dev, others=others)
         model = load(path, profile=prof, device=device, backend=self._setting(m, "backend") or "auto",
                      threads=self._setting(m, "threads"), batching=batching, config=m.policy_file, name=m.name,
                      options=m.settings.get("options") or None)
         model.version = str(version)
-        info = _Loaded(path, repo.signature(path), dict(m.settings), dev_label,
+        info = _Loaded(path, repo.signature(path), dict(m.settings), devices,
                        float(est["total_bytes"]) if est else 0.0)
         return model, time.perf_counter() - t0, info
 
@@ -369,6 +370,18 @@ class ModelControl:
         """Wait for background drains of retired versions (the server's shutdown does this)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _devices(device: Any, prof: Any) -> tuple[str, ...]:
+    """The devices a model will run on, for the memory budget (the loader's default when none is given)."""
+    if device is None:
+        return ("cpu",) if prof.kind == "cpu" else ("rocm:0" if prof.vendor == "amd" else "cuda:0",)
+    try:
+        from ..runtime.devices import parse_devices
+
+        return tuple(parse_devices(device))
+    except XinferError:
+        return (str(device),)  # the load names what is wrong with it
 
 
 def _state(m: RepoModel) -> tuple:

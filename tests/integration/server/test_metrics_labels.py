@@ -37,3 +37,25 @@ def test_metrics_have_version_and_device_labels(tmp_path):
     assert 'xinfer_device_inference_samples_total{device="cpu",model="mlp",version="3"} 6.0' in text
     assert 'xinfer_device_batches_total{device="cpu",model="mlp",version="1"} 0.0' in text
     assert stats["devices"]["cpu"]["inferences"] == 6
+
+
+def test_a_model_on_two_devices_has_one_series_per_device(tmp_path):
+    (tmp_path / "mlp").mkdir()
+    make_mlp_onnx(tmp_path / "mlp" / "model.onnx")
+    control = build_control(read_serve_config(None, [str(tmp_path)]), profile="cpu", threads=1, device="cpu:0,cpu:1")
+    models, seconds = control.initial()
+    srv = Server(models, port=0, grpc_port=None, gpu_metrics=False, load_seconds=seconds, control=control)
+    srv.start_background()
+    try:
+        model = srv.service.get("mlp").model
+        futs = [model.submit({"input": np.ones((1, 8), np.float32)}) for _ in range(40)]
+        for f in futs:
+            f.result(10)
+        text = _scrape(srv.port)
+        devices = srv.service.statistics("mlp")["model_stats"][0]["devices"]
+    finally:
+        srv.stop()
+    assert sorted(devices) == ["cpu:0", "cpu:1"]
+    assert sum(d["inferences"] for d in devices.values()) == 40
+    for dev in ("cpu:0", "cpu:1"):
+        assert f'device="{dev}"' in text
