@@ -361,6 +361,10 @@ class ModelControl:
                                 "reason": "answering the requests it accepted"})
             if name in self.loading:
                 out.append({"name": name, "version": "", "state": "LOADING", "reason": ""})
+            elif served and name in self.failed:  # the old versions serve on; say why the new ones do not
+                out.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                            "reason": f"the last load failed, still serving version(s) {', '.join(served)}: "
+                                      f"{self.failed[name]}"})
             elif not served:
                 why = self.failed.get(name) or ("unloaded" if name in self.found else "removed from the repository")
                 out.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": why})
