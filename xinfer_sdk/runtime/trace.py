@@ -9,6 +9,15 @@ Two independent consumers read the batching core's stage boundaries:
   batch with its ``time.perf_counter()`` stamps. ``RECORDER`` is a module global that the batcher reads once per
   batch; it is None outside a profile run.
 
+The ranges (NVTX domain ``xinfer``; docs/profiling.md shows how to read them in Nsight Systems):
+
+    xinfer/decode, xinfer/encode               server event loop: request decode, response encode
+    xinfer/assemble, compute, scatter          worker thread, one batch
+    xinfer/h2d, trt-enqueue, d2h+sync          TensorRT worker, inside xinfer/compute
+
+Cost without ``nvtx``: 0.18-0.20 us per push + pop pair (the no-op call); with ``nvtx`` and no tool attached:
+0.41 us (CI machine). ``xinfer_sdk.profiling`` holds the recorder ``xinfer-sdk profile`` installs.
+
 The API the batching core and the server call (stable; keep the signatures):
 
     trace.push("xinfer/assemble"); ...; trace.pop()
