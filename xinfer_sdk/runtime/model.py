@@ -33,7 +33,7 @@ from ..policy import BatchPolicy
 from ..profiles import Profile
 from .backends.base import Backend
 from .batcher import ASYNC, FUTURE, WAITER, Batcher
-from .devices import DeviceStats, Placed, engine_device
+from .devices import DeviceStats, Placed, engine_device, parse_devices
 from .sequence import Layout, SequenceBatcher, SequenceSpec, Stream
 from .stats import Stats
 from .validate import InputValidator, check_finite
@@ -61,6 +61,8 @@ class Model:
                  sequence: SequenceSpec | None = None):
         self.bundle = bundle
         self.profile = profile
+        if devices is None and "," in device:  # a Model re-made from another's ``device`` ("cuda:0,cuda:1")
+            devices = parse_devices(device)
         self.devices: list[str] = list(devices or [device])
         self.device = device if len(self.devices) == 1 else ",".join(self.devices)
         self.threads = threads
