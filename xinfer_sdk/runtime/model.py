@@ -246,7 +246,7 @@ class Model:
             self._closed = True
         seqs = self.sequences
         if seqs is not None:
-            seqs.stop_intake()
+            seqs.close()
             if drain:  # the requests waiting behind their sequence's running one are accepted: run them too
                 seqs.wait_idle(timeout)
         return self._batcher.close(drain=drain, timeout=timeout)

@@ -137,6 +137,20 @@ class SequenceBatcher:
         self._closing = False
         self._waiting = 0
         self._swept = _mono()
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep, daemon=True, name=f"xinfer-{name}-sequences")
+        self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Frees idle sequences even when no request comes (a new one also sweeps, at most once a second)."""
+        period = min(max(self.spec.idle_timeout_s / 4, 0.05), 5.0)
+        while not self._stop.wait(period):
+            self.expire()
+
+    def close(self) -> None:
+        """Stop intake and the idle sweeper (the model's close() calls it)."""
+        self.stop_intake()
+        self._stop.set()
 
     # ------------------------------------------------------------------------------------------------
     def submit(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None, fut: Any, loop: Any,

@@ -250,3 +250,14 @@ def test_close_runs_the_requests_waiting_behind_their_sequence(tmp_path):
     assert m.close(drain=True, timeout=30)
     for f, r in zip(futs, reference(cs, 1)):
         np.testing.assert_allclose(f.result(0)["y"], r, rtol=1e-6)
+
+
+def test_idle_state_is_freed_without_further_requests(tmp_path):
+    path = make_running_sum(tmp_path / "rs.onnx")
+    with xs.load(path, profile="cpu", threads=1, sequence={"idle_timeout_s": 0.2}) as m:
+        _submit(m, "quiet", chunks_for(13)[0], sequence_start=True)
+        assert m.sequences.stats()["live"] == 1
+        deadline = time.monotonic() + 5
+        while m.sequences.stats()["live"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.sequences.stats()["live"] == 0 and m.sequences.stats()["expired"] == 1
