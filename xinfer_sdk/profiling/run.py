@@ -52,15 +52,16 @@ def _load_profiled(bundle: str, *, profile: str, backend: str, profiles_dirs: Se
     from ..runtime.model import Model
 
     model = load(bundle, profile=profile, backend=backend, profiles_dirs=profiles_dirs, warmup=False)
-    if not ort_ops or model.describe()["backend"] != "onnxruntime":
-        return model
+    if not ort_ops or model.describe()["backend"] != "onnxruntime" or getattr(model, "sequences", None) is not None:
+        return model  # (a stateful model is refused by the caller)
     from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     info = model.describe()
     model.close()
     return Model(model.bundle, profile=model.profile, backend_cls=ort_profile.profiling_backend(OnnxRuntimeBackend,
                  folder), backend_reason=f"{info.get('why', '')} (sessions with profiling on)", skipped={},
-                 device=model.device, threads=model.threads, policy=model.policy, name=model.name, warmup=True)
+                 device=model.device, devices=list(getattr(model, "devices", [model.device])), threads=model.threads,
+                 policy=model.policy, name=model.name, warmup=True)
 
 
 def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int = 4, duration: float = 2.0,
@@ -98,7 +99,8 @@ def profile_bundle(bundle: str, *, out: str = "profile.json", concurrency: int =
                 finally:
                     sent.append(Sent(t_send, _perf(), req.t_enq, ok))
 
-            timers = _cuda_timers(core.backends) if backend_name == "tensorrt" else []
+            one_gpu = len(getattr(model, "devices", [model.device])) == 1
+            timers = _cuda_timers(core.backends) if backend_name == "tensorrt" and one_gpu else []
             previous = trace.set_recorder(rec)
             t_measure = _perf() + warmup  # what the load generator counts; the warm-up is left out here too
             try:
@@ -145,8 +147,8 @@ def _cuda_timers(backends: list[Any]) -> list[Any]:
         log.warning("CUDA-event timing unavailable: %s", exc)
         return []
     for backend, timer in zip(backends, timers):
-        if backend is not None:
-            backend._cuda_timer = timer
+        if backend is not None:  # the engine's own object, under the batching core's per-device wrapper
+            getattr(backend, "inner", backend)._cuda_timer = timer
     return timers
 
 
@@ -157,7 +159,7 @@ def _cuda_overlap(backends: list[Any], timers: list[Any]) -> dict[str, Any] | No
 
     for backend in backends:
         if backend is not None:
-            backend._cuda_timer = None
+            getattr(backend, "inner", backend)._cuda_timer = None
     result = overlap([iv for t in timers for iv in t.intervals])
     for t in timers:
         t.destroy()
