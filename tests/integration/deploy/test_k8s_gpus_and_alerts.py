@@ -140,3 +140,14 @@ def test_deployment_rules_alert_on_its_own_pods_only(bundles, tmp_path):
     p = subprocess.run([promtool, "test", "rules", "cases.yaml"], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path / "out" / "prometheus")
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_multi_gpu_config_is_one_the_server_reads(bundles, tmp_path):
+    """The ConfigMap's config.yaml with device 'all' passes the server's own config reader."""
+    from xinfer_sdk.server.config import read_serve_config
+
+    objs = objects(resolve_spec(str(bundles["t4"]), profile="t4", image=IMAGE, gpus_per_pod=2))
+    path = tmp_path / "config.yaml"
+    path.write_text(objs["ConfigMap"]["data"]["config.yaml"])
+    cfg = read_serve_config(str(path))
+    assert [m.device for m in cfg.models] == ["all"]
