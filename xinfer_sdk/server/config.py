@@ -259,33 +259,6 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
     return ServeConfig(entries, server, defaults)
 
 
-def load_models(entries: Sequence[ModelEntry], *, profile: str | None = None, device: str | None = None,
-                backend: str | None = None, threads: int | None = None, profiles_dirs: Sequence[str] = (),
-                overrides: Sequence[str] = (), progress: Any = None) -> tuple[list[Any], dict[str, float]]:
-    """Load every entry (command-line values win over the file's); returns models and load seconds by name."""
-    import time
-
-    from ..runtime.loader import load
-
-    models, seconds = [], {}
-    try:
-        for i, e in enumerate(entries):
-            t0 = time.perf_counter()
-            m = load(e.path, profile=profile or e.profile or "auto", device=device or e.device,
-                     backend=backend or e.backend or "auto", threads=threads or e.threads,
-                     batching=e.batch or None, config=e.policy_file, name=e.name, profiles_dirs=profiles_dirs,
-                     overrides=overrides, options=e.options or None)
-            seconds[m.name] = time.perf_counter() - t0
-            models.append(m)
-            if progress is not None:
-                progress(i + 1, len(entries), f"loaded {m.name}")
-    except BaseException:
-        for m in models:
-            m.close(drain=False, timeout=5)
-        raise
-    return models, seconds
-
-
 def build_control(cfg: ServeConfig, *, mode: str = "none", poll_interval: float | None = None,
                   load_names: Sequence[str] = (), profile: str | None = None, device: str | None = None,
                   backend: str | None = None, threads: int | None = None, profiles_dirs: Sequence[str] = (),
