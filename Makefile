@@ -19,7 +19,7 @@ $(VENV)/.base:
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PIP) install -q -e '.[cpu,torch,build,serve,examples,tensorflow,dev]'
+	$(PIP) install -q -e '.[cpu,torch,build,serve,examples,tensorflow,otel,profile,dev]'
 	touch $@
 
 demo: $(VENV)/.base
