@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from live import caller, free_port, prometheus
 
 pytest.importorskip("onnxruntime")
@@ -28,6 +30,7 @@ pytest.importorskip("prometheus_client")
 from onnx_models import make_mlp_onnx  # noqa: E402
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "xinfer-dashboard.json"
+RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "xinfer-alerts.yaml"
 GPU_PANELS = {"GPU utilization", "GPU memory, temperature, power"}
 # an invalid request (8 values for a [1, 8] input declared as [1, 4]): answered 400, counted as InvalidInput
 BAD = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.5] * 4}]}).encode()
@@ -94,46 +97,19 @@ def has_data(result: list) -> bool:
     return any(math.isfinite(float(r["value"][1])) for r in result)
 
 
-def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path):
-    onnx = tmp_path / "mlp.onnx"
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    """A real server, load on it for 8 s, and a real Prometheus that scraped it all along: its query function."""
+    tmp = tmp_path_factory.mktemp("dashboard-live")
+    onnx = tmp / "mlp.onnx"
     make_mlp_onnx(onnx)
     proc, port = start_server(onnx)
     try:
-        with prometheus(tmp_path, f"127.0.0.1:{port}") as api:
+        with prometheus(tmp, f"127.0.0.1:{port}") as api:
             stats = load(port, 8.0)
             assert stats.get(200, 0) > 100 and stats["lost"] == 0, stats  # it really was under load
             assert set(stats["bad"]) == {400}, stats["bad"]
-
-            # the dashboard's model variable: label_values(xinfer_model_info, model)
-            models: list = []
-            deadline = time.time() + 20
-            while time.time() < deadline and "mlp" not in models:
-                try:
-                    models = api("label/model/values", {"match[]": "xinfer_model_info"})
-                except OSError:
-                    time.sleep(0.5)
-            assert "mlp" in models
-
-            gpu_series = api("series", {"match[]": '{__name__=~"xinfer_gpu_.+"}'})
-            queries = [(p["title"], t["refId"], substitute(t["expr"], model))
-                       for p in panels() for t in p["targets"] for model in ("mlp", ".*")]
-            assert len(queries) >= 2 * 23
-            empty: dict = {}
-            deadline = time.time() + 20
-            while True:  # a query may wait for its second scrape after the load
-                empty = {}
-                for title, ref, expr in queries:
-                    if title in GPU_PANELS and not gpu_series:
-                        continue
-                    if not has_data(api("query", {"query": expr})["result"]):
-                        empty[expr] = f"{title} / {ref}"
-                if not empty or time.time() > deadline:
-                    break
-                time.sleep(1)
-            assert not empty, f"panel queries that returned no data: {json.dumps(empty, indent=1)}"
-            if not gpu_series:  # exempt: exactly the GPU panels, and only because there is no GPU series
-                assert {p["title"] for p in panels() if all("xinfer_gpu_" in t["expr"] for t in p["targets"])} \
-                    == GPU_PANELS
+            yield api
     finally:
         proc.terminate()
         try:
@@ -141,3 +117,51 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def wait_for_data(api, queries: dict[str, str]) -> dict[str, str]:
+    """The queries (expr -> what it is) that still return no data after 20 s (a query may wait for its second
+    scrape after the load)."""
+    deadline = time.time() + 20
+    while True:
+        empty = {expr: what for expr, what in queries.items() if not has_data(api("query", {"query": expr})["result"])}
+        if not empty or time.time() > deadline:
+            return empty
+        time.sleep(1)
+
+
+def test_every_panel_query_returns_data_from_a_real_prometheus(scraped):
+    api = scraped
+    # the dashboard's model variable: label_values(xinfer_model_info, model)
+    models: list = []
+    deadline = time.time() + 20
+    while time.time() < deadline and "mlp" not in models:
+        try:
+            models = api("label/model/values", {"match[]": "xinfer_model_info"})
+        except OSError:
+            time.sleep(0.5)
+    assert "mlp" in models
+
+    gpu_series = api("series", {"match[]": '{__name__=~"xinfer_gpu_.+"}'})
+    queries = {substitute(t["expr"], model): f"{p['title']} / {t['refId']}"
+               for p in panels() for t in p["targets"] for model in ("mlp", ".*")
+               if p["title"] not in GPU_PANELS or gpu_series}
+    assert len(queries) >= 2 * (23 if gpu_series else 19)
+    empty = wait_for_data(api, queries)
+    assert not empty, f"panel queries that returned no data: {json.dumps(empty, indent=1)}"
+    if not gpu_series:  # exempt: exactly the GPU panels, and only because there is no GPU series
+        assert {p["title"] for p in panels() if all("xinfer_gpu_" in t["expr"] for t in p["targets"])} == GPU_PANELS
+
+
+def test_alert_rules_evaluate_on_the_real_series(scraped):
+    """Each shipped alert expression runs on the server's real label sets (a vector-matching mistake is an
+    error here, not in promtool's hand-written series); without its threshold, those that apply to a healthy
+    CPU server under load return a value."""
+    api = scraped
+    rules = {r["alert"]: r["expr"] for r in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]}
+    for expr in rules.values():
+        api("query", {"query": expr})  # raises on a query error (HTTP 400/422)
+    values = {re.sub(r"\s*(>|==)\s*[0-9.e]+\s*$", "", rules[name]): name
+              for name in ("XinferP99OverSLO", "XinferClientErrors", "XinferReplicaNotReady", "XinferTargetDown")}
+    empty = wait_for_data(api, values)
+    assert not empty, f"alert expressions without their threshold that returned nothing: {empty}"
