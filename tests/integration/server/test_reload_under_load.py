@@ -1,7 +1,7 @@
 """A new version goes live while HTTP clients hammer the server: not one request fails (issue 14, item 2).
 
-A real server (ONNX Runtime) serves a model repository with ``--model-control poll``; four keep-alive HTTP
-clients send requests without pause; version 2 is moved into the repository; the poll loads and warms it
+A real server (ONNX Runtime) serves a model repository with ``--model-control poll``; three keep-alive HTTP
+clients and one gRPC client (tritonclient) send requests without pause; version 2 is moved into the repository; the poll loads and warms it
 beside version 1, switches, and drains version 1. Every answer must be 200, and the answers must come from
 version 2 afterwards.
 """
@@ -28,13 +28,14 @@ def _reference(path) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": X})[0]
 
 
-def _start(repo, mode, **kw):
+def _start(repo, mode, grpc=False, **kw):
     from xinfer_sdk.server.config import build_control, read_serve_config
     from xinfer_sdk.server.runner import Server
 
     control = build_control(read_serve_config(None, [str(repo)]), mode=mode, profile="cpu", threads=1, **kw)
     models, seconds = control.initial()
-    srv = Server(models, port=0, grpc_port=None, gpu_metrics=False, drain_timeout=10, load_seconds=seconds,
+    srv = Server(models, port=0, grpc_port=0 if grpc else None, gpu_metrics=False, drain_timeout=10,
+                 load_seconds=seconds,
                  control=control)
     return srv.start_background()
 
@@ -61,15 +62,35 @@ def _hammer(port, stop, results, outputs):
         conn.close()
 
 
+def _hammer_grpc(port, stop, results, outputs):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    inp = grpcclient.InferInput("input", [1, 8], "FP32")
+    inp.set_data_from_numpy(X)
+    try:
+        while not stop.is_set():
+            try:
+                out = client.infer("mlp", [inp]).as_numpy("output")
+            except Exception as exc:  # InferenceServerException: any refused or lost call is a failure
+                results.append(f"gRPC {exc}")
+                continue
+            results.append(200)
+            outputs.append(out.ravel())
+    finally:
+        client.close()
+
+
 def test_poll_version_swap_under_load_fails_nothing(tmp_path):
     repo = tmp_path / "repo"
     v1 = make_mlp_onnx_path(repo / "mlp" / "1", seed=0)
     staged = make_mlp_onnx_path(tmp_path / "staging" / "2", seed=1)
     ref1, ref2 = _reference(v1), _reference(staged)
     assert not np.allclose(ref1, ref2)
-    srv = _start(repo, "poll", poll_interval=0.2)
+    srv = _start(repo, "poll", grpc=True, poll_interval=0.2)
     stop, results, outputs = threading.Event(), [], []
-    clients = [threading.Thread(target=_hammer, args=(srv.port, stop, results, outputs)) for _ in range(4)]
+    clients = [threading.Thread(target=_hammer, args=(srv.port, stop, results, outputs)) for _ in range(3)]
+    clients.append(threading.Thread(target=_hammer_grpc, args=(srv.grpc_port, stop, results, outputs)))
     try:
         for t in clients:
             t.start()
