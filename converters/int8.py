@@ -138,6 +138,30 @@ def _large(path) -> bool:
     return sum(p.stat().st_size for p in graph.files_of(path)) > graph.EXTERNAL_DATA_BYTES
 
 
+def _per_channel_opset(ctx, path, per_channel: bool):
+    """Per-channel scales need DequantizeLinear's ``axis`` (opset 13): an older graph (Paddle2ONNX's opset 12) is
+    converted to opset 13 first; if that fails, weights are quantized per tensor, with a warning."""
+    model = graph.load(path)
+    if not per_channel or graph.opset(model) >= 13:
+        return path, per_channel
+    onnx = graph.onnx()
+    try:
+        from onnx import version_converter
+
+        upgraded = version_converter.convert_version(model, 13)
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:
+        ctx.warnings.append(f"INT8: weights quantized per tensor: the graph is opset {graph.opset(model)}, per-channel "
+                            f"scales need opset 13, and converting it failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})")
+        return path, False
+    out = ctx.scratch / "int8-opset13.onnx"
+    graph.save(upgraded, out)
+    ctx.warnings.append(f"INT8: the graph was converted from opset {graph.opset(model)} to 13 for per-channel weight "
+                        "scales (DequantizeLinear's axis)")
+    return out, True
+
+
 def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     if ctx.precision != "int8":
         raise Skip(f"precision is {ctx.precision}")
@@ -151,6 +175,7 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     except Exception as exc:  # pre-processing only helps; quantize the cleaned graph without it
         log.warning("int8                                | pre-processing failed (%s); quantizing without it", exc)
         pre = ctx.fp32_onnx
+    pre, per_channel = _per_channel_opset(ctx, pre, opts.per_channel)
     types = {"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
@@ -167,7 +192,7 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     try:
         with muted:
             q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
-                              per_channel=opts.per_channel, reduce_range=sch["reduce_range"],
+                              per_channel=per_channel, reduce_range=sch["reduce_range"],
                               activation_type=types[sch["activation_type"]], weight_type=types[sch["weight_type"]],
                               calibrate_method=methods[opts.calib_method], extra_options=extra,
                               use_external_data_format=_large(ctx.fp32_onnx))
@@ -183,8 +208,14 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
                               "(TensorRT would reject the graph)")
     ctx.model_onnx = out
     qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    if qdq == 0:
+        flow = sorted({n.op_type for n in model.graph.node} & {"If", "Loop", "Scan"})
+        inside = (f": the model computes inside {'/'.join(flow)} subgraphs, which ONNX Runtime's quantizer does not "
+                  "enter") if flow else ""
+        ctx.warnings.append(f"INT8: no tensor was quantized{inside}; the bundle computes in FP32 (an fp32 build "
+                            "gives the same model without calibration)")
     ctx.calibration = {
-        **sch, "method": opts.calib_method, "per_channel": opts.per_channel, "samples": ctx.calib_data.count,
+        **sch, "method": opts.calib_method, "per_channel": per_channel, "samples": ctx.calib_data.count,
         "batch": batch, "source": ctx.calib_data.source, "data_sha256": ctx.calib_data.fingerprint(),
         "held_out_for_gate": ctx.eval_data.count if opts.eval is None else 0, "qdq_nodes": qdq,
         "zero_points": "all 0" if symmetric else "asymmetric activations",
