@@ -198,8 +198,9 @@ class ModelControl:
             self._poller = asyncio.ensure_future(self._poll_forever())
 
     def stop(self) -> None:
+        """No more polls; a load under way finishes and is closed unserved (``wait_idle`` waits for it)."""
         self._stopped = True
-        if self._poller is not None:
+        if self._poller is not None and not (self._lock is not None and self._lock.locked()):
             self._poller.cancel()
 
     def check_mode(self, what: str) -> None:
@@ -372,8 +373,9 @@ class ModelControl:
 
     async def wait_idle(self) -> None:
         """Wait for background drains of retired versions (the server's shutdown does this)."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        pending = [*self._tasks, *([self._poller] if self._poller is not None else [])]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _devices(device: Any, prof: Any) -> tuple[str, ...]:
