@@ -38,8 +38,9 @@ def default_ranges(ctx) -> tuple[dict[str, ShapeRange], list[str]]:
                     (list(IMAGE_SIDE) if i in axes else [d] * 3) for i, d in enumerate(spec.shape)]
             what = f"{spec.name} sides {IMAGE_SIDE[0]}..{IMAGE_SIDE[1]}..{IMAGE_SIDE[2]}"
         elif spec.name == audio:
-            dims = [[1, min(8, top), top], [AUDIO_CHUNK] * 3]
-            what = f"{spec.name} {AUDIO_CHUNK}-sample chunks"
+            samples = _data_length(ctx, spec.name) or AUDIO_CHUNK
+            dims = [[1, min(8, top), top], [samples] * 3]
+            what = f"{spec.name} {samples}-sample chunks"
         elif axis and all(d >= 0 for i, d in enumerate(spec.shape) if i != axis):
             dims = [[1, min(8, top), top] if i == axis else [d] * 3 for i, d in enumerate(spec.shape)]
             what = f"{spec.name} batched on axis {axis}"
@@ -48,6 +49,15 @@ def default_ranges(ctx) -> tuple[dict[str, ShapeRange], list[str]]:
         shapes[spec.name] = ShapeRange(*(tuple(d[k] for d in dims) for k in range(3)))
         notes.append(f"{what}: {shapes[spec.name].text()}")
     return shapes, notes
+
+
+def _data_length(ctx, name: str) -> int | None:
+    """The last dim of ``name`` in the calibration / evaluation data, when they give it."""
+    for data in (ctx.calib_data, ctx.eval_data):
+        for chunk in getattr(data, "chunks", None) or ():
+            if name in chunk:
+                return int(chunk[name].shape[-1])
+    return None
 
 
 def tensorrt_step(ctx) -> tuple[str, dict[str, Any]]:
