@@ -31,7 +31,8 @@ class Layout:
                  pad: PadPlan | None = None, batched: bool = True):
         def axes(items: Sequence[TensorSpec | str]) -> dict[str, int | None]:
             return {i: 0 for i in items} if all(isinstance(i, str) for i in items) else \
-                {(i if isinstance(i, str) else i.name): (0 if isinstance(i, str) else i.batch_axis) for i in items}
+                {(i if isinstance(i, str) else i.name): (0 if isinstance(i, str) else i.batch_axis if i.shape else None)
+                 for i in items}
 
         self.names = [i if isinstance(i, str) else i.name for i in inputs]
         self.in_axes = axes(inputs)

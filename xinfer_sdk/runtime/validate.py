@@ -28,9 +28,9 @@ class InputValidator:
         self.names = [s.name for s in self.specs]
         self.batched = batched
         self._checks = [(s.name, np.dtype(s.dtype) if s.dtype != "bytes" else np.dtype(object), s.shape,
-                         s.batch_axis if batched else None) for s in self.specs]
+                         s.batch_axis if batched and s.shape else None) for s in self.specs]  # a scalar: none
         self._expect = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.specs)
-        if batched and all(s.batch_axis is None for s in self.specs):
+        if batched and all(c[3] is None for c in self._checks):
             raise BundleError("a batching model needs at least one input with a batch axis; every input has "
                                "batch_axis None", hint="declare the model unbatched (max_batch_size 0)")
         # fast path: batch on axis 0 and every other dim fixed -> one tuple comparison per input

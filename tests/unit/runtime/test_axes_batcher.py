@@ -116,3 +116,10 @@ def test_the_signature_holds_the_value_of_an_unbatched_input():
     v = InputValidator(INPUTS, batched=True)
     assert v(request(1, 0, sr=8000))[2] != v(request(1, 0, sr=16000))[2]
     assert v(request(1, 0))[2] == v(request(2, 1))[2]
+
+
+def test_a_scalar_input_declared_without_batch_axis_none_is_still_shared_by_the_batch():
+    specs = [TensorSpec("x", "float32", (-1, 3)), TensorSpec("sr", "int64", ())]  # batch_axis left at its default
+    v = InputValidator(specs, batched=True)
+    _, n, sig = v({"x": np.zeros((2, 3), np.float32), "sr": np.array(8000, np.int64)})
+    assert n == 2 and sig != v({"x": np.zeros((2, 3), np.float32), "sr": np.array(16000, np.int64)})[2]
