@@ -28,20 +28,10 @@ from ..errors import InvalidInput, XinferError
 from ..runtime import trace
 from . import shm as _shm
 from . import tracing
-from .codec import (
-    OutputRequest,
-    _text,
-    check_shape,
-    decode_binary,
-    dtype_of,
-    kserve_datatype,
-    output_bytes,
-    output_request,
-    request_params,
-    write_shm_output,
-)
+from .codec import OutputRequest, output_request, request_params, write_shm_output
 from .extensions import model_control, repository_index, with_extensions
 from .service import Served, Service
+from .tensors import _text, check_shape, decode_binary, dtype_of, kserve_datatype, output_bytes
 
 log = logging.getLogger(__name__)
 
