@@ -59,11 +59,11 @@ from .limits import DURATION_KEYS, LIMIT_KEYS, SIZE_KEYS
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
           "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
-_MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options"}
+_MODEL_KEYS = {"name", "path", "profile", "device", "backend", "threads", "batch", "options", "sequence"}
 _SERVER_KEYS = {"host", "port", "grpc_port", "metrics_port", "grpc_max_connection_age", "grpc_impl", "drain_timeout",
                 "max_body", "api_key_env", "model_control", "poll_interval", "load_model", "reject_nonfinite",
                 "allow_nonfinite", "trace_otlp", "trace_rate", *LIMIT_KEYS}
-_DEFAULT_KEYS = (_MODEL_KEYS - {"name", "path"}) | {"version_policy"}
+_DEFAULT_KEYS = (_MODEL_KEYS - {"name", "path", "sequence"}) | {"version_policy"}
 _TOP_KEYS = ("models", "server", "defaults", "repository")
 _GRPC_IMPLS = ("native", "grpcio")
 _BATCH_KEYS = set(BatchPolicy.__dataclass_fields__) | set(SEED_ALIASES)
@@ -147,6 +147,7 @@ class ModelEntry:
     batch: dict[str, Any] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     policy_file: str | None = None  # a seed-style batch config.yaml
+    sequence: Any = None  # a stateful model's state declaration (docs/sequences.md), or False to switch it off
 
 
 @dataclasses.dataclass
@@ -221,7 +222,8 @@ def read_serve_config(path: str | os.PathLike[str] | None, cli_models: Sequence[
         entries.append(ModelEntry(path=str(mp if mp.is_absolute() else base / mp), name=m.get("name"),
                                   profile=m.get("profile"), device=m.get("device"), backend=m.get("backend"),
                                   threads=m.get("threads"), batch=_mapping(m.get("batch"), f"models[{i}].batch"),
-                                  options=_mapping(m.get("options"), f"models[{i}].options")))
+                                  options=_mapping(m.get("options"), f"models[{i}].options"),
+                                  sequence=m.get("sequence")))
     for e in entries:
         for k in ("profile", "device", "backend", "threads"):
             if getattr(e, k) is None and k in defaults:
@@ -283,6 +285,8 @@ def build_control(cfg: ServeConfig, *, mode: str = "none", poll_interval: float 
             settings["batch"] = dict(e.batch)
         if e.options:
             settings["options"] = dict(e.options)
+        if e.sequence is not None:
+            settings["sequence"] = e.sequence
         if any(m.name == name for m in fixed):
             raise UserError(f"two models are named {name!r}; give one another name (NAME=PATH)")
         fixed.append(RepoModel(name, {1: p}, settings, policy_file=e.policy_file))

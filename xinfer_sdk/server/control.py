@@ -123,7 +123,7 @@ class ModelControl:
             repo.check_memory(m.name, est, profile_name=prof.name, device=dev, others=others)
         model = load(path, profile=prof, device=device, backend=self._setting(m, "backend") or "auto",
                      threads=self._setting(m, "threads"), batching=batching, config=m.policy_file, name=m.name,
-                     options=m.settings.get("options") or None)
+                     options=m.settings.get("options") or None, sequence=m.settings.get("sequence"))
         model.version = str(version)
         info = _Loaded(path, repo.signature(path), dict(m.settings), devices,
                        float(est["total_bytes"]) if est else 0.0)

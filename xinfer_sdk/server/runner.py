@@ -244,6 +244,10 @@ class Server:
                 clean = False
         left = max(0.1, deadline - time.perf_counter())
         closed = await loop.run_in_executor(None, svc.close, left)
+        from . import tracing
+        shutdown = getattr(tracing, "shutdown", None)
+        if shutdown is not None and tracing.TRACER is not None:  # flush the last spans of an in-process stop
+            await loop.run_in_executor(None, shutdown)
         await asyncio.sleep(0)  # let the last answers (503s of a forced drain) be written
         self.drained_cleanly = clean and closed
         log.info("%-28s | stopped after %.2fs drain (%s)", "server", time.perf_counter() - t0,

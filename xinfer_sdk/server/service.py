@@ -361,7 +361,13 @@ class Service:
             s.model.stop_intake()
 
     def in_flight(self) -> int:
-        return sum(s.batcher.in_flight for s in [*self.served_all(), *self._retiring])
+        total = 0
+        for s in [*self.served_all(), *self._retiring]:
+            total += s.batcher.in_flight
+            seq = getattr(s.model, "sequences", None)
+            if seq is not None:  # accepted, waiting behind their sequence's running request: not yet in the core
+                total += seq.waiting
+        return total
 
     def close(self, timeout: float | None = None) -> bool:
         ok = True
