@@ -123,3 +123,36 @@ def test_a_scalar_input_declared_without_batch_axis_none_is_still_shared_by_the_
     v = InputValidator(specs, batched=True)
     _, n, sig = v({"x": np.zeros((2, 3), np.float32), "sr": np.array(8000, np.int64)})
     assert n == 2 and sig != v({"x": np.zeros((2, 3), np.float32), "sr": np.array(16000, np.int64)})[2]
+
+
+def test_a_model_without_a_batch_axis_runs_each_request_alone_like_max_batch_size_0():
+    log, gate = [], threading.Event()
+    specs = [TensorSpec("x", "float32", (2, 3))]
+    b = Batcher(lambda i: Doubling(log, gate), policy=BatchPolicy(max_batch_size=8, max_batch_delay=0.05),
+                input_names=["x"], batched=False, inputs=specs, outputs=[TensorSpec("y", "float32", (2, 3))])
+    v = InputValidator(specs, batched=False)
+    try:
+        futs = [send(b, v, {"x": np.full((2, 3), i, np.float32)}) for i in range(3)]
+        gate.set()
+        outs = [f.result(timeout=5) for f in futs]
+    finally:
+        b.close(drain=False, timeout=5)
+    assert log == [(2, 3)] * 3 and [float(o["y"][0, 0]) for o in outs] == [0.0, 2.0, 4.0]
+    with pytest.raises(InvalidInput, match="dimension 0 must be 2"):
+        v({"x": np.zeros((4, 3), np.float32)})
+
+
+class Doubling(Backend):
+    name = "doubling"
+
+    def __init__(self, log, gate):
+        super().__init__(None, profile=None)
+        self.log, self.gate = log, gate
+
+    def activate_impl(self):
+        pass
+
+    def infer_impl(self, feeds):
+        self.log.append(feeds["x"].shape)
+        self.gate.wait()
+        return {"y": feeds["x"] * 2}
