@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import TensorSpec
-from .padding import PadPlan
+from .padding import PadPlan, plan_of
 
 
 def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
@@ -108,3 +108,19 @@ class Layout:
             axis = out_axes.get(k, 0)
             merged[k] = parts[0][k] if axis is None else np.concatenate([p[k] for p in parts], axis=axis)
         return merged
+
+
+def layout_for(backend: Any, names: Sequence[str], batched: bool, model: str, inputs: Sequence[TensorSpec] | None,
+               outputs: Sequence[TensorSpec] | None, padding: Any) -> Layout:
+    """The Batcher's layout: from the specs and declaration given, else from the manifest of the bundle ``backend``
+    runs (when its inputs are ``names``), else every tensor on axis 0 and no padding."""
+    if inputs is None:
+        manifest = getattr(getattr(backend, "bundle", None), "manifest", None)
+        if manifest is not None and [s.name for s in manifest.inputs] == list(names):
+            inputs, outputs = manifest.inputs, manifest.outputs
+            if padding is None:
+                padding = getattr(manifest, "padding", None)
+    if inputs is None:
+        return Layout(list(names), batched=batched)
+    pad = plan_of(padding, inputs, outputs or (), batched=batched, where=f"model '{model}': padding")
+    return Layout(inputs, outputs or (), pad=pad, batched=batched)

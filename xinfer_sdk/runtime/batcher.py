@@ -39,10 +39,9 @@ from ..bundle import TensorSpec
 from ..errors import EngineFatal, InferenceError, QueueFull, ServerClosing, WorkersUnavailable, XinferError
 from ..policy import BatchPolicy
 from . import supervisor, trace
-from .assemble import Layout
+from .assemble import layout_for
 from .backends.base import Backend
 from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request, answered  # noqa: F401
-from .padding import PadPlan, plan_of
 from .stats import Stats
 from .supervisor import DOWN_HINT, Supervisor, WorkerLost, died, release
 
@@ -101,25 +100,11 @@ class Batcher(Delivery):
             self.close(drain=False, timeout=5)
             raise self._errors[0]
         try:
-            self._set_layout(inputs, outputs, padding)
+            self.layout = layout_for(self.backends[0], self.names, self.batched, self.name, inputs, outputs, padding)
+            self.pad = self.layout.pad
         except BaseException:
             self.close(drain=False, timeout=5)
             raise
-
-    def _set_layout(self, inputs: Sequence[TensorSpec] | None, outputs: Sequence[TensorSpec] | None,
-                    padding: Any) -> None:
-        if inputs is None:
-            manifest = getattr(getattr(self.backends[0], "bundle", None), "manifest", None)
-            if manifest is not None and [s.name for s in manifest.inputs] == self.names:
-                inputs, outputs = manifest.inputs, manifest.outputs
-                if padding is None:
-                    padding = getattr(manifest, "padding", None)
-        if inputs is None:
-            self.layout = Layout(self.names, batched=self.batched)
-            self.pad: PadPlan | None = None
-            return
-        self.pad = plan_of(padding, inputs, outputs or (), batched=self.batched, where=f"model '{self.name}': padding")
-        self.layout = Layout(inputs, outputs or (), pad=self.pad, batched=self.batched)
 
     # ------------------------------------------------------------------------------------------------
     # intake
@@ -337,6 +322,8 @@ class Batcher(Delivery):
         for r in live:
             r.t_run = t0
             total += r.n
+            if r.kind == CHILD and not r.parent.t_run:  # a split request started when its first chunk did
+                r.parent.t_run = t0
         try:
             trace.push("xinfer/assemble")
             try:  # one stage range open at a time; an error closes the one it happened in

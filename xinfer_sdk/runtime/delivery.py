@@ -141,6 +141,7 @@ class Delivery:
             parent.remaining -= 1
             if parent.remaining:
                 return
+        parent.t_done = child.t_done  # the last chunk's engine run ended
         errors = [p for p in parent.parts if isinstance(p, BaseException)]
         if errors:
             self._fail([parent], errors[0])

@@ -49,3 +49,11 @@ def test_without_a_recorder_requests_still_carry_their_run_and_done_stamps(make_
     r = b.enqueue({"x": np.ones((1, 1), np.float32)}, 1, ((1,),), FUTURE, f)
     f.result(timeout=5)
     assert 0 < r.t_enq <= r.t_run <= r.t_done
+
+
+def test_a_split_request_carries_the_stamps_of_its_first_and_last_chunk(make_batcher):
+    b, log = make_batcher(max_batch_size=2)
+    f = concurrent.futures.Future()
+    r = b.enqueue({"x": np.ones((5, 1), np.float32)}, 5, ((1,),), FUTURE, f)
+    f.result(timeout=5)
+    assert len(log) == 3 and 0 < r.t_enq <= r.t_run < r.t_done
