@@ -45,7 +45,7 @@ def start(a, server: str, models: list[str], log: Path) -> subprocess.Popen:
              "models:"]
     lines += [f"  - {{name: {m}, path: {Path(a.model_dir) / (m + '.onnx')}}}" for m in models]
     cfg.write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", "xinfer_sdk", "serve", "--config", str(cfg), "--profile", "cpu", "--allow-nonfinite",
+    cmd = [sys.executable, "-m", "xinfer_sdk", "serve", "--config", str(cfg), "--profile", "cpu",
            "--port", "8000", "--grpc-port", "8001", "--grpc-impl", server]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=S.ROOT)
 
