@@ -150,8 +150,10 @@ def _host_ptr(buf: Any) -> int:
 
 
 def _cuda_copy(cudart: Any, dst: int, src: int, n: int, *, to_host: bool) -> None:
-    kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost if to_host else cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-    _check(cudart, cudart.cudaMemcpy(dst, src, n, kind), "cudaMemcpy")
+    """A synchronous copy between host memory and an opened IPC allocation. cudaMemcpyDefault lets unified virtual
+    addressing find each side's device, so regions on several devices work whatever the thread's current device."""
+    _check(cudart, cudart.cudaMemcpy(dst, src, n, cudart.cudaMemcpyKind.cudaMemcpyDefault),
+           "cudaMemcpy (device to host)" if to_host else "cudaMemcpy (host to device)")
 
 
 def _cuda_runtime() -> Any:
@@ -220,11 +222,18 @@ class SharedMemory:
             raise InvalidInput(f"CUDA shared memory region {name!r}: raw_handle must be the {CUDA_IPC_HANDLE_SIZE} "
                                "bytes of a cudaIpcMemHandle_t (cudaIpcGetMemHandle)")
         cudart = _cuda_runtime()
-        handle = cudart.cudaIpcMemHandle_t()
-        ctypes.memmove(handle.getPtr(), bytes(raw_handle), CUDA_IPC_HANDLE_SIZE)
-        _check(cudart, cudart.cudaSetDevice(device_id), f"cudaSetDevice({device_id})")
-        ptr = _check(cudart, cudart.cudaIpcOpenMemHandle(handle, cudart.cudaIpcMemLazyEnablePeerAccess),
-                     f"cudaIpcOpenMemHandle (region {name!r})")
+        try:
+            handle = cudart.cudaIpcMemHandle_t()
+            ctypes.memmove(handle.getPtr(), bytes(raw_handle), CUDA_IPC_HANDLE_SIZE)
+            _check(cudart, cudart.cudaSetDevice(device_id), f"cudaSetDevice({device_id})")
+            flags = getattr(cudart, "cudaIpcMemLazyEnablePeerAccess", 1)  # cudaIpcMemLazyEnablePeerAccess = 0x01
+            ptr = _check(cudart, cudart.cudaIpcOpenMemHandle(handle, flags),
+                         f"cudaIpcOpenMemHandle (region {name!r})")
+        except InvalidInput:
+            raise
+        except Exception as exc:  # the CUDA runtime refused in a way cuda-python reports by raising
+            raise InvalidInput(f"CUDA shared memory region {name!r}: cannot open its IPC handle on device "
+                               f"{device_id} ({exc})") from exc
         region = Region(name, CUDA, "", 0, byte_size, device_id)
         region._ptr, region._cuda = ptr, cudart
         try:
