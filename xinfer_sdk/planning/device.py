@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ProfileError
 from ..profiles import Profile
 from .cost import CostCurve
-from .factors import boost_clock, gap_scale, gpu_factors, power_term
+from .factors import boost_clock, gap_scale, gpu_factors, planning_family, power_reference, power_term
 from .gpu import fused_times
 from .roofline import ROOFLINE_P, Factor, soft_max
 
@@ -193,7 +193,8 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
                                                + "; ".join(profile.sources.get("host_link_gbps", ())))
     else:
         link_gbps, link_basis = PCIE_GBPS[gen], f"PCIe Gen{gen} x16; {PCIE_SOURCE}"
-    fac = gpu_factors(profile.arch_family, jetson=profile.kind == "jetson")
+    family = planning_family(profile)
+    fac = gpu_factors(family, jetson=profile.kind == "jetson")
     l2 = getattr(profile, "l2_cache_mb", None)
     l2_src = "; ".join(getattr(profile, "sources", {}).get("l2_cache_mb", ()))
     if l2 is not None:
@@ -204,7 +205,9 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
         l2_basis = "profile gives no l2_cache_mb: no tensor is assumed to stay on chip (slower estimate)"
     attn, attn_basis = fused_attention(profile)
     fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
-    term, how = power_term(profile.tdp_w, fp16, fac["power_exponent"].value)
+    ref, ref_how = power_reference(family)
+    term, how = power_term(profile.tdp_w, fp16, fac["power_exponent"].value, ref)
+    how = f"{how}; {ref_how}"
     base = fac["eff_matrix"]
     gap = fac["kernel_gap"]
     mhz, clock_src = boost_clock(profile)

@@ -22,8 +22,15 @@ FACTORS_FILE = Path(__file__).with_name("gpu_factors.yaml")
 CLOCKS_FILE = Path(__file__).with_name("gpu_clocks.yaml")
 NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fraction", "kernel_floor", "kernel_gap",
          "batch_overhead")
-# The power term's reference: watts per dense FP16 tensor TFLOPS at which it is 1, and its bounds.
+# The power term's reference when a family has none stored: watts per dense FP16 tensor TFLOPS at which it is 1.
 POWER_REF_W_PER_TFLOPS = 1.0
+# Planning families that split an architecture family of the profiles (``Profile.arch_family``) where the silicon
+# differs in what the device model fits. sm_87 (Jetson Orin, GA10B) runs twice the dense tensor FLOPs per SM and
+# clock of sm_86 (GA102): 2048 FP16 FLOP/clk/SM (Jetson AGX Orin 64GB: 42.5 TFLOPS dense = 16 SMs x 2048 x 1.3 GHz,
+# ../shared/reference/gpu-specs.yaml, NVIDIA's module datasheet) against 1024 (A10: 125 TFLOPS = 72 SMs x 1024 x
+# 1.695 GHz, the A10 datasheet, 72 SMs: GA102 whitepaper) -- GA100's per-SM rate -- with LPDDR5 shared with the CPU
+# and a module power budget: its efficiency is fitted apart from the discrete sm_86 boards.
+PLANNING_FAMILY_BY_CC = {"8.7": "ampere-orin"}
 # Families without asynchronous global->shared copies (cp.async needs compute capability 8.0; CUDA C++ Programming
 # Guide, "Asynchronous Data Copies"): their kernels expose the latency of their first loads, so their kernel gap
 # carries a shared fitted factor (``pre_ampere_gap`` in the 'all' fit), learned from all of them together; so does
@@ -143,14 +150,43 @@ def gap_scale(boost_mhz: float | None) -> tuple[float, str]:
     return ref / boost_mhz, f"a fixed number of cycles: x {ref:g} / {boost_mhz:g} MHz = {ref / boost_mhz:.3g}"
 
 
-def power_term(tdp_w: float | None, fp16_tflops: float | None, exponent: float) -> tuple[float, str]:
-    """(multiplier, how) for the matrix efficiency of a board of ``tdp_w`` watts and ``fp16_tflops`` dense peak."""
+def planning_family(profile) -> str:
+    """The family the device model's factors are fitted and looked up by: the profile's architecture family, split
+    where the silicon differs (``PLANNING_FAMILY_BY_CC``)."""
+    return PLANNING_FAMILY_BY_CC.get(profile.compute_capability or "", profile.arch_family)
+
+
+def watts_per_tflops(profile) -> float | None:
+    """Board power per dense FP16 (else BF16) tensor TFLOPS; None when either figure is not known."""
+    fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
+    return profile.tdp_w / fp16 if profile.tdp_w and fp16 else None
+
+
+def power_reference(family: str, data: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
+    """(W per FP16 TFLOPS at which the power term of ``family`` is 1, where it comes from); (None, why) when the
+    factors file stores none for the family: then the board is its own reference and gets no power term."""
+    data = load() if data is None else data
+    e = (data.get("power_reference") or {}).get(family)
+    if not e:
+        return None, f"no power reference stored for the {family} family: no power term"
+    return float(e["value"]), (f"the {family} family's reference {float(e['value']):.3g} W/TFLOPS (geometric mean "
+                               f"over its shipped profiles: {', '.join(e.get('profiles', ()))})")
+
+
+def power_term(tdp_w: float | None, fp16_tflops: float | None, exponent: float,
+               reference: float | None = POWER_REF_W_PER_TFLOPS) -> tuple[float, str]:
+    """(multiplier, how) for the matrix efficiency of a board of ``tdp_w`` watts and ``fp16_tflops`` dense peak,
+    relative to its family's ``reference`` W per TFLOPS (the same silicon on a larger power budget sustains higher
+    clocks under a full tensor load; across families the process node differs, so the family's fitted efficiency
+    carries that part)."""
     if not exponent:
         return 1.0, "no power term"
     if not tdp_w or not fp16_tflops:
         return 1.0, "no power term (tdp_w or the FP16 peak is not known)"
+    if not reference:
+        return 1.0, "no power term (no reference W/TFLOPS for this family)"
     w = tdp_w / fp16_tflops
-    raw = (w / POWER_REF_W_PER_TFLOPS) ** exponent
+    raw = (w / reference) ** exponent
     term = min(max(raw, POWER_CLIP[0]), POWER_CLIP[1])
-    return term, (f"power term ({tdp_w:g} W / {fp16_tflops:g} FP16 TFLOPS = {w:.3g} W/TFLOPS)^{exponent:.3g} = "
-                  f"{term:.3g}" + (" (clipped)" if term != raw else ""))
+    return term, (f"power term ({tdp_w:g} W / {fp16_tflops:g} FP16 TFLOPS = {w:.3g} W/TFLOPS, / {reference:.3g} "
+                  f"reference)^{exponent:.3g} = {term:.3g}" + (" (clipped)" if term != raw else ""))

@@ -22,6 +22,8 @@ from xinfer_sdk.planning.factors import (  # noqa: E402
     gap_scale,
     gpu_factors,
     load,
+    planning_family,
+    power_reference,
     power_term,
     reference_clock_mhz,
 )
@@ -186,6 +188,24 @@ def test_power_term():
     assert t == pytest.approx((72 / 121) ** 0.5) and "72 W" in how
     assert power_term(None, 121, 0.5)[0] == 1.0
     assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
+
+
+def test_power_term_is_relative_to_the_familys_reference():
+    data = {"power_reference": {"ada": {"value": 0.758, "profiles": ["l4", "l40s"]}}}
+    ref, how = power_reference("ada", data)
+    assert ref == 0.758 and "l4, l40s" in how
+    assert power_term(72, 121, 0.5, ref)[0] == pytest.approx((72 / 121 / 0.758) ** 0.5)
+    assert power_reference("cdna3", data)[0] is None  # no reference stored: the board is its own, no term
+    assert power_term(72, 121, 0.5, None) == (1.0, "no power term (no reference W/TFLOPS for this family)")
+    stored = load()["power_reference"]  # written by the fit, one per planning family with a shipped board
+    assert {"ada", "ampere", "ampere-dc", "ampere-orin", "hopper", "turing"} <= set(stored)
+
+
+def test_jetson_orin_is_fitted_apart_from_the_discrete_sm86_boards():
+    assert planning_family(load_profile("a10")) == "ampere"
+    assert planning_family(load_profile("jetson-agx-orin-64gb")) == "ampere-orin"
+    assert planning_family(load_profile("h100-sxm")) == "hopper"
+    assert "ampere-orin" in gpu_model(load_profile("jetson-orin-nx-16gb"), "int8").factors_basis
 
 
 def test_pre_ampere_families_share_fitted_gap_and_efficiency_factors():
