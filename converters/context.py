@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,25 @@ from xinfer_sdk.policy import BatchPolicy
 from xinfer_sdk.profiles import Profile, Thresholds
 from xinfer_sdk.shapes import ShapeRange
 
-# --output-kind for builds started while it is set (xinfer_sdk.cli.build_cmd sets it around builder.build, which has
-# no output_kinds= parameter yet); BuildOptions.output_kinds starts from it.
-REQUESTED_OUTPUT_KINDS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("output_kinds",
-                                                                                                  default=None)
+# Build options the CLI has and ``xinfer_sdk.builder.build`` does not take yet (--output-kind, --pad): the CLI
+# sets them here around the build (``requested(...)``), and BuildOptions' fields start from them.
+REQUESTED: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("build_requested", default=None)
+
+
+def _requested(key: str, default: Any = None) -> Any:
+    value = (REQUESTED.get() or {}).get(key)
+    return default() if value is None and callable(default) else (default if value is None else value)
+
+
+@contextlib.contextmanager
+def requested(**options: Any) -> Iterator[None]:
+    """Builds started inside take these options (``output_kinds={...}``, ``padding={...}``)."""
+    token = REQUESTED.set(dict(options))
+    try:
+        yield
+    finally:
+        REQUESTED.reset(token)
+
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SAMPLES = 256
@@ -49,7 +65,9 @@ class BuildOptions:
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     labels_output: str | None = None
     # {output: kind} from --output-kind (converters/kinds.py); the rest is inferred from the graph
-    output_kinds: dict[str, str] = dataclasses.field(default_factory=lambda: dict(REQUESTED_OUTPUT_KINDS.get() or {}))
+    output_kinds: dict[str, str] = dataclasses.field(default_factory=lambda: dict(_requested("output_kinds", dict)))
+    # padded batching to check and record (--pad; converters/padding.py); None = requests merge only when equal
+    padding: dict[str, Any] | None = dataclasses.field(default_factory=lambda: _requested("padding"))
     fp16_block_ops: tuple[str, ...] = ()
     build_engine: bool = True
     progress: Callable[[int, int, str], None] | None = None
@@ -78,6 +96,7 @@ class BuildContext:
     eval_data: Any = None
     calibration: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
+    padding: dict[str, Any] | None = None  # the checked --pad declaration (converters/padding.py)
     budget: dict[str, Any] | None = None
     engine_plan: dict[str, Any] | None = None
     engines: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {"path": Path, "role", "meta"}

@@ -59,6 +59,12 @@ def _gate(ctx):
     return gate_step(ctx)
 
 
+def _padding(ctx):
+    from .padding import padding_step
+
+    return padding_step(ctx)
+
+
 def _tensorrt(ctx):
     from .tensorrt_step import tensorrt_step
 
@@ -75,5 +81,6 @@ STEPS = (
     Step("int8", _int8, description="INT8 QDQ by calibration, scheme from the profile"),
     Step("fp8", _fp8, description="FP8 (E4M3) QDQ by calibration, for TensorRT on Ada / Hopper / Blackwell"),
     Step("accuracy_gate", _gate, description="converted vs FP32 reference on held-out samples"),
+    Step("padding", _padding, description="--pad: padded batches vs each request alone, before it goes in the bundle"),
     Step("tensorrt", _tensorrt, optional=True, description="engine build plan; the engine when a GPU is here"),
 )

@@ -71,6 +71,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
               help="What an output is, for the accuracy gate: class, sequence, map, boxes, embedding or raw "
               "(repeatable; default: inferred from the graph and the shape, see docs/building.md).")
+@click.option("--pad", metavar="YAML", help="Padded batching to check and record: an inline mapping or a YAML file, "
+              "e.g. \"{inputs: {input_ids: {axis: 1, value: 0}}, buckets: [16, 32, 64], outputs: {logits: 1}}\" "
+              "(docs/batching.md).")
 @click.option("--fp16-block-op", "fp16_block_ops", multiple=True, metavar="OP",
               help="Keep this op type in FP32 in an FP16 build (repeatable).")
 @click.option("--no-engine", is_flag=True, help="Record the TensorRT plan but do not build the engine here.")
@@ -84,7 +87,7 @@ def _names(text: str | None) -> list[str] | None:
 def build(ctx: click.Context, model: str, profile_name: str, precision: str, calib, eval_data, shapes, axes, dtypes,
           input_names, output_names, weights, signature, opset, max_batch_size, calib_method, calib_samples, per_channel,
           eval_fraction, min_cosine, min_top1, max_abs_error, max_accuracy_drop, labels_output, output_kinds,
-          fp16_block_ops, no_engine, name, output, quiet, overrides, as_json) -> int:
+          pad, fp16_block_ops, no_engine, name, output, quiet, overrides, as_json) -> int:
     """Compile MODEL (ONNX, TorchScript .pt, torch.export .pt2, module:factory, TensorFlow SavedModel folder or
     Keras .keras file) into a bundle for a profile.
 
@@ -101,14 +104,14 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             err.print(f"{step.name:>14} | {view._MARK.get(step.status, step.status):7} {step.seconds:6.2f}s  "
                       f"{step.message}", markup=False)
 
-    from ..converters.context import REQUESTED_OUTPUT_KINDS
+    from ..converters.context import requested
     from ..converters.kinds import parse_kinds
+    from ..converters.padding import parse_pad
 
     kinds = parse_kinds(_pairs(output_kinds, "--output-kind", "NAME=KIND, e.g. maps=map"))
-    token = REQUESTED_OUTPUT_KINDS.set(kinds)
-    try:
-        bundle = do_build(
-            model, profile_name, precision, calib=calib, eval=eval_data, shapes=shapes or None, output=output,
+    with requested(output_kinds=kinds, padding=parse_pad(pad) if pad else None):
+        bundle = _build(do_build, model, profile_name, precision, as_json=as_json, on_step=on_step, kw=dict(
+            calib=calib, eval=eval_data, shapes=shapes or None, output=output,
             profiles_dirs=ctx.obj.get("profiles_dirs", ()), overrides=overrides,
             thresholds={k: v for k, v in thresholds.items() if v is not None} or None, calib_method=calib_method,
             calib_samples=calib_samples, max_batch_size=max_batch_size, name=name,
@@ -116,18 +119,7 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
                 dtypes, "--dtype", "NAME=DTYPE, e.g. input_ids=int64")), input_names=_names(input_names),
             output_names=_names(output_names), weights=weights, signature=signature, opset=opset, per_channel=per_channel,
             eval_fraction=eval_fraction, labels_output=labels_output, fp16_block_ops=fp16_block_ops,
-            build_engine=not no_engine, on_step=on_step)
-    except AccuracyGateError as exc:
-        report = exc.details.get("accuracy")
-        if not as_json and report:  # the report explains the error: printed with -q too
-            t = view.accuracy_table(report)
-            if t is not None:
-                out.print(t)
-            for line in view.accuracy_lines(report):
-                out.print(line, markup=False)
-        raise
-    finally:
-        REQUESTED_OUTPUT_KINDS.reset(token)
+            build_engine=not no_engine))
     if as_json:
         emit_json({"bundle": str(bundle.root), "manifest": bundle.manifest.to_dict()})
         return 0
@@ -137,6 +129,21 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
     view.render(bundle.manifest, str(bundle.root))
     out.print(f"[bold]bundle written:[/bold] {bundle.root}")
     return 0
+
+
+def _build(do_build, model, profile_name, precision, *, as_json: bool, on_step, kw):
+    """``builder.build``; a failed gate prints its report (with -q too: it explains the error), then propagates."""
+    try:
+        return do_build(model, profile_name, precision, on_step=on_step, **kw)
+    except AccuracyGateError as exc:
+        report = exc.details.get("accuracy")
+        if not as_json and report:
+            t = view.accuracy_table(report)
+            if t is not None:
+                out.print(t)
+            for line in view.accuracy_lines(report):
+                out.print(line, markup=False)
+        raise
 
 
 @click.command()
