@@ -291,7 +291,8 @@ def text_load(model, reqs: list[dict], seconds: float) -> dict:
 def run_encoder(args) -> dict:
     """Padded vs equal-shape batching on the encoder, side by side; the padded answers checked."""
     base = Path(args.models_dir)
-    path = make_encoder(base / "encoder-h64.onnx")
+    h = args.encoder_hidden
+    path = make_encoder(base / f"encoder-h{h}.onnx", hidden=h, heads=max(1, h // 32), inter=4 * h)
     decl = {"inputs": {"input_ids": {"axis": 1, "value": 0}, "attention_mask": {"axis": 1, "value": 0}},
             "buckets": BUCKETS, "outputs": {"last_hidden_state": 1}}
     bundles = {"equal": encoder_bundle(path, base / "encoder-equal.xinfer", None),
@@ -322,7 +323,8 @@ def run_encoder(args) -> dict:
                   f"per CPU-second {pd['req_per_cpu_s'] / eq['req_per_cpu_s']:.2f}x | fixed 64 "
                   f"{_med_round(rounds['fixed64'][-3:])['req_per_s']:8.1f}/s", flush=True)
     med = statistics.median
-    out = {"policy": policy.to_dict(), "buckets": BUCKETS, "lengths": list(LENGTHS), "max_abs_diff": max_diff}
+    out = {"policy": policy.to_dict(), "buckets": BUCKETS, "lengths": list(LENGTHS), "max_abs_diff": max_diff,
+           "hidden": h}
     for mode, rs in rounds.items():
         out[mode] = {k: med(x[k] for x in rs) for k in ("req_per_s", "req_per_cpu_s", "mean_batch")}
     pairs = list(zip(rounds["padded"], rounds["equal"]))
@@ -436,6 +438,7 @@ def main() -> None:
     ap.add_argument("--models", default="mlp,resnet18,encoder")
     ap.add_argument("--models-dir", default=os.path.join(tempfile.gettempdir(), "xinfer-bench-models"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--encoder-hidden", type=int, default=64, help="encoder: hidden size (heads = hidden / 32)")
     ap.add_argument("--threads", type=int, default=None, help="encoder: intra-op threads per worker (default: the "
                     "runtime's choice for the cores)")
     ap.add_argument("--spinning", type=int, default=0,
