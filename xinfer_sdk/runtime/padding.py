@@ -77,6 +77,9 @@ class PadPlan:
             if not isinstance(item, Mapping) or "axis" not in item or set(item) - {"axis", "value"}:
                 raise _err(w, f"expected {{axis: N, value: V}}, got {item!r}")
             spec = ins[name]
+            if batched and (spec.batch_axis is None or not spec.shape):
+                raise _err(w, f"{name!r} has no batch axis (it is shared by a batch and must be equal to merge); "
+                              "only batched inputs can be padded")
             value = item.get("value", 0)
             try:
                 np.asarray(value, dtype=spec.dtype)

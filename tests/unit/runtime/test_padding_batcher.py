@@ -119,6 +119,12 @@ def test_a_bad_declaration_names_the_key_and_what_was_wrong(decl, message):
     assert message in str(info.value)
 
 
+def test_an_unbatched_input_cannot_be_padded():
+    specs = [*INPUTS, TensorSpec("table", "int64", (-1,), batch_axis=None)]
+    with pytest.raises(UserError, match="'table' has no batch axis"):
+        PadPlan({"inputs": {"table": {"axis": 0}}, "buckets": [16]}, specs, [])
+
+
 def test_a_fixed_axis_cannot_be_padded():
     specs = [TensorSpec("ids", "int64", (-1, 128))]
     with pytest.raises(UserError, match="axis 1 of 'ids' is fixed at 128"):
