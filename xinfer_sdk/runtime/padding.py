@@ -83,7 +83,7 @@ class PadPlan:
             value = item.get("value", 0)
             try:
                 np.asarray(value, dtype=spec.dtype)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise _err(w, f"pad value {value!r} does not fit the input's dtype {spec.dtype}") from None
             self.inputs[name] = (_axis(w, item["axis"], spec, batched), value)
         buckets = decl.get("buckets")
