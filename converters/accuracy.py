@@ -56,11 +56,12 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
                     disabled_optimizers=FP8_ORT_DISABLED if opts.precision == "fp8" else ())
     names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)
     kinds = graph_kinds(reference, ctx.outputs, opts.output_kinds)
+    axes = {o.name: getattr(o, "batch_axis", 0) for o in ctx.outputs} if ctx.batched else {}
     report = compare(ref, got, names, labels=data.label_array(), thresholds=thresholds,
-                     labels_output=opts.labels_output, kinds=kinds)
+                     labels_output=opts.labels_output, kinds=kinds, axes=axes)
     if exact and ctx.profile.kind == "cpu":  # ONNX Runtime's CPU kernels run this bundle: how do this host's fare?
         host = compare(ref, run_graph(candidate, data, batch), names, labels=data.label_array(), thresholds=thresholds,
-                       labels_output=opts.labels_output, kinds=kinds)
+                       labels_output=opts.labels_output, kinds=kinds, axes=axes)
         report["host_kernels"] = {"passed": host["passed"], "failures": host["failures"], "outputs": host["outputs"]}
         if report["passed"] and not host["passed"]:
             ctx.warnings.append(host_kernels_warning(ctx.profile.name, host["failures"]))
@@ -140,8 +141,12 @@ def run_graph(path, data: calibration.Dataset, batch: int, *, config: dict[str, 
     return results
 
 
-def _stack(parts: list[list[np.ndarray]], i: int, batched: bool = True) -> np.ndarray:
+def _stack(parts: list[list[np.ndarray]], i: int, axis: int | None = 0) -> np.ndarray:
+    """Output ``i`` of every batch, samples on axis 0 (an output batched on another axis, a recurrent state
+    ``[2, batch, 128]``, is moved there so per-sample metrics are per sample)."""
     arrays = [np.asarray(p[i]) for p in parts]
+    if axis and arrays[0].ndim > axis:
+        arrays = [np.moveaxis(a, axis, 0) for a in arrays]
     try:
         return np.concatenate(arrays, axis=0) if arrays[0].ndim else np.stack(arrays)
     except ValueError:  # different sequence lengths per batch: compare flattened
@@ -149,12 +154,14 @@ def _stack(parts: list[list[np.ndarray]], i: int, batched: bool = True) -> np.nd
 
 
 def compare(ref_parts, got_parts, names: Sequence[str], *, labels: np.ndarray | None, thresholds: dict[str, Any],
-            labels_output: str | None = None, kinds: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+            labels_output: str | None = None, kinds: dict[str, tuple[str, str]] | None = None,
+            axes: dict[str, int | None] | None = None) -> dict[str, Any]:
     """Metrics per output by its kind (``kinds``: {name: (kind, why)}; else guessed from the shapes) and the failures
     against ``thresholds``. An output bit-identical to the reference never fails."""
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
-    stacked = [(_stack(ref_parts, i), _stack(got_parts, i)) for i in range(len(names))]
+    axes = axes or {}
+    stacked = [(_stack(ref_parts, i, axes.get(n, 0)), _stack(got_parts, i, axes.get(n, 0))) for i, n in enumerate(names)]
     kinds = dict(kinds or {})
     for name, (ref, _) in zip(names, stacked):
         kinds.setdefault(name, output_kinds.from_shape(tuple(ref.shape)))

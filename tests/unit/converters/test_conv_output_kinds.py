@@ -143,3 +143,13 @@ def test_user_kind_wins_and_bad_kinds_are_named():
         kinds.parse_kinds([("y", "mask")])
     with pytest.raises(UserError, match="the model has no output 'z'; its outputs are y"):
         kinds.check_names({"z": "map"}, ["y"])
+
+
+def test_an_output_batched_on_axis_1_is_compared_per_sample():
+    rng = np.random.RandomState(3)
+    ref = rng.randn(2, 4, 8).astype(np.float32)  # a recurrent state [2, batch, 128]-like: batch on axis 1
+    got = ref.copy()
+    got[:, 2] = -got[:, 2]  # one sample's state negated
+    rep = compare([[ref]], [[got]], ["stateN"], labels=None, thresholds={**TH, "min_cosine": 0.0},
+                  kinds={"stateN": ("raw", "test")}, axes={"stateN": 1})
+    assert rep["outputs"]["stateN"]["min_sample_cosine"] == pytest.approx(-1.0)
