@@ -15,7 +15,10 @@ MLPerf BERT runs the SQuAD dev set unpadded (variable sequence length): about 46
 MLPerf BERT SingleStream (p90 over unpadded lengths) and Server figures are not used. Jetson ResNet-50 Offline
 ran on the GPU and both DLAs: the planner prices the GPU only; those rows are shown, not fitted nor scored.
 
-Fit (per architecture family, never per model): matrix efficiency = base x exp(family offset) x power term and
+Fit (per planning family -- the profile's architecture family, Jetson Orin apart: xinfer_sdk/planning/factors.py
+planning_family -- never per model): matrix efficiency = base x exp(family offset) x power term, the power term
+(W per FP16 TFLOPS / the family's reference)^exponent, the reference the geometric mean over the family's shipped
+profiles (power_references: profile figures only, the same in every held-out fit), and
 per-kernel gap = base x exp(family offset) x reference / boost clock (the gap is a number of cycles; clocks:
 xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base); the
 pre-Ampere families (Volta/Xavier, Turing: no cp.async) share one more factor on each, not penalised;
