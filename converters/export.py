@@ -29,7 +29,7 @@ from .pipeline import Skip
 log = logging.getLogger(__name__)
 
 BATCH = "batch"
-SHAPES_HINT = "give example shapes with --shapes NAME:SHAPE (e.g. input_ids:1x8..32x128..64x512; add --dtype NAME=int64 " \
+SHAPES_HINT = "give example shapes with --shapes NAME:SHAPE, one per input (e.g. NAME:1x8..32x128..64x512; add --dtype NAME=int64 " \
               "for integer inputs) or example data with --calib"
 
 
@@ -120,8 +120,9 @@ def _example(ctx, names: list[str] | None) -> dict[str, np.ndarray]:
             dtype = np.dtype(opts.dtypes.get(n, "float32"))
             out[n] = rng.randn(*shape).astype(dtype) if dtype.kind == "f" else np.ones(shape, dtype=dtype)
         return out
+    known = f" for its inputs {', '.join(required)}" if required else ""
     raise UserError(f"cannot export {ctx.source.get('factory') or ctx.source.get('path') or 'the model'}: "
-                    f"no example inputs; {SHAPES_HINT}")
+                    f"no example inputs{known}; {SHAPES_HINT}")
 
 
 def _require(required: list[str] | None, given, what: str) -> None:
