@@ -214,8 +214,8 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
     scale, scale_how = gap_scale(mhz)
     gap = Factor(gap.value * scale, (f"{gap.value * 1e6:.3g} us at the reference clock, {scale_how} ({clock_src}); "
                                      f"{gap.source}"))
-    eff_m = base if term == 1.0 else Factor(base.value * term, f"{base.value:.3g} x {how}; {base.source}; exponent: "
-                                                                f"{fac['power_exponent'].source}")
+    eff_m = base if not fac["power_exponent"].value else Factor(
+        base.value * term, f"{base.value:.3g} x {how}; {base.source}; exponent: {fac['power_exponent'].source}")
     return DeviceModel(
         profile=profile.name, kind=profile.kind, precision=precision, matrix_tflops=float(peak),
         matrix_basis=f"{prec.upper()} dense peak, {basis}" + (f"; {why}" if why else ""),
