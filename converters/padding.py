@@ -18,6 +18,7 @@ From Python (tests, notebooks)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import os
@@ -178,7 +179,7 @@ def padding_step(ctx) -> tuple[str, dict[str, Any]]:
     model = ctx.model_onnx or ctx.fp32_onnx
     report = check_padding(model, decl, ctx.inputs, ctx.outputs, samples,
                            thresholds=dataclasses.asdict(ctx.options.thresholds))
-    ctx.padding = report["declaration"]
+    ctx.padding = copy.deepcopy(report["declaration"])  # its own object: no YAML alias to the step's details
     worst = min(report["outputs"].items(), key=lambda kv: kv[1]["min_cosine"])
     return (f"{report['requests']} requests in {report['padded_batches']} padded batches match unpadded "
             f"(worst cosine {worst[1]['min_cosine']:.6f} on {worst[0]!r})", report)
