@@ -22,6 +22,7 @@ import numpy as np
 
 from xinfer_sdk._lazy import require
 from xinfer_sdk.errors import AccuracyGateError, ConversionError
+from xinfer_sdk.shapes import shapes_hint
 
 from . import calibration
 from . import gate_metrics as gm
@@ -51,7 +52,16 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
             ", its Relu/Clip-before-QuantizeLinear rewrites off)" if opts.precision == "fp8" else ")")
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
-    ref = run_graph(reference, data, batch)
+    try:
+        ref = run_graph(reference, data, batch)
+    except ConversionError as exc:
+        if data.source.get("kind") != "synthetic":
+            raise
+        hints = "; ".join(shapes_hint(s, batched=ctx.batched, max_batch=opts.max_batch_size) for s in ctx.inputs
+                          if any(d < 0 for d in s.shape))
+        raise ConversionError(exc.message, hint=f"the gate's synthetic inputs ({data.source.get('what')}) are not "
+                              f"sizes this model takes: give its real ones, e.g. {hints or '--shapes'}, or data with "
+                              "--eval") from None
     got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None,
                     disabled_optimizers=FP8_ORT_DISABLED if opts.precision == "fp8" else ())
     names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)

@@ -189,3 +189,15 @@ def test_served_classifier_matches_the_original_graph(ocr_server, proto):
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert (got.argmax(1) == want.argmax(1)).all()
 
+
+
+def test_rec_without_its_flag_says_which_shapes_to_give(tmp_path):
+    from xinfer_sdk.builder import build
+    from xinfer_sdk.errors import ConversionError
+
+    # its height must be 48: the default image size (224x224) is not one it takes, and the memory budget's
+    # default-size estimate (35 GB at 1280x1280) does not refuse the build, it warns
+    with pytest.raises(ConversionError) as info:
+        build(str(RAPIDOCR_REC.fetch()), "cpu", "fp32", output=tmp_path / "rec.xinfer")
+    assert "--shapes x:1x3x32x32..8x3x224x224..32x3x1280x1280" in info.value.hint
+    assert "input_ids" not in str(info.value) + info.value.hint
