@@ -14,7 +14,7 @@ from .fold import fold_and_infer
 
 log = logging.getLogger(__name__)
 
-SHAPES_HINT = "--shapes NAME:MIN..OPT..MAX, e.g. input_ids:1x8..32x128..64x512"
+SHAPES_HINT = "--shapes NAME:MIN..OPT..MAX"  # an error names the input and its dims (shapes_example)
 # Initializers larger than this many elements are moved out of the copy given to shape inference (they only
 # need their type and shape there); keeps inference fast and under protobuf's 2 GB limit.
 _INLINE_MAX = 4096
