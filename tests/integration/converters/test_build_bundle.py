@@ -28,7 +28,7 @@ def test_manifest_checksums_match_every_file(digits, tmp_path):
     assert m.batch["max_batch_size"] == 32 and m.batch["preferred_batch_sizes"] == [8, 16, 32]
     assert {"xinfer-sdk", "onnx", "onnxruntime", "numpy"} <= set(m.tools)
     assert [s.name for s in m.steps] == ["input", "export", "cleanup", "memory_budget", "fp16", "bf16",
-                                         "int8", "fp8", "accuracy_gate", "tensorrt"]
+                                         "int8", "fp8", "accuracy_gate", "padding", "tensorrt"]
     assert "xinfer-sdk build" in m.extra["build"]["reproduce"] and "--precision int8" in m.extra["build"]["reproduce"]
     (bundle.root / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="checksum mismatch"):
