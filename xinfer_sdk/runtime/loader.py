@@ -16,6 +16,7 @@ from ..bundle import Artifact, Bundle, Manifest, TensorSpec, is_bundle, open_bun
 from ..errors import BackendUnavailable, BundleError, ConversionError, UserError, XinferError
 from ..policy import BatchPolicy
 from ..profiles import Profile, ProfileRegistry, detect, load_profile, read_host
+from .axes import with_batch_axes
 from .backends.base import normalize_device
 from .backends.select import ALIASES, choose
 from .devices import engine_device, parse_devices
@@ -114,9 +115,10 @@ def bundle_from_onnx(path: Path) -> Bundle:
             raise BundleError(f"{path}: input/output {node.name!r} has unsupported type {node.type}")
         return TensorSpec(node.name, _ORT_TYPES[node.type], tuple(dims), names)
 
-    inputs = [spec(i) for i in sess.get_inputs()]
-    outputs = [spec(o) for o in sess.get_outputs()]
-    batched = bool(inputs) and all(len(t.shape) > 0 and t.shape[0] == -1 for t in inputs)
+    # each tensor's batch axis inferred as `build` does (runtime/axes.py): a recurrent state [2, batch, 128] on
+    # axis 1, a scalar sample rate shared by the batch (silero-vad loads batched, not one request at a time)
+    inputs, outputs, batched = with_batch_axes([spec(i) for i in sess.get_inputs()],
+                                               [spec(o) for o in sess.get_outputs()])
     digest = sha256_file(path)
     art = Artifact(path=path.name, sha256=digest, bytes=path.stat().st_size, role="model")
     manifest = Manifest(name=path.stem, inputs=inputs, outputs=outputs, precision="as-is",

@@ -50,6 +50,17 @@ def _warmup_feeds(specs: list[TensorSpec], batched: bool) -> dict[str, np.ndarra
     return feeds
 
 
+def _axis0(specs: list[TensorSpec], axes: Mapping[str, int | None]) -> list[TensorSpec]:
+    """The specs as the core sees a stateful model (``sequence.Layout``): the batch moved to axis 0; a tensor
+    without a batch axis (a scalar) gains a length-1 axis 0 per request."""
+    out = []
+    for s in specs:
+        a = axes.get(s.name, 0)
+        rest = list(s.shape) if a is None else [d for i, d in enumerate(s.shape) if i != a]
+        out.append(dataclasses.replace(s, shape=(-1, *rest), dim_names=(), batch_axis=0))
+    return out
+
+
 class Model:
     """A bundle running on one backend with ``policy.device_concurrency`` workers on each of its devices.
     Thread-safe."""
@@ -102,8 +113,18 @@ class Model:
 
         workers = policy if len(self.devices) == 1 else \
             dataclasses.replace(policy, device_concurrency=conc * len(self.devices))
+        if layout is None:  # the core stacks each tensor along its own batch axis, padded as the manifest declares
+            core_in, core_out, self.padding = self.inputs, self.outputs, m.padding
+        else:  # a stateful model: ``Placed`` hands the core sequence.Layout's axis-0 view of every tensor
+            core_in, core_out, self.padding = _axis0(self.inputs, layout.in_axes), _axis0(self.outputs,
+                                                                                         layout.out_axes), None
+            if m.padding:
+                self._notes.append("the bundle's padding declaration is not applied: a stateful model's requests "
+                                   "are batched per sequence step, unpadded")
+                log.warning("%s: %s", self.name, self._notes[-1])
         self._batcher = Batcher(factory, policy=workers, input_names=[s.name for s in self.inputs],
-                                batched=batched, stats=self.stats_obj, warmup=warm, name=self.name)
+                                batched=batched, stats=self.stats_obj, warmup=warm, name=self.name,
+                                inputs=core_in, outputs=core_out, padding=self.padding)
         #: the sequence batcher of a stateful model (None: stateless); ``Service.submit`` hands requests to it
         self.sequences: SequenceBatcher | None = None
         if sequence is not None and layout is not None:
@@ -220,6 +241,7 @@ class Model:
             "workers": workers, "threads_per_worker": self.threads, "policy": self.policy.to_dict(),
             "profile": self.profile.name, "built_for_profile": (m.profile or {}).get("name"), "notes": self._notes,
             "sequence": self.sequences.describe() if self.sequences is not None else None,
+            "padding": self.padding,
         }
 
     def stop_intake(self) -> None:
