@@ -60,6 +60,8 @@ class Served:
 
     # -- documents ----------------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
+        # each tensor's full shape, as the client sends it: -1 at its own batch axis (Triton's metadata form, the
+        # config's dims with the batch dim put back); a stateful model's state tensors are not listed (implicit)
         def t(s):
             return {"name": s.name, "datatype": s.kserve_dtype, "shape": list(s.shape)}
 
@@ -69,16 +71,27 @@ class Served:
     def _config(self) -> dict[str, Any]:
         """Triton's model configuration (JSON form), as perf_analyzer and tritonclient read it."""
         m = self.model
-        batched = m.max_batch_size > 0
+        # Triton's format implies the batch dim first in every tensor when max_batch_size > 0 (``dims`` leave it
+        # out). A model that batches on another axis (a state [2, batch, 128]) or has a tensor shared by the batch
+        # (a scalar sample rate) cannot be written that way: it is reported as Triton reports a model it does not
+        # batch itself, max_batch_size 0 with every dim (-1 at the batch axis), which is also the shape clients
+        # send. The core still batches it; ``parameters.batch_axes`` says along which axis each tensor stacks.
+        tensors = [*m.inputs, *m.outputs]
+        batched = m.max_batch_size > 0 and all(s.shape and s.batch_axis == 0 for s in tensors)
 
         def dims(s):
             return list(s.shape[1:] if batched else s.shape)
 
+        params: dict[str, Any] = {}
+        if m.max_batch_size > 0 and not batched:
+            axes = ",".join(f"{s.name}:{'none' if s.batch_axis is None or not s.shape else s.batch_axis}"
+                            for s in tensors)
+            params["batch_axes"] = {"string_value": axes}
         pol = m.policy
         cfg: dict[str, Any] = {
             "name": self.name, "platform": self.platform, "backend": self.triton_backend,
             "version_policy": self.version_policy,
-            "max_batch_size": m.max_batch_size,
+            "max_batch_size": m.max_batch_size if batched else 0,
             "input": [{"name": s.name, "data_type": _TRITON_TYPES.get(s.kserve_dtype, "TYPE_INVALID"),
                        "format": "FORMAT_NONE", "dims": dims(s), "is_shape_tensor": False,
                        "allow_ragged_batch": False, "optional": False} for s in m.inputs],
@@ -88,7 +101,7 @@ class Served:
             "instance_group": [{"name": f"{self.name}_0", "kind": "KIND_GPU" if self.device != "cpu"
                                 else "KIND_CPU", "count": pol.device_concurrency, "gpus": [], "profile": [],
                                 "passive": False, "host_policy": ""}],
-            "default_model_filename": "", "parameters": {}, "model_warmup": [],
+            "default_model_filename": "", "parameters": params, "model_warmup": [],
         }
         if batched:
             cfg["dynamic_batching"] = {
