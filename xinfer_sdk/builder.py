@@ -43,8 +43,15 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
           weights: str | None = None, opset: int | None = None, per_channel: bool | None = None,
           eval_fraction: float | None = None, labels_output: str | None = None,
           fp16_block_ops: Sequence[str] = (), build_engine: bool = True, signature: str | None = None,
-          on_step: Callable[[StepResult], None] | None = None) -> Bundle:
+          on_step: Callable[[StepResult], None] | None = None,
+          padding: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+          output_kinds: Mapping[str, str] | None = None) -> Bundle:
     """Build ``model`` for ``profile`` at ``precision`` into a bundle folder and return it (opened, verified).
+
+    padding: padded batching to check on the eval data and record in the manifest, as ``--pad`` takes it: a
+        mapping ({"inputs": {"input_ids": {"axis": 1, "value": 0}}, "buckets": [16, 32, 64], "outputs":
+        {"logits": 1}}), an inline YAML string, or a YAML file (see docs/batching.md).
+    output_kinds: {output: kind} for the accuracy gate, as ``--output-kind NAME=KIND`` (e.g. {"maps": "map"}).
 
     Raises a ``UserError`` subclass (exit 2) for bad input and ``AccuracyGateError`` (exit 3) when the
     converted model falls below the thresholds (the bundle is still written, marked as failed, to inspect).
@@ -84,6 +91,14 @@ def build(model: Any, profile: str | Profile = "auto", precision: str = "auto", 
     )
     if calib_samples is not None:
         opts.calib_samples = int(calib_samples)
+    if padding is not None:  # else what the CLI set around the build (converters.context.requested), if anything
+        from xinfer_sdk.converters.padding import parse_pad
+
+        opts.padding = parse_pad(padding)
+    if output_kinds is not None:
+        from xinfer_sdk.converters.kinds import parse_kinds
+
+        opts.output_kinds = parse_kinds(output_kinds)
     package.check_output(out)
     staging = package.staging_dir(out)
     scratch = Path(tempfile.mkdtemp(prefix="xinfer-build-"))
