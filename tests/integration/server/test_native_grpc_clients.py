@@ -106,7 +106,7 @@ def test_perf_analyzer_streaming_and_async(server, perf_analyzer, tmp_path, mode
     out = tmp_path / "pa.csv"
     p = subprocess.run([perf_analyzer, "-m", "mlp", "-u", f"127.0.0.1:{server.grpc_port}", "-i", "grpc", mode,
                         "-b", "1", "--concurrency-range", "8:8", "--measurement-interval", "500", "-s", "100",
-                        "--max-trials", "3", "--input-data", "zero", "-f", str(out)],
+                        "--max-trials", "10", "--input-data", "zero", "-f", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     with out.open() as f:

@@ -13,7 +13,7 @@ from live import prometheus
 
 def run_perf_analyzer(perf_analyzer, url, protocol, out, *extra):
     p = subprocess.run([perf_analyzer, "-m", "mlp", "-u", url, "-i", protocol, "-b", "1", "--concurrency-range",
-                        "4:4", "--measurement-interval", "500", "-s", "100", "--max-trials", "3",
+                        "4:4", "--measurement-interval", "500", "-s", "100", "--max-trials", "10",
                         "--input-data", "zero", "-f", str(out), *extra], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     row = next(csv.DictReader(out.open()))
