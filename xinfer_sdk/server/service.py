@@ -386,6 +386,8 @@ class Service:
         ok = True
         for s in [*self.served_all(), *list(self._retiring)]:
             ok = s.model.close(drain=True, timeout=timeout) and ok
+        from .shm import close_registry  # registered shared-memory regions are unmapped with the server
+        close_registry(self)
         return ok
 
 
