@@ -93,6 +93,13 @@ class Layout:
             total = stop
         return results
 
+    def padded_tokens(self, feeds: Mapping[str, np.ndarray]) -> int:
+        """Samples x padded length of a batch (its first padded input's batch and pad axes): what the run cost."""
+        name, (axis, _) = next(iter(self.pad.inputs.items()))
+        shape = feeds[name].shape
+        batch_axis = self.in_axes.get(name, 0)
+        return shape[axis] * (shape[batch_axis] if batch_axis is not None else 1)
+
     # -- a request above max_batch_size ---------------------------------------------------------------------
     def chunk(self, feeds: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples start..stop of a request (unbatched inputs whole)."""

@@ -10,8 +10,9 @@ larger than ``max_batch_size`` is split into chunks that are queued like any oth
 
 Each tensor is stacked and split along its own batch axis (``TensorSpec.batch_axis``; an input without one is
 shared by the batch and must be equal to merge). With a padding declaration (``Manifest.padding``), requests of
-different lengths in one bucket share a batch, padded, and each caller's outputs are cropped back (see
-``assemble.py`` and ``padding.py``).
+different lengths share a batch, padded to a bucket, and each caller's outputs are cropped back; which requests
+and which bucket is ``PadPlan.choose``'s decision, by a cost model fitted from the batches run (see ``assemble.py``
+and ``padding.py``).
 
 Each of the ``device_concurrency`` workers is a thread that owns one backend instance (its own session /
 execution context); the engines release the GIL while they run. Requests carry an optional deadline (not
@@ -42,6 +43,7 @@ from . import supervisor, trace
 from .assemble import layout_for
 from .backends.base import Backend
 from .delivery import ASYNC, CANCELLED, CHILD, FUTURE, QUEUED, RUNNING, WAITER, Delivery, Request, answered  # noqa: F401
+from .padding import PadCost
 from .stats import Stats
 from .supervisor import DOWN_HINT, Supervisor, WorkerLost, died, release
 
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # how far past the head a worker looks for requests of the same shape
 SCAN_LIMIT = 4096
+# how many requests a padded head chooses its batch among (padding.PadPlan.choose)
+PAD_SCAN = 256
 _perf = time.perf_counter
 
 
@@ -102,6 +106,7 @@ class Batcher(Delivery):
         try:
             self.layout = layout_for(self.backends[0], self.names, self.batched, self.name, inputs, outputs, padding)
             self.pad = self.layout.pad
+            self.pad_cost = PadCost()  # the cost model the padded batches are chosen by (padding.py)
         except BaseException:
             self.close(drain=False, timeout=5)
             raise
@@ -207,6 +212,7 @@ class Batcher(Delivery):
         total = 0
         sig = None
         scanned = 0
+        cands: list[Request] | None = None  # a padded head: every queued request it can share a batch with
         while q and scanned < SCAN_LIMIT:
             r = q.popleft()
             scanned += 1
@@ -220,8 +226,16 @@ class Batcher(Delivery):
                 continue
             if sig is None:
                 sig = r.sig
+                if r.extent is not None:
+                    cands = []
             elif r.sig != sig:
                 skipped.append(r)
+                continue
+            if cands is not None:
+                cands.append(r)
+                skipped.append(r)
+                if len(cands) >= PAD_SCAN:
+                    break
                 continue
             if total + r.n > target:
                 skipped.append(r)
@@ -232,6 +246,12 @@ class Batcher(Delivery):
             r.state = RUNNING
             if total >= target:
                 break
+        if cands:
+            batch = self.pad.choose(cands, target, self.pad_cost.overhead)
+            for r in batch:
+                self._queued_samples -= r.n
+                r.state = RUNNING
+            skipped = [r for r in skipped if r.state != RUNNING]
         if skipped:
             q.extendleft(reversed(skipped))
         self.stats.queue_depth = len(q)
@@ -354,6 +374,9 @@ class Batcher(Delivery):
             r.t_done = t1
         self.stats.record_batch(total, t1 - t0, [t0 - r.t_enq for r in live])
         self._deliver(live, results)
+        if live[0].extent is not None:  # padded, or alone: the worker's time for the batch teaches the cost model
+            self.pad_cost.observe(self.layout.padded_tokens(feeds), sum(r.n * r.extent for r in live),
+                                  _perf() - (t_take or t0))
         trace.pop()
         if rec is not None:
             rec.batch(self.name, index, [(r.t_enq, r.n, id(r)) for r in live],

@@ -7,11 +7,14 @@ The declaration lives in the bundle manifest (``padding:`` in xinfer.yaml, ``Man
       buckets: [16, 32, 64, 128]
       outputs: {last_hidden_state: 1}
 
-A request's *length* is its size along the padded axis (the same for every padded input). Its bucket is the
-smallest one that holds it; requests of the same bucket (and equal other shapes) share a batch, each padded with
-``value`` up to the bucket. Every output named under ``outputs`` is cropped back along its axis to the caller's own
-length; other outputs (a pooled vector) are returned as the model computed them. A request longer than the
-largest bucket is not padded: it merges only with requests of exactly its shape, as without a declaration.
+A request's *length* is its size along the padded axis (the same for every padded input). Requests that can be
+padded (equal other shapes, a length within the buckets) may share a batch; each is padded with ``value`` up to
+the smallest bucket that holds the batch's longest request. Which requests share a batch is ``PadPlan.choose``'s
+decision: the oldest request is always in it, and the bucket (>= the oldest's own) is the one that gives the most
+real tokens per unit of cost, by a cost model ``PadCost`` fits online from the batches already run (compute time
+= fixed overhead + cost per padded token). Every output named under ``outputs`` is cropped back along its axis
+to the caller's own length; other outputs (a pooled vector) are returned as the model computed them. A request
+longer than the largest bucket is not padded: it merges only with requests of exactly its shape.
 
 Padding changes nothing only if the model ignores the padded positions (an attention mask, a causal or
 per-position computation): ``converters/padding.py`` checks that at build on the eval data.
@@ -19,6 +22,7 @@ per-position computation): ``converters/padding.py`` checks that at build on the
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +33,7 @@ from ..bundle import TensorSpec
 from ..errors import UserError
 
 KEYS = ("inputs", "buckets", "outputs")
+PAD = ("pad",)  # a padded dim in a request's signature: any length within the buckets
 EXAMPLE = ("padding: {inputs: {input_ids: {axis: 1, value: 0}}, buckets: [16, 32, 64, 128], "
            "outputs: {last_hidden_state: 1}}")
 
@@ -110,8 +115,9 @@ class PadPlan:
         self._first = self._slots[0][1], self._slots[0][2]
 
     def signature(self, feeds: Mapping[str, np.ndarray], sig: tuple) -> tuple[tuple, int | None]:
-        """(signature, length): the validator's signature with each padded dim replaced by the bucket, and the
-        request's own length; (sig, None) unchanged when it cannot be padded (lengths differ, beyond the buckets)."""
+        """(signature, length): the validator's signature with each padded dim replaced by a marker (so requests of
+        any length within the buckets compare equal), and the request's own length; (sig, None) unchanged when it
+        cannot be padded (lengths differ between the padded inputs, or beyond the largest bucket)."""
         name, axis = self._first
         length = feeds[name].shape[axis]
         for _, n, a, _ in self._slots:
@@ -120,12 +126,61 @@ class PadPlan:
         b = bisect_left(self.buckets, length)
         if b == len(self.buckets):
             return sig, None
-        bucket = self.buckets[b]
         out = list(sig)
         for i, _, _, pos in self._slots:
             tail = out[i]
-            out[i] = (*tail[:pos], ("pad", bucket), *tail[pos + 1:])
+            out[i] = (*tail[:pos], PAD, *tail[pos + 1:])
         return tuple(out), length
+
+    def choose(self, cands: Sequence[Any], room: int, overhead: float | None) -> list[Any]:
+        """The requests of one batch among ``cands`` (queued requests of one padded signature, oldest first; each
+        has ``.extent``, its length, and ``.n``, its samples): at most ``room`` samples, the oldest always in.
+
+        For each bucket from the oldest request's own up to the longest queued one, the batch would hold the
+        oldest request plus the longest other requests that fit the bucket (least padding; oldest first among
+        equal lengths) up to ``room``; the bucket kept is the one with the most real tokens per unit of cost,
+        cost = ``overhead`` + padded tokens (``overhead``: the fixed cost of a run, in padded tokens, from
+        ``PadCost``). With ``overhead`` None (not measured yet) the batch is the requests of the oldest one's bucket,
+        oldest first."""
+        head = cands[0]
+        buckets = self.buckets
+        first = bisect_left(buckets, head.extent)
+        if overhead is None:  # requests of the head's own bucket only
+            top = buckets[first]
+            low = buckets[first - 1] if first else 0
+            batch, rows = [head], head.n
+            for r in cands[1:]:
+                if low < r.extent <= top and rows + r.n <= room:
+                    batch.append(r)
+                    rows += r.n
+                    if rows >= room:
+                        break
+            return batch
+        others = sorted(cands[1:], key=_longest_first)
+        longest = others[0].extent if others else head.extent
+        best, best_score = [head], -1.0
+        for top in buckets[first:]:
+            # the batch padded to ``top``: the head, then the longest requests that fit while each one raises the
+            # tokens per cost (they come longest first: once one does not, no later one does)
+            batch, rows, real = [head], head.n, head.n * head.extent
+            score = real / (overhead + real)  # alone: runs unpadded
+            for r in others:
+                if rows >= room:
+                    break
+                if r.extent > top or rows + r.n > room:
+                    continue
+                s = (real + r.n * r.extent) / (overhead + (rows + r.n) * top)
+                if s < score:
+                    break
+                batch.append(r)
+                rows += r.n
+                real += r.n * r.extent
+                score = s
+            if score > best_score:
+                best, best_score = batch, score
+            if top >= longest:
+                break
+        return best
 
     def stack(self, name: str, arrays: Sequence[np.ndarray], lengths: Sequence[int], bucket: int,
               batch_axis: int | None) -> np.ndarray:
@@ -159,6 +214,63 @@ class PadPlan:
     def bucket(self, length: int) -> int | None:
         b = bisect_left(self.buckets, length)
         return self.buckets[b] if b < len(self.buckets) else None
+
+
+def _longest_first(r: Any) -> int:
+    return -r.extent
+
+
+class PadCost:
+    """The cost of a run as ``a + b * padded tokens`` (seconds), fitted online by exponentially weighted least
+    squares over the batches already run (the worker's whole time for a batch: assembly, engine, delivery);
+    ``overhead`` = a / b, the fixed cost of a run in padded tokens (what ``PadPlan.choose`` needs), None until
+    ``warm`` batches of different sizes gave a fit with a > 0 and b > 0. ``overhead=`` pins it (tests)."""
+
+    def __init__(self, overhead: float | None = None, *, decay: float = 0.99, warm: int = 8):
+        self.pinned = overhead is not None
+        self.overhead = overhead
+        self.decay = decay
+        self.warm = warm
+        self.count = 0
+        self.seconds_per_token: float | None = None
+        self.tokens = self.real = 0
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, tokens: int, real: int, seconds: float) -> None:
+        """One batch: ``tokens`` padded tokens run (``real`` of them the requests' own) in ``seconds``."""
+        d = self.decay
+        x = float(tokens)
+        with self._lock:
+            self.tokens += tokens
+            self.real += real
+            if self.pinned:
+                return
+            self._w = self._w * d + 1.0
+            self._x = self._x * d + x
+            self._y = self._y * d + seconds
+            self._xx = self._xx * d + x * x
+            self._xy = self._xy * d + x * seconds
+            self.count += 1
+            if self.count < self.warm:
+                return
+            w = self._w
+            mx, my = self._x / w, self._y / w
+            var = self._xx / w - mx * mx
+            if var <= (0.05 * mx) ** 2:  # batches all alike: no slope to measure, keep the last estimate
+                return
+            b = (self._xy / w - mx * my) / var
+            a = my - b * mx
+            if a > 0 and b > 0:  # else noise (a shared machine): keep the last estimate
+                self.overhead = a / b
+                self.seconds_per_token = b
+
+    def fit(self) -> dict:
+        """The current fit and what padding cost so far: overhead_tokens (a / b), us_per_token (b), batches seen,
+        padded_per_real (padded tokens run per token of the requests' own)."""
+        spt = self.seconds_per_token
+        return {"overhead_tokens": self.overhead, "us_per_token": None if spt is None else spt * 1e6,
+                "batches": self.count, "padded_per_real": self.tokens / self.real if self.real else None}
 
 
 def plan_of(decl: Mapping[str, Any] | PadPlan | None, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
