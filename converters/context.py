@@ -14,8 +14,8 @@ from xinfer_sdk.policy import BatchPolicy
 from xinfer_sdk.profiles import Profile, Thresholds
 from xinfer_sdk.shapes import ShapeRange
 
-# Build options the CLI has and ``xinfer_sdk.builder.build`` does not take yet (--output-kind, --pad): the CLI
-# sets them here around the build (``requested(...)``), and BuildOptions' fields start from them.
+# --output-kind / --pad for builds started inside ``requested(...)`` (callers that cannot pass
+# ``builder.build(output_kinds=..., padding=...)`` themselves); BuildOptions' fields start from them.
 REQUESTED: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("build_requested", default=None)
 
 

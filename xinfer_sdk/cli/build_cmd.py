@@ -104,22 +104,19 @@ def build(ctx: click.Context, model: str, profile_name: str, precision: str, cal
             err.print(f"{step.name:>14} | {view._MARK.get(step.status, step.status):7} {step.seconds:6.2f}s  "
                       f"{step.message}", markup=False)
 
-    from ..converters.context import requested
     from ..converters.kinds import parse_kinds
-    from ..converters.padding import parse_pad
 
     kinds = parse_kinds(_pairs(output_kinds, "--output-kind", "NAME=KIND, e.g. maps=map"))
-    with requested(output_kinds=kinds, padding=parse_pad(pad) if pad else None):
-        bundle = _build(do_build, model, profile_name, precision, as_json=as_json, on_step=on_step, kw=dict(
-            calib=calib, eval=eval_data, shapes=shapes or None, output=output,
-            profiles_dirs=ctx.obj.get("profiles_dirs", ()), overrides=overrides,
-            thresholds={k: v for k, v in thresholds.items() if v is not None} or None, calib_method=calib_method,
-            calib_samples=calib_samples, max_batch_size=max_batch_size, name=name,
-            progress=None if quiet else progress(), dynamic_axes=_axes(axes), dtypes=dict(_pairs(
-                dtypes, "--dtype", "NAME=DTYPE, e.g. input_ids=int64")), input_names=_names(input_names),
-            output_names=_names(output_names), weights=weights, signature=signature, opset=opset, per_channel=per_channel,
-            eval_fraction=eval_fraction, labels_output=labels_output, fp16_block_ops=fp16_block_ops,
-            build_engine=not no_engine))
+    bundle = _build(do_build, model, profile_name, precision, as_json=as_json, on_step=on_step, kw=dict(
+        calib=calib, eval=eval_data, shapes=shapes or None, output=output,
+        profiles_dirs=ctx.obj.get("profiles_dirs", ()), overrides=overrides,
+        thresholds={k: v for k, v in thresholds.items() if v is not None} or None, calib_method=calib_method,
+        calib_samples=calib_samples, max_batch_size=max_batch_size, name=name,
+        progress=None if quiet else progress(), dynamic_axes=_axes(axes), dtypes=dict(_pairs(
+            dtypes, "--dtype", "NAME=DTYPE, e.g. input_ids=int64")), input_names=_names(input_names),
+        output_names=_names(output_names), weights=weights, signature=signature, opset=opset, per_channel=per_channel,
+        eval_fraction=eval_fraction, labels_output=labels_output, fp16_block_ops=fp16_block_ops,
+        build_engine=not no_engine, output_kinds=kinds or None, padding=pad or None))
     if as_json:
         emit_json({"bundle": str(bundle.root), "manifest": bundle.manifest.to_dict()})
         return 0
