@@ -50,6 +50,7 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
     if exact:
         what += f" (the graph's {opts.precision.upper()} arithmetic: ONNX Runtime's QDQ fusion off" + (
             ", its Relu/Clip-before-QuantizeLinear rewrites off)" if opts.precision == "fp8" else ")")
+    kinds = graph_kinds(reference, ctx.outputs, opts.output_kinds)  # first: a wrong --output-kind name fails fast
     data = eval_data(ctx)
     batch = min(EVAL_BATCH, opts.max_batch_size) if ctx.batched else 1
     try:
@@ -65,7 +66,6 @@ def gate_step(ctx) -> tuple[str, dict[str, Any]]:
     got = run_graph(candidate, data, batch, config=EXACT_ARITHMETIC if exact else None,
                     disabled_optimizers=FP8_ORT_DISABLED if opts.precision == "fp8" else ())
     names, thresholds = [o.name for o in ctx.outputs], dataclasses.asdict(opts.thresholds)
-    kinds = graph_kinds(reference, ctx.outputs, opts.output_kinds)
     axes = {o.name: getattr(o, "batch_axis", 0) for o in ctx.outputs} if ctx.batched else {}
     report = compare(ref, got, names, labels=data.label_array(), thresholds=thresholds,
                      labels_output=opts.labels_output, kinds=kinds, axes=axes)
