@@ -17,8 +17,12 @@ the engine (process CPU time per request minus the raw engine's CPU time per sam
 batch and sequence axes) driven by 64 ``infer_async`` callers with lengths uniform in 8..128, served twice in the
 same run, rounds interleaved: ``equal`` merges only equal shapes (no declaration), ``padded`` declares
 ``padding:`` (pad value 0 on the sequence axis, buckets of 16, the hidden states cropped back). ``fixed64`` (every
-request 64 tokens, no padding) is the reference the issue measured. Prints padded / equal and the largest
-difference between a caller's padded answer and the same request run alone.
+request 64 tokens, no padding) is the reference the issue measured; ``ceiling`` (every request at the mean length,
+68 tokens) is what padding could reach at best: full batches and no padded token. Prints padded / equal (the
+median and the range over the segments), the machine's load average before and after (the noise), the cost model
+the batcher fitted (fixed cost of a run in tokens, cost per token, padded tokens per real one), the per-request
+cost that model predicts for each row, and the largest difference between a caller's padded answer and the same
+request run alone.
 
     python bench/batching.py [--seconds 3] [--rounds 3] [--models mlp,resnet18,encoder] [--json out.json]
 """
@@ -300,36 +304,56 @@ def run_encoder(args) -> dict:
     policy = xs.BatchPolicy(**ENCODER_POLICY)
     varied = text_requests(1024, LENGTHS, 2)
     fixed = text_requests(256, 64, 3)
-    rounds: dict[str, list] = {"equal": [], "padded": [], "fixed64": []}
+    mean_len = sum(LENGTHS) // 2
+    ceiling = text_requests(256, mean_len, 4)
+    rounds: dict[str, list] = {"equal": [], "padded": [], "fixed64": [], "ceiling": []}
     # both models stay loaded; short segments alternate (the order flips each time), so slow changes in what else
     # runs on the machine hit both alike; a round is 3 segments of each
     seg = max(0.5, args.seconds / 3)
     opts = {"spinning": args.spinning}
     kw = dict(profile="cpu", batching=policy, options=opts, threads=args.threads)
     with xs.load(bundles["equal"], **kw) as equal, xs.load(bundles["padded"], **kw) as padded:
-        models = {"equal": equal, "padded": padded, "fixed64": equal}
-        data = {"equal": varied, "padded": varied, "fixed64": fixed}
+        models = {"equal": equal, "padded": padded, "fixed64": equal, "ceiling": equal}
+        data = {"equal": varied, "padded": varied, "fixed64": fixed, "ceiling": ceiling}
         for mode in models:
             text_load(models[mode], data[mode], 0.5)  # warm
         max_diff = check_padded(padded, bundles["equal"], varied[:256], policy)
+        load_before = os.getloadavg()
         for r in range(args.rounds):
             for k in range(3):
-                order = ("equal", "padded", "fixed64") if (r * 3 + k) % 2 == 0 else ("padded", "equal", "fixed64")
-                for mode in order:
+                pair = ("equal", "padded") if (r * 3 + k) % 2 == 0 else ("padded", "equal")
+                for mode in (*pair, "fixed64", "ceiling"):
                     rounds[mode].append(text_load(models[mode], data[mode], seg))
             eq, pd = (_med_round(rounds[m][-3:]) for m in ("equal", "padded"))
             print(f"encoder   round {r}: equal {eq['req_per_s']:8.1f}/s (batch {eq['mean_batch']:.1f}) | padded "
                   f"{pd['req_per_s']:8.1f}/s (batch {pd['mean_batch']:.1f}) | {pd['req_per_s'] / eq['req_per_s']:.2f}x, "
                   f"per CPU-second {pd['req_per_cpu_s'] / eq['req_per_cpu_s']:.2f}x | fixed 64 "
-                  f"{_med_round(rounds['fixed64'][-3:])['req_per_s']:8.1f}/s", flush=True)
+                  f"{_med_round(rounds['fixed64'][-3:])['req_per_s']:8.1f}/s | ceiling ({mean_len} tokens) "
+                  f"{_med_round(rounds['ceiling'][-3:])['req_per_s']:8.1f}/s | load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+        fit = padded._batcher.pad_cost.fit()  # the cost model the padded batches were chosen by
     med = statistics.median
     out = {"policy": policy.to_dict(), "buckets": BUCKETS, "lengths": list(LENGTHS), "max_abs_diff": max_diff,
-           "hidden": h}
+           "hidden": h, "mean_len": mean_len, "fit": fit,
+           "loadavg": {"before": list(load_before), "after": list(os.getloadavg())}}
     for mode, rs in rounds.items():
         out[mode] = {k: med(x[k] for x in rs) for k in ("req_per_s", "req_per_cpu_s", "mean_batch")}
     pairs = list(zip(rounds["padded"], rounds["equal"]))
-    out["ratio"] = med(p["req_per_s"] / e["req_per_s"] for p, e in pairs)
-    out["ratio_per_cpu_s"] = med(p["req_per_cpu_s"] / e["req_per_cpu_s"] for p, e in pairs)
+    ratios = [p["req_per_s"] / e["req_per_s"] for p, e in pairs]
+    per_cpu = [p["req_per_cpu_s"] / e["req_per_cpu_s"] for p, e in pairs]
+    out["ratio"], out["ratio_range"] = med(ratios), [min(ratios), max(ratios)]
+    out["ratio_per_cpu_s"], out["ratio_per_cpu_s_range"] = med(per_cpu), [min(per_cpu), max(per_cpu)]
+    out["ceiling_per_cpu_s"] = out["ceiling"]["req_per_cpu_s"] / out["equal"]["req_per_cpu_s"]
+    # the per-request cost the fitted model predicts, in tokens: a run's fixed cost shared by its batch, plus the
+    # tokens it computes (its own, times the padding)
+    f, waste = fit["overhead_tokens"], fit["padded_per_real"]
+    if f is not None and waste is not None:
+        pred = {"equal": f / out["equal"]["mean_batch"] + mean_len,
+                "padded": f / out["padded"]["mean_batch"] + mean_len * waste,
+                "ceiling": f / out["ceiling"]["mean_batch"] + mean_len}
+        out["model_tokens_per_req"] = pred
+        out["model_ratio"] = pred["equal"] / pred["padded"]
+        out["model_ceiling"] = pred["equal"] / pred["ceiling"]
     return out
 
 
@@ -407,11 +431,26 @@ def report(results: dict) -> None:
               "| mean batch |")
         print("|---|---|---|---|")
         for mode, label in (("equal", "equal shapes only"), ("padded", f"padded, buckets {enc['buckets']}"),
-                            ("fixed64", "every request 64 tokens (reference)")):
+                            ("fixed64", "every request 64 tokens (reference)"),
+                            ("ceiling", f"every request {enc['mean_len']} tokens (the ceiling: mean length)")):
             m = enc[mode]
             print(f"| {label} | {m['req_per_s']:.1f} | {m['req_per_cpu_s']:.1f} | {m['mean_batch']:.1f} |")
-        print(f"padded / equal (median of the rounds): {enc['ratio']:.2f}x in req/s, {enc['ratio_per_cpu_s']:.2f}x per "
-              f"CPU-second; largest difference of a padded answer from the request run alone: {enc['max_abs_diff']:.2e}")
+        lo, hi = enc["ratio_range"]
+        clo, chi = enc["ratio_per_cpu_s_range"]
+        print(f"padded / equal (median of the segments): {enc['ratio']:.2f}x in req/s (segments {lo:.2f}..{hi:.2f}), "
+              f"{enc['ratio_per_cpu_s']:.2f}x per CPU-second ({clo:.2f}..{chi:.2f}); ceiling / equal per CPU-second "
+              f"{enc['ceiling_per_cpu_s']:.2f}x")
+        la = enc["loadavg"]
+        print(f"load average (1 min) before {la['before'][0]:.1f}, after {la['after'][0]:.1f} on {os.cpu_count()} CPUs; "
+              f"largest difference of a padded answer from the request run alone: {enc['max_abs_diff']:.2e}")
+        fit = enc["fit"]
+        if "model_ratio" in enc:
+            t = enc["model_tokens_per_req"]
+            print(f"cost model fitted by the padded batcher: a run = {fit['overhead_tokens']:.0f} tokens of fixed cost "
+                  f"+ {fit['us_per_token']:.2f} us per padded token; {fit['padded_per_real']:.2f} padded tokens per "
+                  f"real one. Per request: equal {t['equal']:.0f}, padded {t['padded']:.0f}, ceiling "
+                  f"{t['ceiling']:.0f} tokens -> padded / equal {enc['model_ratio']:.2f}x, ceiling / equal "
+                  f"{enc['model_ceiling']:.2f}x")
         if not results:
             return
     print("\n| model | limit (raw ORT, best batch) | caller | req/s | ratio | mean batch | overhead CPU us/req |")

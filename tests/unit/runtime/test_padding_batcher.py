@@ -13,7 +13,7 @@ from xinfer_sdk.errors import UserError
 from xinfer_sdk.policy import BatchPolicy
 from xinfer_sdk.runtime.backends.base import Backend
 from xinfer_sdk.runtime.batcher import FUTURE, Batcher
-from xinfer_sdk.runtime.padding import PadPlan
+from xinfer_sdk.runtime.padding import PadCost, PadPlan
 from xinfer_sdk.runtime.validate import InputValidator
 
 INPUTS = [TensorSpec("ids", "int64", (-1, -1)), TensorSpec("mask", "int64", (-1, -1))]
@@ -88,6 +88,30 @@ def test_requests_of_different_buckets_are_not_merged(model):
     for f in futs:
         f.result(timeout=5)
     assert sorted(log) == [(2, 16), (2, 32)]
+
+
+def test_with_a_large_fixed_cost_requests_of_different_buckets_share_one_batch_and_get_their_own_answer(model):
+    b, v, log, gate = model
+    b.pad_cost = PadCost(overhead=1e6)
+    reqs = [request(n, n) for n in (5, 20, 9, 30)]
+    futs = [send(b, v, r) for r in reqs]
+    gate.set()
+    for r, f in zip(reqs, futs):
+        out, want = f.result(timeout=5), unpadded(r)
+        assert out["h"].shape == want["h"].shape
+        np.testing.assert_array_equal(out["h"], want["h"])
+        np.testing.assert_array_equal(out["pooled"], want["pooled"])
+    assert log == [(4, 32)]
+
+
+def test_every_batch_run_teaches_the_cost_model(model):
+    b, v, log, gate = model
+    futs = [send(b, v, request(n, n)) for n in (5, 9, 12)]
+    gate.set()
+    for f in futs:
+        f.result(timeout=5)
+    fit = b.pad_cost.fit()
+    assert fit["batches"] == 1 and fit["padded_per_real"] == pytest.approx(3 * 16 / (5 + 9 + 12))
 
 
 def test_a_request_beyond_the_largest_bucket_merges_only_with_its_own_shape(model):

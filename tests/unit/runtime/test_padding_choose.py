@@ -1,0 +1,99 @@
+"""Which queued requests share a padded batch (PadPlan.choose) and the cost model it is given (PadCost)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from xinfer_sdk.bundle import TensorSpec
+from xinfer_sdk.runtime.padding import PadCost, PadPlan
+
+PLAN = PadPlan({"inputs": {"ids": {"axis": 1}}, "buckets": [16, 32, 64, 128]}, [TensorSpec("ids", "int64", (-1, -1))],
+               [])
+
+
+def queue(*lengths):
+    return [SimpleNamespace(extent=n, n=1, name=f"r{i}") for i, n in enumerate(lengths)]
+
+
+def lengths(batch):
+    return [r.extent for r in batch]
+
+
+def test_without_a_cost_model_only_the_heads_bucket_is_merged():
+    q = queue(20, 5, 30, 40, 17)
+    assert lengths(PLAN.choose(q, 8, None)) == [20, 30, 17]
+
+
+def test_with_no_fixed_cost_nothing_is_padded():
+    q = queue(20, 5, 30, 40, 17)
+    assert lengths(PLAN.choose(q, 8, 0.0)) == [20]
+
+
+def test_requests_that_need_no_padding_share_a_batch_even_at_no_fixed_cost():
+    q = queue(16, 9, 16)
+    assert lengths(PLAN.choose(q, 8, 0.0)) == [16, 16]
+
+
+def test_a_large_fixed_cost_merges_shorter_and_longer_buckets_into_one_batch():
+    q = queue(5, 20, 9, 30)
+    assert sorted(lengths(PLAN.choose(q, 8, 1e6))) == [5, 9, 20, 30]
+
+
+def test_the_oldest_request_is_always_in_the_batch_and_room_is_respected():
+    q = queue(5, *[120] * 10)
+    batch = PLAN.choose(q, 4, 1e6)
+    assert batch[0] is q[0] and len(batch) == 4
+
+
+def test_the_longest_requests_that_fit_the_bucket_are_taken_first():
+    q = queue(30, 17, 31, 32, 18)
+    assert lengths(PLAN.choose(q, 3, 50.0)) == [30, 32, 31]
+
+
+def test_a_bucket_wider_than_the_heads_is_taken_when_it_pays():
+    # head 60 (bucket 64); eight requests of 100..128 fill the 128 bucket with little waste
+    q = queue(60, 8, 100, 110, 120, 128, 127, 126, 125)
+    batch = PLAN.choose(q, 8, 500.0)
+    assert max(lengths(batch)) > 64 and 8 not in lengths(batch)
+
+
+def linear(cost, tokens):
+    for t in tokens:
+        cost.observe(t, t, 1e-3 + 1e-5 * t)
+
+
+def test_the_cost_model_recovers_the_fixed_cost_in_tokens():
+    cost = PadCost()
+    linear(cost, [16, 512, 64, 2048, 128, 1024, 300, 4096, 40, 700] * 3)
+    assert cost.overhead == pytest.approx(100.0, rel=1e-3)
+    assert cost.fit()["us_per_token"] == pytest.approx(10.0, rel=1e-3)
+
+
+def test_no_estimate_before_enough_batches():
+    cost = PadCost(warm=8)
+    linear(cost, [16, 512, 64, 2048])
+    assert cost.overhead is None
+
+
+def test_a_fit_without_a_positive_slope_keeps_the_last_estimate():
+    cost = PadCost(warm=2)
+    for t in (16, 512, 64, 2048):
+        cost.observe(t, t, 1.0 / t)  # bigger batches faster: noise, not a cost model
+    assert cost.overhead is None
+
+
+def test_batches_all_alike_keep_the_last_estimate():
+    cost = PadCost(warm=2)
+    linear(cost, [16, 2048, 16, 2048])
+    before = cost.overhead
+    for _ in range(2000):
+        cost.observe(512, 512, 0.5)  # one size only, and a time that fits no line through the rest
+    assert cost.overhead == before
+
+
+def test_a_pinned_cost_model_does_not_learn_but_counts_the_padding():
+    cost = PadCost(overhead=50.0)
+    cost.observe(64, 40, 1.0)
+    assert cost.overhead == 50.0 and cost.fit()["padded_per_real"] == pytest.approx(1.6)
