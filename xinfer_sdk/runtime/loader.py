@@ -134,9 +134,9 @@ def _cache_dir() -> Path:
 
 
 #: what xs.load says instead of the build's CLI hint (--shapes / --dtype / --calib are not xs.load arguments)
-LOAD_SHAPES_HINT = ("pass example shapes to xs.load, e.g. shapes={'input_ids': '1x8..32x128..64x512'} (or "
-                    "shapes='input_ids:1x8..32x128..64x512'; add dtypes={'input_ids': 'int64'} for integer inputs), "
-                    "or build a bundle first with xs.build(...) / xinfer-sdk build")
+LOAD_SHAPES_HINT = ("pass example shapes to xs.load, one per input named above, e.g. shapes={'NAME': "
+                    "'1x8..32x128..64x512'} (or shapes='NAME:1x8..32x128..64x512'; add dtypes={'NAME': 'int64'} for "
+                    "integer inputs), or build a bundle first with xs.build(...) / xinfer-sdk build")
 _MODEL_FILES = (".pt", ".pth", ".ts", ".pt2")
 
 
