@@ -63,7 +63,10 @@ def parse_shapes(specs: str | Iterable[str] | None) -> dict[str, ShapeRange]:
         for entry in filter(None, (e.strip() for e in item.split(","))):
             name, sep, rng = entry.rpartition(":")
             if not sep or not name or not rng:
-                raise UserError(f"--shapes {entry!r}: expected NAME:MIN..OPT..MAX, e.g. input_ids:1x8..32x128..64x512")
+                example = f"{name or entry or 'NAME'}:1x8..32x128..64x512" if ":" not in entry or name else \
+                    "NAME:1x8..32x128..64x512"
+                raise UserError(f"--shapes {entry!r}: expected NAME:MIN..OPT..MAX (the input's own name), "
+                                f"e.g. {example}")
             parts = [_parse_shape(p, entry) for p in rng.split("..")]
             if len(parts) == 1:
                 r = ShapeRange(parts[0], parts[0], parts[0])
