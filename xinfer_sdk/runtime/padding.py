@@ -10,9 +10,9 @@ The declaration lives in the bundle manifest (``padding:`` in xinfer.yaml, ``Man
 A request's *length* is its size along the padded axis (the same for every padded input). Requests that can be
 padded (equal other shapes, a length within the buckets) may share a batch; each is padded with ``value`` up to
 the smallest bucket that holds the batch's longest request. Which requests share a batch is ``PadPlan.choose``'s
-decision: the oldest request is always in it, and the bucket (>= the oldest's own) is the one that gives the most
-real tokens per unit of cost, by a cost model ``PadCost`` fits online from the batches already run (compute time
-= fixed overhead + cost per padded token). Every output named under ``outputs`` is cropped back along its axis
+decision: the oldest request and the others of its bucket, and shorter ones only where a cost model ``PadCost``
+fits online from the batches already run (worker time = fixed cost + cost per padded token) says that padding
+them costs less than their share of a run of their own. Every output named under ``outputs`` is cropped back along its axis
 to the caller's own length; other outputs (a pooled vector) are returned as the model computed them. A request
 longer than the largest bucket is not padded: it merges only with requests of exactly its shape.
 
@@ -136,51 +136,43 @@ class PadPlan:
         """The requests of one batch among ``cands`` (queued requests of one padded signature, oldest first; each
         has ``.extent``, its length, and ``.n``, its samples): at most ``room`` samples, the oldest always in.
 
-        For each bucket from the oldest request's own up to the longest queued one, the batch would hold the
-        oldest request plus the longest other requests that fit the bucket (least padding; oldest first among
-        equal lengths) up to ``room``; the bucket kept is the one with the most real tokens per unit of cost,
-        cost = ``overhead`` + padded tokens (``overhead``: the fixed cost of a run, in padded tokens, from
-        ``PadCost``). With ``overhead`` None (not measured yet) the batch is the requests of the oldest one's bucket,
-        oldest first."""
+        The batch is the oldest request's bucket, oldest first (no request padded beyond its own bucket). When that
+        leaves room, shorter requests of smaller buckets join it, longest first, each only if padding it up to this
+        bucket costs less than half of what the run of its own bucket would charge it: ``overhead`` (the fixed
+        cost of a run, in padded tokens, fitted by ``PadCost``; None: not measured yet, nobody joins) shared by
+        the requests queued in that bucket. On a CPU (small fixed cost) that keeps buckets apart; on an engine
+        whose runs cost about the same whatever their size, batches fill up across buckets."""
         head = cands[0]
         buckets = self.buckets
         first = bisect_left(buckets, head.extent)
-        if overhead is None:  # requests of the head's own bucket only
-            top = buckets[first]
-            low = buckets[first - 1] if first else 0
-            batch, rows = [head], head.n
-            for r in cands[1:]:
-                if low < r.extent <= top and rows + r.n <= room:
+        top = buckets[first]
+        low = buckets[first - 1] if first else 0
+        batch, rows = [head], head.n
+        shorter = []
+        for r in cands[1:]:
+            if rows >= room:
+                return batch
+            if low < r.extent <= top:
+                if rows + r.n <= room:
                     batch.append(r)
                     rows += r.n
-                    if rows >= room:
-                        break
+            elif r.extent <= low:
+                shorter.append(r)
+        if not shorter or rows >= room or not overhead:
             return batch
-        others = sorted(cands[1:], key=_longest_first)
-        longest = others[0].extent if others else head.extent
-        best, best_score = [head], -1.0
-        for top in buckets[first:]:
-            # the batch padded to ``top``: the head, then the longest requests that fit while each one raises the
-            # tokens per cost (they come longest first: once one does not, no later one does)
-            batch, rows, real = [head], head.n, head.n * head.extent
-            score = real / (overhead + real)  # alone: runs unpadded
-            for r in others:
-                if rows >= room:
-                    break
-                if r.extent > top or rows + r.n > room:
-                    continue
-                s = (real + r.n * r.extent) / (overhead + (rows + r.n) * top)
-                if s < score:
-                    break
+        queued: dict[int, int] = {}
+        own = [bisect_left(buckets, r.extent) for r in shorter]
+        for b, r in zip(own, shorter):
+            queued[b] = queued.get(b, 0) + r.n
+        for r, b in sorted(zip(shorter, own), key=_longest_first):
+            if 2 * (top - buckets[b]) * r.n >= overhead * r.n / min(queued[b], room):
+                break  # shorter ones (longest first) pay more padding; their buckets are no emptier on average
+            if rows + r.n <= room:
                 batch.append(r)
                 rows += r.n
-                real += r.n * r.extent
-                score = s
-            if score > best_score:
-                best, best_score = batch, score
-            if top >= longest:
-                break
-        return best
+                if rows >= room:
+                    break
+        return batch
 
     def stack(self, name: str, arrays: Sequence[np.ndarray], lengths: Sequence[int], bucket: int,
               batch_axis: int | None) -> np.ndarray:
@@ -216,8 +208,8 @@ class PadPlan:
         return self.buckets[b] if b < len(self.buckets) else None
 
 
-def _longest_first(r: Any) -> int:
-    return -r.extent
+def _longest_first(item: tuple) -> int:
+    return -item[0].extent
 
 
 class PadCost:

@@ -90,10 +90,10 @@ def test_requests_of_different_buckets_are_not_merged(model):
     assert sorted(log) == [(2, 16), (2, 32)]
 
 
-def test_with_a_large_fixed_cost_requests_of_different_buckets_share_one_batch_and_get_their_own_answer(model):
+def test_with_a_large_fixed_cost_shorter_buckets_join_the_heads_batch_and_get_their_own_answer(model):
     b, v, log, gate = model
     b.pad_cost = PadCost(overhead=1e6)
-    reqs = [request(n, n) for n in (5, 20, 9, 30)]
+    reqs = [request(n, n) for n in (30, 5, 20, 9)]
     futs = [send(b, v, r) for r in reqs]
     gate.set()
     for r, f in zip(reqs, futs):

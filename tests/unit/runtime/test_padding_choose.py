@@ -26,37 +26,35 @@ def test_without_a_cost_model_only_the_heads_bucket_is_merged():
     assert lengths(PLAN.choose(q, 8, None)) == [20, 30, 17]
 
 
-def test_with_no_fixed_cost_nothing_is_padded():
+def test_with_no_fixed_cost_only_the_heads_bucket_is_merged():
     q = queue(20, 5, 30, 40, 17)
-    assert lengths(PLAN.choose(q, 8, 0.0)) == [20]
+    assert lengths(PLAN.choose(q, 8, 0.0)) == [20, 30, 17]
 
 
-def test_requests_that_need_no_padding_share_a_batch_even_at_no_fixed_cost():
-    q = queue(16, 9, 16)
-    assert lengths(PLAN.choose(q, 8, 0.0)) == [16, 16]
-
-
-def test_a_large_fixed_cost_merges_shorter_and_longer_buckets_into_one_batch():
-    q = queue(5, 20, 9, 30)
+def test_a_large_fixed_cost_lets_shorter_buckets_join_but_never_a_longer_one():
+    q = queue(30, 5, 20, 9, 40)
     assert sorted(lengths(PLAN.choose(q, 8, 1e6))) == [5, 9, 20, 30]
 
 
 def test_the_oldest_request_is_always_in_the_batch_and_room_is_respected():
-    q = queue(5, *[120] * 10)
+    q = queue(120, *[5] * 10)
     batch = PLAN.choose(q, 4, 1e6)
     assert batch[0] is q[0] and len(batch) == 4
 
 
-def test_the_longest_requests_that_fit_the_bucket_are_taken_first():
-    q = queue(30, 17, 31, 32, 18)
-    assert lengths(PLAN.choose(q, 3, 50.0)) == [30, 32, 31]
+def test_the_longest_shorter_requests_join_first():
+    q = queue(60, 10, 20, 18, 30)
+    assert lengths(PLAN.choose(q, 3, 1e6)) == [60, 30, 20]
 
 
-def test_a_bucket_wider_than_the_heads_is_taken_when_it_pays():
-    # head 60 (bucket 64); eight requests of 100..128 fill the 128 bucket with little waste
-    q = queue(60, 8, 100, 110, 120, 128, 127, 126, 125)
-    batch = PLAN.choose(q, 8, 500.0)
-    assert max(lengths(batch)) > 64 and 8 not in lengths(batch)
+def test_a_shorter_request_joins_when_its_padding_costs_less_than_half_its_share_of_its_own_run():
+    # head 60 (bucket 64); a 20 (bucket 32) pays 32 tokens of padding, 2 x 32 < 100 / 1 request in its bucket
+    assert lengths(PLAN.choose(queue(60, 20), 8, 100.0)) == [60, 20]
+
+
+def test_a_shorter_request_stays_when_its_own_bucket_shares_the_fixed_cost():
+    # two requests queued in bucket 32: each would pay 100 / 2 = 50 there, padding costs 2 x 32 = 64
+    assert lengths(PLAN.choose(queue(60, 20, 25), 8, 100.0)) == [60]
 
 
 def linear(cost, tokens):
