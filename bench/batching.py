@@ -344,16 +344,10 @@ def run_encoder(args) -> dict:
     out["ratio"], out["ratio_range"] = med(ratios), [min(ratios), max(ratios)]
     out["ratio_per_cpu_s"], out["ratio_per_cpu_s_range"] = med(per_cpu), [min(per_cpu), max(per_cpu)]
     out["ceiling_per_cpu_s"] = out["ceiling"]["req_per_cpu_s"] / out["equal"]["req_per_cpu_s"]
-    # the per-request cost the fitted model predicts, in tokens: a run's fixed cost shared by its batch, plus the
-    # tokens it computes (its own, times the padding)
-    f, waste = fit["overhead_tokens"], fit["padded_per_real"]
-    if f is not None and waste is not None:
-        pred = {"equal": f / out["equal"]["mean_batch"] + mean_len,
-                "padded": f / out["padded"]["mean_batch"] + mean_len * waste,
-                "ceiling": f / out["ceiling"]["mean_batch"] + mean_len}
-        out["model_tokens_per_req"] = pred
-        out["model_ratio"] = pred["equal"] / pred["padded"]
-        out["model_ceiling"] = pred["equal"] / pred["ceiling"]
+    # the most padding can give with these buckets: batches as full as the ceiling's, each one computing
+    # ``padded_per_real`` tokens per token of its requests
+    if fit["padded_per_real"]:
+        out["bound_per_cpu_s"] = out["ceiling_per_cpu_s"] / fit["padded_per_real"]
     return out
 
 
@@ -444,13 +438,13 @@ def report(results: dict) -> None:
         print(f"load average (1 min) before {la['before'][0]:.1f}, after {la['after'][0]:.1f} on {os.cpu_count()} CPUs; "
               f"largest difference of a padded answer from the request run alone: {enc['max_abs_diff']:.2e}")
         fit = enc["fit"]
-        if "model_ratio" in enc:
-            t = enc["model_tokens_per_req"]
+        if fit["overhead_tokens"] is not None:
             print(f"cost model fitted by the padded batcher: a run = {fit['overhead_tokens']:.0f} tokens of fixed cost "
-                  f"+ {fit['us_per_token']:.2f} us per padded token; {fit['padded_per_real']:.2f} padded tokens per "
-                  f"real one. Per request: equal {t['equal']:.0f}, padded {t['padded']:.0f}, ceiling "
-                  f"{t['ceiling']:.0f} tokens -> padded / equal {enc['model_ratio']:.2f}x, ceiling / equal "
-                  f"{enc['model_ceiling']:.2f}x")
+                  f"+ {fit['us_per_token']:.2f} us per padded token")
+        if "bound_per_cpu_s" in enc:
+            print(f"padding cost: {fit['padded_per_real']:.2f} padded tokens per real one; with batches as full as the "
+                  f"ceiling's, padded / equal could reach at most {enc['ceiling_per_cpu_s']:.2f} / "
+                  f"{fit['padded_per_real']:.2f} = {enc['bound_per_cpu_s']:.2f}x per CPU-second")
         if not results:
             return
     print("\n| model | limit (raw ORT, best batch) | caller | req/s | ratio | mean batch | overhead CPU us/req |")
