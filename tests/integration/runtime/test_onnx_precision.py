@@ -62,8 +62,9 @@ def test_raw_onnx_manifest_takes_the_requested_batch(tmp_path):
         assert out["y"].shape == (3, 8)
 
 
-def test_a_model_with_a_scalar_input_runs_unbatched(tmp_path):
-    """A rank-0 input has no batch axis: such a model loads unbatched and the scalar keeps its rank (review D10)."""
+def test_a_model_with_a_scalar_input_batches_the_others_and_keeps_the_scalar(tmp_path):
+    """A rank-0 input has no batch axis (review D10): it keeps its rank and is shared by the batch, while the other
+    inputs still batch on their own axis (issue 16 item 2; requests merge only when the scalar is equal)."""
     import xinfer_sdk as xs
 
     g = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "scale",
@@ -72,6 +73,7 @@ def test_a_model_with_a_scalar_input_runs_unbatched(tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "scale.onnx")
     with xs.load(tmp_path / "scale.onnx", profile="cpu") as m:
-        assert m.max_batch_size == 0
+        assert m.max_batch_size > 0
+        assert {t.name: t.batch_axis for t in m.inputs} == {"x": 0, "s": None}
         out = m.infer({"x": np.ones((2, 4), np.float32), "s": np.array(3.0, np.float32)})
         np.testing.assert_array_equal(out["y"], np.full((2, 4), 3.0, np.float32))
