@@ -165,8 +165,9 @@ class PadPlan:
         for b, r in zip(own, shorter):
             queued[b] = queued.get(b, 0) + r.n
         for r, b in sorted(zip(shorter, own), key=_longest_first):
-            if 2 * (top - buckets[b]) * r.n >= overhead * r.n / min(queued[b], room):
-                break  # shorter ones (longest first) pay more padding; their buckets are no emptier on average
+            # per sample: the padding it would compute here vs its share of a run of its own bucket
+            if 2 * (top - buckets[b]) >= overhead / min(queued[b], room):
+                continue
             if rows + r.n <= room:
                 batch.append(r)
                 rows += r.n

@@ -95,3 +95,8 @@ def test_a_pinned_cost_model_does_not_learn_but_counts_the_padding():
     cost = PadCost(overhead=50.0)
     cost.observe(64, 40, 1.0)
     assert cost.overhead == 50.0 and cost.fit()["padded_per_real"] == pytest.approx(1.6)
+
+
+def test_a_shorter_request_alone_in_its_bucket_joins_though_a_longer_one_of_a_crowded_bucket_stays():
+    # bucket 32 holds two (share 50 < padding 2 x 32); bucket 16 holds one (share 100 > padding 2 x 48)
+    assert lengths(PLAN.choose(queue(60, 20, 25, 10), 8, 100.0)) == [60, 10]
