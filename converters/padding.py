@@ -125,29 +125,41 @@ def check_padding(model: str | os.PathLike[str], decl: Mapping[str, Any], inputs
         groups.setdefault((plan.bucket(r.extent), const), []).append(i)
     worst: dict[str, dict[str, Any]] = {n: {"min_cosine": 1.0, "max_abs_error": 0.0} for n in names}
     padded_batches = 0
-    for idx in groups.values():
+    # the runtime may also pad a short request up to an older, longer request's bucket: run every group once more
+    # beside the longest sample (same unbatched inputs), so each is also checked padded to the largest bucket seen
+    longest: dict[Any, int] = {}
+    for key, idx in groups.items():
+        top = max(idx, key=lambda i: reqs[i].extent)
+        if key[1] not in longest or reqs[top].extent > reqs[longest[key[1]]].extent:
+            longest[key[1]] = top
+    batches = []
+    for (bucket, const), idx in groups.items():
         for start in range(0, len(idx), BATCH):
             part = idx[start:start + BATCH]
-            if len(part) == 1:  # the runtime runs a lone request unpadded: batch it with itself to pad it
-                part = part * 2
-            chunk = [reqs[i] for i in part]
-            feeds, padded = layout.stack(chunk)
-            padded_batches += padded
-            got = layout.split(dict(zip(names, sess.run(names, feeds))), chunk, padded)
-            for i, r, res in zip(part, chunk, got):
-                ref = alone[i]
-                for n in names:
-                    w = worst[n]
-                    if res[n].shape != ref[n].shape:
-                        raise UserError(f"--pad: output {n!r} of a request of length {r.extent} padded to "
-                                        f"{plan.bucket(r.extent)} has shape {list(res[n].shape)}, unpadded "
-                                        f"{list(ref[n].shape)}", hint="crop it: name it under outputs with the "
-                                        "axis that follows the padded length")
-                    cos = _cosine(res[n], ref[n])
-                    err = float(np.abs(res[n].astype(np.float64) - ref[n].astype(np.float64)).max(initial=0.0))
-                    if cos < w["min_cosine"]:
-                        w.update(min_cosine=cos, length=int(r.extent), bucket=plan.bucket(r.extent))
-                    w["max_abs_error"] = max(w["max_abs_error"], err)
+            batches.append(part * 2 if len(part) == 1 else part)  # a lone request runs unpadded: pair it to pad it
+            carrier = longest[const]
+            if plan.bucket(reqs[carrier].extent) != bucket:
+                batches.append(part[:BATCH - 1] + [carrier])
+    for part in batches:
+        chunk = [reqs[i] for i in part]
+        target = max(plan.bucket(x.extent) for x in chunk)  # the bucket this batch is padded to
+        feeds, padded = layout.stack(chunk)
+        padded_batches += padded
+        got = layout.split(dict(zip(names, sess.run(names, feeds))), chunk, padded)
+        for i, r, res in zip(part, chunk, got):
+            ref = alone[i]
+            for n in names:
+                w = worst[n]
+                if res[n].shape != ref[n].shape:
+                    raise UserError(f"--pad: output {n!r} of a request of length {r.extent} padded to "
+                                    f"{target} has shape {list(res[n].shape)}, unpadded "
+                                    f"{list(ref[n].shape)}", hint="crop it: name it under outputs with the "
+                                    "axis that follows the padded length")
+                cos = _cosine(res[n], ref[n])
+                err = float(np.abs(res[n].astype(np.float64) - ref[n].astype(np.float64)).max(initial=0.0))
+                if cos < w["min_cosine"]:
+                    w.update(min_cosine=cos, length=int(r.extent), bucket=target)
+                w["max_abs_error"] = max(w["max_abs_error"], err)
     min_cos = float(thresholds.get("min_cosine") or 0.0)
     max_err = thresholds.get("max_abs_error")
     for n, w in worst.items():
