@@ -57,15 +57,20 @@ def measure_limits(a, models: list[str]) -> dict[str, float]:
     return {m: data[m]["limit"]["samples_per_s_median"] for m in models if m in data}
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, models: list[str] = (), timeout: float = 180) -> None:
+    """The server ready AND each model ready: PyTriton's Triton reports ready before its models are loaded."""
     t0 = time.time()
+    paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
             raise SystemExit(f"server exited early (rc {proc.returncode}); see its log")
         try:
-            with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
+            ok = True
+            for path in paths:
+                with urllib.request.urlopen(url + path, timeout=2) as r:
+                    ok = ok and r.status == 200
+            if ok:
+                return
         except OSError:
             pass
         time.sleep(1)
@@ -243,7 +248,7 @@ def main() -> None:
             saved = (a.http_port, a.grpc_port)
             a.http_port, a.grpc_port = ports
             try:
-                wait_ready(f"http://127.0.0.1:{ports[0]}", proc)
+                wait_ready(f"http://127.0.0.1:{ports[0]}", proc, list(models))
                 time.sleep(2)
                 own = "xinfer_sdk" if server == "ours" else "tritonserver,triton_python_backend_stub,pytriton_serve"
                 runs.setdefault(server, []).append(sweep(a, f"{server}-{stamp}-{rep}", models, own))
