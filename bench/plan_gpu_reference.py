@@ -14,6 +14,9 @@ MLPerf BERT runs the SQuAD dev set unpadded (variable sequence length): about 46
 (bench/data/README.md, "Work per sample"), so those records are planned at MLPERF_BERT_TOKENS tokens per sample.
 MLPerf BERT SingleStream (p90 over unpadded lengths) and Server figures are not used. Jetson ResNet-50 Offline
 ran on the GPU and both DLAs: the planner prices the GPU only; those rows are shown, not fitted nor scored.
+NVIDIA's MLPerf ResNet-50 INT8 engines run the res2 stage as one hand-written kernel (pairs on Xavier) and read
+INT8 images: those rows are planned on the reference graph with the same kernels merged and an INT8 input (see
+``submitter_curve``); column "plain" shows the plain graph's held-out error (a generic ONNX -> TensorRT build).
 
 Fit (per planning family -- the profile's architecture family, Jetson Orin apart: xinfer_sdk/planning/factors.py
 planning_family -- never per model): matrix efficiency = base x exp(family offset) x power term, the power term
@@ -22,7 +25,7 @@ profiles (power_references: profile figures only, the same in every held-out fit
 per-kernel gap = base x exp(family offset) x reference / boost clock (the gap is a number of cycles; clocks:
 xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base); the
 pre-Ampere families (Volta/Xavier, Turing: no cp.async) share one more factor on each, not penalised;
-power exponent, L2 share and per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
+power exponent, L2 share, soft-roofline exponent p and per-batch overhead shared by all families; least squares of log errors. Error of record: LEAVE-ONE-OUT by GPU
 (each GPU predicted by a fit that did not see it); also shown: leave-one-family-out, and per model (fit on one
 model, predict the other).
 
@@ -57,7 +60,8 @@ RIDGE = 4.0  # weight of the family offsets' penalty (in log-efficiency units)
 # shared factor, fitted on all of them (xinfer_sdk/planning/factors.py PRE_AMPERE_FAMILIES, same tuple)
 from xinfer_sdk.planning.factors import PRE_AMPERE_FAMILIES  # noqa: E402
 
-FITTED = ("eff_base", "power_exponent", "l2_fraction", "kernel_gap", "batch_overhead")
+FITTED = ("eff_base", "power_exponent", "l2_fraction", "kernel_gap", "batch_overhead", "roofline_p")
+NX = 8  # shared parameters before the family offsets (see fit_cases)
 
 
 @dataclasses.dataclass
@@ -74,6 +78,7 @@ class Case:
     fitted: bool = True
     note: str = ""
     terms: list = dataclasses.field(default_factory=list)  # [(batch, KernelTerms)]
+    plain_terms: list = dataclasses.field(default_factory=list)  # the same on the plain graph (res2 rows only)
     host: float = 0.0  # fixed host seconds (request overhead + copies) for latency rows with host work
     with_host: bool = False
     dev: object = None
@@ -81,6 +86,44 @@ class Case:
     fp16: float | None = None
     gap_scale: float = 1.0  # the kernel gap is a number of cycles: reference clock / this GPU's boost clock
     power_ref: float | None = None  # the family's reference W per FP16 TFLOPS (power_references)
+
+
+# NVIDIA's MLPerf ResNet-50 INT8 engines replace TensorRT's own kernels for the res2 stage (the three 56x56
+# bottlenecks, 22 ONNX nodes) by hand-written plugins, so their activations never leave the chip:
+#  * sm_75 (Turing) and newer: the whole stage is ONE kernel, RES2_FULL_FUSION (RnRes2FullFusion_TRT). v0.7
+#    closed/NVIDIA/code/resnet50/tensorrt/ResNet50.py lines 99-111 ("use_res2_mega_kernel = Turing or Ampere"),
+#    https://github.com/mlcommons/inference_results_v0.7/blob/31060d57b30c7d61f974c91204df538398ec0b46/closed/NVIDIA/
+#    code/resnet50/tensorrt/ResNet50.py#L99-L111; v4.0 closed/NVIDIA/code/resnet50/tensorrt/rn50_graphsurgeon.py,
+#    RN50GraphSurgeon.fuse_ops: available_fusions_by_SM 75, 80, 86, 87, 89, 90 -> Res2Mega (commit
+#    920148447684d8a0db7c3c73076c9b73ac362751).
+#  * Xavier (sm_72): pairs, RnRes2Br1Br2c_TRT (res2a branch1 + branch2c) and RnRes2Br2bBr2c_TRT (branch2b + branch2c
+#    of res2b and res2c), the same v0.7 file and closed/NVIDIA/code/resnet50/tensorrt/README.md.
+# A plain ONNX -> TensorRT build has no such plugin: the planner prices TensorRT's own fusions. To compare like with
+# like, the MLPerf ResNet-50 rows are planned on the reference graph with the submitter's res2 kernels merged
+# (``submitter_curve``); the plain graph's prediction is printed beside them (column "plain").
+RES2_NODES = range(3, 25)  # reference_models.resnet50: Conv, Relu, MaxPool, then res2a (8 nodes), res2b, res2c (7)
+RES2_PAIRS = ((7, 8), (13, 15), (20, 22))  # (branch2c, branch1) of res2a; (branch2b, branch2c) of res2b, res2c
+
+
+def merge_kernels(curve, groups):
+    """``curve`` with the kernels holding each group's ops merged into one (tensors between them stay on chip)."""
+    kg = curve.kernels
+    kern, to = kg.kernel.copy(), {}
+    for ops in groups:
+        ids = {int(kern[o]) for o in ops if kern[o] >= 0}
+        to.update({i: min(ids) for i in ids})
+        kern[np.isin(kern, list(ids))] = min(ids)
+    prod = np.array([to.get(int(k), int(k)) for k in kg.edge_producer], dtype=int)
+    cons = tuple(tuple(to.get(int(k), int(k)) for k in c) for c in kg.edge_consumers)
+    return dataclasses.replace(curve, kernels=dataclasses.replace(kg, kernel=kern, edge_producer=prod,
+                                                                  edge_consumers=cons))
+
+
+def int8_input(curve):
+    """``curve`` with its graph inputs read as INT8 (1 byte per element) instead of as stored."""
+    kg = curve.kernels
+    size = np.where(kg.edge_producer < 0, 1.0, kg.edge_itemsize)
+    return dataclasses.replace(curve, kernels=dataclasses.replace(kg, edge_itemsize=size))
 
 
 def build_curves():
@@ -93,7 +136,24 @@ def build_curves():
     for name, g in graphs.items():
         for prec in (("int8",) if name == "resnet50" else ("int8", "fp16", "fp8")):
             curves[(name, prec)] = build_curve(g, precision=prec, name=name)
+    plain = curves[("resnet50", "int8")]
+    types = [plain.op_types[i] for i in RES2_NODES]
+    assert types[:3] == ["Conv", "Relu", "Conv"] and types.count("Add") == 3 and types[-1] == "Relu", types
+    # the harness feeds the image INT8 (preprocessed, linear CHW4 on Turing+), not the graph's FP32 input
+    curves[("resnet50-res2", "int8")] = int8_input(merge_kernels(plain, [RES2_NODES]))
+    curves[("resnet50-res2pairs", "int8")] = int8_input(merge_kernels(plain, RES2_PAIRS))
     return curves
+
+
+def submitter_curve(model: str, profile) -> str:
+    """Which graph a published record is planned on (the res2 note above)."""
+    if model != "resnet50":
+        return "bert177"
+    try:
+        cc = tuple(int(x) for x in (profile.compute_capability or "0.0").split(".")[:2])
+    except ValueError:
+        return "resnet50"
+    return "resnet50-res2" if cc >= (7, 5) else "resnet50-res2pairs" if cc == (7, 2) else "resnet50"
 
 
 def build_cases(curves) -> list[Case]:
@@ -115,7 +175,7 @@ def build_cases(curves) -> list[Case]:
             continue
         if r.model == "bert-large-384" and r.scenario == "single-stream":
             continue  # p90 over unpadded lengths: no fixed-shape equivalent
-        curve = "resnet50" if r.model == "resnet50" else "bert177"
+        curve = submitter_curve(r.model, load_profile(r.gpu))
         scen = "offline" if r.scenario == "offline" else "latency-b1"
         value = r.samples_per_s if scen == "offline" else r.latency_ms / 1e3
         c = Case(r.model, r.gpu, "", r.precision, scen, value, r.url, r.id, curve, with_host=scen == "latency-b1")
@@ -123,6 +183,9 @@ def build_cases(curves) -> list[Case]:
             c.fitted, c.note = False, "published ran GPU + 2 DLA; predicted: GPU only"
         if curve == "bert177":
             c.note = f"MLPerf unpadded; planned at {MLPERF_BERT_TOKENS} tokens"
+        elif curve != "resnet50":
+            c.note = "; ".join(filter(None, (c.note, "res2 stage as the submitter's " + (
+                "RES2_FULL_FUSION kernel" if curve == "resnet50-res2" else "RnRes2 pair kernels"))))
         cases.append(c)
     for (model, gpu, prec), rows in demo.items():
         for b, scen in ((1, "latency-b1"), (128, "offline-b128")):
@@ -142,16 +205,14 @@ def build_cases(curves) -> list[Case]:
             print(f"skip {c.gpu} {c.precision}: {exc}", file=sys.stderr)
             continue
         c.dev = dev
-        if c.scenario == "offline":
-            cap = memory_fit(prof, curve).max_batch
-            c.terms = [(b, kernel_terms(dev, curve, b)) for b in OFFLINE_BATCHES if b <= max(1, cap)]
-        elif c.scenario == "offline-b128":
-            c.terms = [(128, kernel_terms(dev, curve, 128))]
-        else:
-            c.terms = [(1, kernel_terms(dev, curve, 1))]
-            if c.with_host:
-                bt = batch_time(dev, curve, 1, requests=1)
-                c.host = bt.copy_s + bt.request_s
+        batches = (128,) if c.scenario == "offline-b128" else (1,) if c.scenario == "latency-b1" else \
+            [b for b in OFFLINE_BATCHES if b <= max(1, memory_fit(prof, curve).max_batch)]
+        c.terms = [(b, kernel_terms(dev, curve, b)) for b in batches]
+        if c.curve.startswith("resnet50-"):
+            c.plain_terms = [(b, kernel_terms(dev, curves[("resnet50", c.precision)], b)) for b in batches]
+        if c.scenario == "latency-b1" and c.with_host:
+            bt = batch_time(dev, curve, 1, requests=1)
+            c.host = bt.copy_s + bt.request_s
         out.append(c)
     return out
 
@@ -168,6 +229,7 @@ class Fit:
     gap_offsets: dict = dataclasses.field(default_factory=dict)  # family -> log offset of the kernel gap
     pre_ampere_gap: float = 0.0  # log factor of the kernel gap on the pre-Ampere families (shared, not penalised)
     pre_ampere_eff: float = 0.0  # log factor of the matrix efficiency on the pre-Ampere families (same)
+    roofline_p: float = 2.0  # soft-roofline exponent: how well a kernel overlaps DRAM traffic with its math
 
     def eff(self, family: str) -> float:
         pre = self.pre_ampere_eff if family in PRE_AMPERE_FAMILIES else 0.0
@@ -178,18 +240,20 @@ class Fit:
         return self.kernel_gap * math.exp(self.gap_offsets.get(family, 0.0) + pre)
 
 
-def predict(c: Case, fit: Fit) -> float:
+def predict(c: Case, fit: Fit, *, plain: bool = False) -> float:
+    """Throughput (offline) or latency (latency-b1) of a case under a fit; plain: on the graph without the
+    submitter's res2 kernels."""
     from xinfer_sdk.planning.factors import power_term
     from xinfer_sdk.planning.gpu import kernel_seconds
 
     d = c.dev
     term = power_term(c.tdp, c.fp16, fit.power_exponent, c.power_ref)[0]
     best = 0.0
-    for b, terms in c.terms:
+    for b, terms in (c.plain_terms if plain else c.terms):
         t, _, _ = kernel_seconds(terms, eff_matrix=fit.eff(c.family) * term, eff_vector=d.eff_vector.value,
                                  eff_memory=d.eff_memory.value, bandwidth_gbps=d.bandwidth_gbps,
                                  l2_share_bytes=(d.l2_bytes or 0.0) * fit.l2_fraction, floor=d.kernel_floor.value,
-                                 gap=fit.gap(c.family) * c.gap_scale)
+                                 gap=fit.gap(c.family) * c.gap_scale, p=fit.roofline_p)
         dev_s = float(t.sum())
         if c.scenario == "latency-b1":
             return dev_s + (c.host + fit.batch_overhead if c.with_host else 0.0)
@@ -210,22 +274,26 @@ def fit_cases(cases: list[Case]) -> Fit:
     nf = len(fams)
 
     def unpack(x):
-        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[7:7 + nf]))),
+        return Fit(eff_base=math.exp(x[0]), offsets=dict(zip(fams, map(float, x[NX:NX + nf]))),
                    power_exponent=float(x[1]), l2_fraction=1 / (1 + math.exp(-x[2])), kernel_gap=math.exp(x[3]) * 1e-6,
                    batch_overhead=math.exp(x[4]) * 1e-6 if lat_host else 100e-6,
-                   gap_offsets=dict(zip(fams, map(float, x[7 + nf:]))), pre_ampere_gap=float(x[5]) if pre else 0.0,
-                   pre_ampere_eff=float(x[6]) if pre else 0.0)
+                   gap_offsets=dict(zip(fams, map(float, x[NX + nf:]))), pre_ampere_gap=float(x[5]) if pre else 0.0,
+                   pre_ampere_eff=float(x[6]) if pre else 0.0, roofline_p=1.0 + math.exp(x[7]))
 
     pre = any(c.family in PRE_AMPERE_FAMILIES for c in use)
 
     def resid(x):
         f = unpack(x)
         r = [math.log(predict(c, f) / c.published) for c in use]
-        return np.array(r + [math.sqrt(RIDGE) * o for o in x[7:]])
+        return np.array(r + [math.sqrt(RIDGE) * o for o in x[NX:]])
 
-    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0, 0.0] + [0.0] * (2 * nf))
-    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0, -3.0] + [-2.0] * (2 * nf))
-    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0, 3.0] + [2.0] * (2 * nf))
+    # x: log eff base, power exponent, logit L2 share, log kernel gap (us), log batch overhead (us), pre-Ampere gap and
+    # efficiency (log), log(p - 1) of the soft roofline (p from 1.05, no overlap, to 9, nearly the sharp max)
+    x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0, 0.0, 0.0] + [0.0] * (2 * nf))
+
+    lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0, -3.0, math.log(0.05)]
+                  + [-2.0] * (2 * nf))
+    hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0, 3.0, math.log(8.0)] + [2.0] * (2 * nf))
     sol = least_squares(resid, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3, max_nfev=400)
     return unpack(sol.x)
 
@@ -263,16 +331,16 @@ def attach_power(cases: list[Case]) -> dict[str, dict]:
     return refs
 
 
-def held_out(cases: list[Case], key) -> dict[int, float]:
-    """Prediction per case (by index) from a fit that saw no case with the same key(case)."""
-    out = {}
+def held_out(cases: list[Case], key) -> tuple[dict[int, float], dict[int, Fit]]:
+    """Prediction per case (by index) from a fit that saw no case with the same key(case), and that fit."""
+    out, fits = {}, {}
     for k in sorted({key(c) for c in cases}):
         train = [c for c in cases if key(c) != k]
         f = fit_cases(train)
         for i, c in enumerate(cases):
             if key(c) == k:
-                out[i] = predict(c, f)
-    return out
+                out[i], fits[i] = predict(c, f), f
+    return out, fits
 
 
 def scored(c: Case) -> bool:
@@ -313,6 +381,9 @@ def write_factors(fit: Fit, cases: list[Case], path: Path, refs: dict[str, dict]
                                 + (f", x {math.exp(fit.pre_ampere_gap):.3g} pre-Ampere)"
                                    if family in PRE_AMPERE_FAMILIES else ")")
                                 if family else " (base: families without a fitted record)")},
+             "roofline_p": {"value": round(float(fit.roofline_p), 5),
+                            "source": "exponent of the soft roofline (compute^p + memory^p)^(1/p) per kernel: how well "
+                                      "a fused kernel overlaps its DRAM traffic with its math; shared by every family"},
              "batch_overhead": {"value": round(float(fit.batch_overhead), 9),
                                 "source": "seconds of host work per batch (MLPerf SingleStream latency minus the "
                                           "device); shared by every family"}}
@@ -366,18 +437,18 @@ def main() -> int:
     cases = build_cases(curves)
     refs = attach_power(cases)
     full = fit_cases(cases)
-    loo = held_out(cases, key=lambda c: c.gpu)
-    lofo = held_out(cases, key=lambda c: c.family)
-    per_model = held_out(cases, key=lambda c: c.model)
+    loo, loo_fit = held_out(cases, key=lambda c: c.gpu)
+    lofo = held_out(cases, key=lambda c: c.family)[0]
+    per_model = held_out(cases, key=lambda c: c.model)[0]
 
     print(f"full fit: matrix efficiency base {full.eff_base:.3f}, family offsets "
           + ", ".join(f"{k} {v:+.2f}" for k, v in sorted(full.offsets.items()))
           + f"; power exponent {full.power_exponent:.3f}; L2 share {full.l2_fraction:.3f}; kernel gap "
             f"{full.kernel_gap * 1e6:.2f} us, family offsets "
           + ", ".join(f"{k} {v:+.2f}" for k, v in sorted(full.gap_offsets.items()))
-          + f"; per-batch overhead {full.batch_overhead * 1e6:.1f} us\n")
+          + f"; per-batch overhead {full.batch_overhead * 1e6:.1f} us; soft-roofline p {full.roofline_p:.2f}\n")
     head = (f"{'model':<15}{'GPU':<21}{'prec':<6}{'scenario':<14}{'published':>12}{'predicted':>12}{'error':>8}"
-            f"{'fam-out':>9}{'model-out':>10}{'in-fit':>8}  target  source")
+            f"{'fam-out':>9}{'model-out':>10}{'in-fit':>8}{'plain':>8}  target  source")
     print(head)
     rows, misses = [], []
     order = sorted(range(len(cases)), key=lambda i: (cases[i].model, cases[i].scenario, cases[i].precision,
@@ -389,17 +460,21 @@ def main() -> int:
         ins = predict(c, full) / c.published - 1
         fam = lofo[i] / c.published - 1
         mod = per_model[i] / c.published - 1
+        # the plain graph (no res2 plugin) under the same held-out fit: what a generic ONNX -> TensorRT build gets
+        plain = predict(c, loo_fit[i], plain=True) / c.published - 1 if c.plain_terms else None
         tgt = TARGET[c.scenario]
         ok = abs(err) <= tgt
         mark = ("ok" if ok else "MISS") if scored(c) else "-"
         if scored(c) and not ok:
             misses.append(c)
         print(f"{c.model:<15}{c.gpu:<21}{c.precision:<6}{c.scenario:<14}{fmt(c, c.published):>12}{fmt(c, pred):>12}"
-              f"{err:>+8.0%}{fam:>+9.0%}{mod:>+10.0%}{ins:>+8.0%}  {mark:<6}  {c.source}"
+              f"{err:>+8.0%}{fam:>+9.0%}{mod:>+10.0%}{ins:>+8.0%}"
+              + (f"{plain:>+8.0%}" if plain is not None else f"{'':>8}") + f"  {mark:<6}  {c.source}"
               + (f"  ({c.note})" if c.note else ""))
         rows.append({"model": c.model, "gpu": c.gpu, "family": c.family, "precision": c.precision,
                      "scenario": c.scenario, "published": c.published, "predicted_loo_gpu": pred, "error": err,
                      "error_loo_family": fam, "error_loo_model": mod, "error_in_fit": ins, "target": tgt,
+                     "error_plain_graph": plain,
                      "scored": scored(c), "ok": ok, "source": c.source, "record": c.record, "note": c.note})
     sc = [r for r in rows if r["scored"]]
     for scen in ("offline", "offline-b128", "latency-b1"):
@@ -423,7 +498,7 @@ def main() -> int:
                 f"{k} {stored[k]['value']:.4g} -> {v:.4g}" for k, v in (
                     ("eff_matrix", full.eff_base), ("power_exponent", full.power_exponent),
                     ("l2_fraction", full.l2_fraction), ("kernel_gap", full.kernel_gap),
-                    ("batch_overhead", full.batch_overhead)) if k in stored))
+                    ("batch_overhead", full.batch_overhead), ("roofline_p", full.roofline_p)) if k in stored))
     if a.json:
         Path(a.json).write_text(json.dumps({"fit": dataclasses.asdict(full), "rows": rows}, indent=2))
     return 1 if a.check and misses else 0

@@ -107,6 +107,7 @@ class DeviceModel:
     fused_attention: bool = False
     attention_basis: str = ""
     factors_basis: str = ""  # which fit / prior the efficiencies come from
+    roofline_p: Factor | None = None  # GPU: the fitted soft-roofline exponent (None: ROOFLINE_P)
 
     @property
     def ridge(self) -> float:
@@ -119,7 +120,7 @@ class DeviceModel:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in ("eff_matrix", "eff_vector", "eff_memory", "kernel_floor", "op_overhead", "batch_overhead",
-                  "request_overhead", "eff_link", "l2_fraction"):
+                  "request_overhead", "eff_link", "l2_fraction", "roofline_p"):
             d[k] = None if getattr(self, k) is None else getattr(self, k).to_dict()
         d["ridge_flops_per_byte"] = self.ridge
         return d
@@ -227,7 +228,8 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
         link_basis="memory shared with the host: no copies" if unified else link_basis,
         eff_link=None if unified else EFF_LINK, shared_device=True, engine="fused",
         l2_bytes=None if l2 is None else float(l2) * 1024 * 1024, l2_basis=l2_basis, l2_fraction=fac["l2_fraction"],
-        fused_attention=attn, attention_basis=attn_basis, factors_basis=fac["_basis"].source)
+        fused_attention=attn, attention_basis=attn_basis, factors_basis=fac["_basis"].source,
+        roofline_p=fac["roofline_p"])
 
 
 def fused_attention(profile: Profile) -> tuple[bool, str]:
@@ -297,7 +299,7 @@ def op_times(dev: DeviceModel, curve: CostCurve, b: int) -> tuple[np.ndarray, np
 def batch_time(dev: DeviceModel, curve: CostCurve, b: int, *, requests: int | None = None) -> BatchTime:
     """One batch of b samples made of ``requests`` requests (default: b requests of one sample each)."""
     t, t_c, t_m = op_times(dev, curve, b)
-    roof = soft_max(t_c, t_m)
+    roof = soft_max(t_c, t_m, dev.roofline_p.value if dev.roofline_p is not None else ROOFLINE_P)
     comp_mask = t_c >= t_m
     compute = float(roof[comp_mask].sum())
     memory = float(roof[~comp_mask].sum())

@@ -162,7 +162,7 @@ def lines(pp: ProfilePlan, *, p99: float, target_qps: float | None) -> list[tupl
 
 def _fused_lines(pp: ProfilePlan) -> list[tuple[str, str, str]]:
     """How the GPU engine runs the graph: kernels, fused attention, L2, tile efficiency, where the factors came from."""
-    from .gpu import kernel_count, kernel_map, l2_share, shape_efficiency
+    from .gpu import kernel_count, kernel_map, l2_share, roofline_p, shape_efficiency
 
     c, dev = pp.curve, pp.device
     if c.kernels is None:
@@ -186,6 +186,8 @@ def _fused_lines(pp: ProfilePlan) -> list[tuple[str, str, str]]:
                                                         f"{dev.l2_fraction.value:.3g} = {l2_share(dev) / 2**20:.3g} MiB",
          f"{dev.l2_basis}; a tensor between two kernels that fits the share stays on chip (soft threshold); share: "
          + (dev.l2_fraction.source if dev.l2_fraction else "-")),
+        ("compute / memory overlap", f"p = {roofline_p(dev):.3g}: kernel time (compute^p + memory^p)^(1/p)",
+         dev.roofline_p.source if dev.roofline_p is not None else "ROOFLINE_P (CPU-validated)"),
         ("tensor-core tile efficiency at batch 1", f"{wavg:.3g} (FLOP-weighted), worst layer {worst:.3g}",
          "useful part of the padded GEMM: M / ceil(M, 64) x N / ceil(N, 64) x input channels / ceil(channels, MMA K "
          "step); the 3-channel first conv pads to 4, small GEMMs pad to the tile"),

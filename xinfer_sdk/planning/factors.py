@@ -21,7 +21,7 @@ from .roofline import Factor
 FACTORS_FILE = Path(__file__).with_name("gpu_factors.yaml")
 CLOCKS_FILE = Path(__file__).with_name("gpu_clocks.yaml")
 NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fraction", "kernel_floor", "kernel_gap",
-         "batch_overhead")
+         "batch_overhead", "roofline_p")
 # The power term's reference when a family has none stored: watts per dense FP16 tensor TFLOPS at which it is 1.
 POWER_REF_W_PER_TFLOPS = 1.0
 # Planning families that split an architecture family of the profiles (``Profile.arch_family``) where the silicon
@@ -62,6 +62,10 @@ PRIORS: dict[str, Factor] = {
         "asynchronously, hiding part of it: 3 us")),
     "kernel_gap": Factor(0.0, "prior: launches are asynchronous and back-to-back kernels overlap their launch with "
                               "the previous kernel; the floor covers the device side"),
+    "roofline_p": Factor(2.0, (
+        "prior: a kernel's compute and DRAM time combine as (compute^p + memory^p)^(1/p) with p = 2, the exponent "
+        "validated against this project's CPU measurements (planning/device.py); fitted on GPUs: how well a fused "
+        "kernel overlaps its DRAM traffic with its math (p = 1: no overlap, large p: perfect)")),
     "batch_overhead": Factor(100e-6, (
         "prior, not measured on a GPU: gather the batch, enqueue, synchronise the stream, scatter the outputs")),
 }

@@ -11,6 +11,8 @@ fused attention where the GPU has it, Q/DQ and views folded away) at batch b:
                 (``l2_fraction`` x profile.l2_cache_mb): those stay on chip (``spill``: a soft threshold);
                 when all the weights fit that share they stay in the L2 from one batch to the next
     t_k       = max(soft_max(compute_k, memory_k), kernel_floor) + kernel_gap
+                soft_max(a, b) = (a^p + b^p)^(1/p), p = ``roofline_p`` (fitted: how well a kernel overlaps its
+                DRAM traffic with its math; 1 = no overlap, large = perfect)
 
 ``shape_eff`` is the tensor-core tile efficiency of the layer's GEMM: the useful part of the padded problem,
 ``M / ceil(M, TILE_M) x N / ceil(N, TILE_N) x C / ceil(C, align)`` (C: the input channels of a convolution,
@@ -27,7 +29,7 @@ import dataclasses
 import numpy as np
 
 from .cost import CostCurve
-from .roofline import soft_max
+from .roofline import ROOFLINE_P, soft_max
 
 # Tensor-core tiles: thread-block tile of the GEMM kernels TensorRT picks for large layers (CUTLASS and cuDNN
 # ship 64..256 x 64..256 tiles; 64 is the smallest common edge, so only the last partial tile wastes work).
@@ -155,12 +157,17 @@ def kernel_terms(dev, curve: CostCurve, b: int) -> KernelTerms:
 
 
 def kernel_seconds(terms: KernelTerms, *, eff_matrix: float, eff_vector: float, eff_memory: float,
-                   bandwidth_gbps: float, l2_share_bytes: float, floor: float, gap: float
+                   bandwidth_gbps: float, l2_share_bytes: float, floor: float, gap: float, p: float = ROOFLINE_P
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(time, compute time, memory time) per kernel."""
+    """(time, compute time, memory time) per kernel; p: how compute and memory time combine (``soft_max``)."""
     t_c = terms.matrix_s / eff_matrix + terms.vector_s / eff_vector
     t_m = terms.dram(l2_share_bytes) / (bandwidth_gbps * 1e9 * eff_memory)
-    return np.maximum(soft_max(t_c, t_m), floor) + gap, t_c, t_m
+    return np.maximum(soft_max(t_c, t_m, p), floor) + gap, t_c, t_m
+
+
+def roofline_p(dev) -> float:
+    """The soft roofline's exponent of this device (GPU: fitted ``roofline_p``; CPU: ``ROOFLINE_P``)."""
+    return dev.roofline_p.value if getattr(dev, "roofline_p", None) is not None else ROOFLINE_P
 
 
 def l2_share(dev) -> float:
@@ -173,7 +180,7 @@ def fused_times(dev, curve: CostCurve, b: int) -> tuple[np.ndarray, np.ndarray, 
     t_k, c_k, m_k = kernel_seconds(terms, eff_matrix=dev.eff_matrix.value, eff_vector=dev.eff_vector.value,
                                    eff_memory=dev.eff_memory.value, bandwidth_gbps=dev.bandwidth_gbps,
                                    l2_share_bytes=l2_share(dev), floor=dev.kernel_floor.value,
-                                   gap=dev.op_overhead.value)
+                                   gap=dev.op_overhead.value, p=roofline_p(dev))
     t, t_c, t_m = np.zeros(terms.n_ops), np.zeros(terms.n_ops), np.zeros(terms.n_ops)
     t[terms.heads], t_c[terms.heads], t_m[terms.heads] = t_k, c_k, m_k
     return t, t_c, t_m

@@ -10,9 +10,13 @@ import numpy as np
 ROOFLINE_P = 2.0  # see ``device``'s docstring: how compute and memory time of one op combine
 
 
-def soft_max(t_c: np.ndarray, t_m: np.ndarray) -> np.ndarray:
-    """(t_c^p + t_m^p)^(1/p): a smooth roofline between the sharp max (perfect overlap) and the sum (none)."""
-    return (t_c ** ROOFLINE_P + t_m ** ROOFLINE_P) ** (1.0 / ROOFLINE_P)
+def soft_max(t_c: np.ndarray, t_m: np.ndarray, p: float = ROOFLINE_P) -> np.ndarray:
+    """(t_c^p + t_m^p)^(1/p): a smooth roofline between the sharp max (perfect overlap) and the sum (none, p = 1).
+    The CPU model uses ``ROOFLINE_P``; the GPU model a p fitted to published results (``roofline_p``)."""
+    t_c, t_m = np.asarray(t_c, dtype=float), np.asarray(t_m, dtype=float)
+    top = np.maximum(t_c, t_m)
+    safe = np.where(top > 0, top, 1.0)  # scaled by the larger term: no underflow of tiny times at a large p
+    return np.where(top > 0, safe * ((t_c / safe) ** p + (t_m / safe) ** p) ** (1.0 / p), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -297,7 +297,8 @@ def test_plan_all_profiles_json_and_explain():
     gpu = next(p for p in doc["profiles"] if p["profile"] == "l4")
     assert gpu["device_model"]["engine"] == "fused" and gpu["device_model"]["l2_bytes"] == 48 * 2**20
     figures = {e["figure"] for e in gpu["explain"]}
-    assert {"kernels (TensorRT-like fusion)", "on-chip L2", "tensor-core tile efficiency at batch 1"} <= figures
+    assert {"kernels (TensorRT-like fusion)", "on-chip L2", "tensor-core tile efficiency at batch 1",
+            "compute / memory overlap"} <= figures
 
 
 def test_depthwise_convolutions_run_on_the_vector_units():
@@ -308,3 +309,23 @@ def test_depthwise_convolutions_run_on_the_vector_units():
     dev = gpu_model(load_profile("a100-sxm4-80gb"), "fp16")
     t = kernel_terms(dev, curve, 4)
     assert t.matrix_s.sum() == 0 and t.vector_s.sum() == pytest.approx(curve.total_flops(4) / (dev.vector_tflops * 1e12))
+
+
+def test_gpu_kernels_combine_compute_and_memory_with_the_fitted_exponent():
+    from xinfer_sdk.planning.gpu import fused_times, kernel_seconds, l2_share
+
+    dev = gpu_model(load_profile("t4"), "int8")
+    fam = gpu_factors(planning_family(load_profile("t4")))
+    assert dev.roofline_p is not None and dev.roofline_p.value == fam["roofline_p"].value
+    curve = build_curve(_tiny(), precision="int8")
+    terms = kernel_terms(dev, curve, 8)
+    kw = dict(eff_matrix=dev.eff_matrix.value, eff_vector=dev.eff_vector.value, eff_memory=dev.eff_memory.value,
+              bandwidth_gbps=dev.bandwidth_gbps, l2_share_bytes=l2_share(dev), floor=0.0, gap=0.0)
+    t1, tc, tm = kernel_seconds(terms, p=1.0, **kw)  # p = 1: no overlap, the times add up
+    assert np.allclose(t1, tc + tm)
+    tinf, _, _ = kernel_seconds(terms, p=60.0, **kw)  # large p: the sharp roofline
+    assert np.allclose(tinf, np.maximum(tc, tm), rtol=0.05)
+    t = fused_times(dev, curve, 8)[0]  # the product path uses the device's own p
+    want, _, _ = kernel_seconds(terms, p=dev.roofline_p.value, **{**kw, "floor": dev.kernel_floor.value,
+                                                                  "gap": dev.op_overhead.value})
+    assert np.allclose(t[terms.heads], want)
