@@ -207,7 +207,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="our workers (device_concurrency)")
     ap.add_argument("--delay", default="0ms", help="our max_batch_delay")
     ap.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=None,
-                    help="ORT intra-op spin-waiting in our server (default: the product's, i.e. ONNX Runtime's: on)")
+                    help="ORT intra-op spin-waiting in our server (default: the product's: off in a server)")
     ap.add_argument("--triton-threads", type=int, default=2, help="ORT threads in Triton's model (anchors: 2)")
     ap.add_argument("--model-dir", default="/tmp/anchor/models")
     ap.add_argument("--anchor-python", default="/tmp/anchor/venv/bin/python")
@@ -260,7 +260,7 @@ def main() -> None:
                 rc = stop(proc)
                 print(f"{server}: stopped, exit code {rc}", flush=True)
     results = {server: _merge(rs) for server, rs in runs.items()}
-    settings = (f"repeat={a.repeat}; ours: threads={a.threads} workers={a.workers} max_batch_delay={a.delay} spinning={'default (on)' if a.spinning is None else a.spinning}; "
+    settings = (f"repeat={a.repeat}; ours: threads={a.threads} workers={a.workers} max_batch_delay={a.delay} spinning={'default (off)' if a.spinning is None else a.spinning}; "
                 f"triton: ORT threads={a.triton_threads}, dynamic batcher max_batch 32, 1 ms delay")
     text = f"# serving benchmark {stamp} (UTC)\n\n{settings}\n{limits_note}\n\n{table(results, models)}\n"
     (Path(a.outdir) / "summary.md").write_text(text)

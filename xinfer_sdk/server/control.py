@@ -121,9 +121,10 @@ class ModelControl:
             others = {f"{n}:{v}": info.memory for (n, v), info in self.loaded.items()
                       if n != m.name and dev in info.devices and info.memory}
             repo.check_memory(m.name, est, profile_name=prof.name, device=dev, others=others)
-        model = load(path, profile=prof, device=device, backend=self._setting(m, "backend") or "auto",
+        backend = self._setting(m, "backend") or "auto"
+        model = load(path, profile=prof, device=device, backend=backend,
                      threads=self._setting(m, "threads"), batching=batching, config=m.policy_file, name=m.name,
-                     options=m.settings.get("options") or None, sequence=m.settings.get("sequence"))
+                     options=server_options(backend, m.settings.get("options")), sequence=m.settings.get("sequence"))
         model.version = str(version)
         info = _Loaded(path, repo.signature(path), dict(m.settings), devices,
                        float(est["total_bytes"]) if est else 0.0)
@@ -395,6 +396,18 @@ def _state(m: RepoModel) -> tuple:
     return tuple((v, str(p), repo.signature(p)) for v, p in m.selected().items()) + (repr(m.settings),)
 
 
+def server_options(backend: str, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A served model's backend options: ONNX Runtime's intra-op spin-waiting is off unless the model's settings
+    turn it on. A server shares its cores with its event loop and, often, its clients; threads that spin between
+    ORT ops take that CPU from them (docs/serving.md, "Spin-waiting"). An embedded ``xs.load`` keeps ORT's default."""
+    from ..runtime.backends.select import ALIASES
+
+    out = dict(options or {})
+    if ALIASES.get(backend, backend) in ("auto", "onnxruntime", "migraphx"):
+        out.setdefault("spinning", False)
+    return out or None
+
+
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = {**base, **over}
     for key in ("batch", "options"):
@@ -418,4 +431,4 @@ def _check_params(params: Mapping[str, Any] | None, allowed: Sequence[str], what
                            " (a model's settings live in its folder: NAME/config.yaml)"))
 
 
-__all__ = ["ModelControl", "MODES", "DEFAULT_POLL_INTERVAL"]
+__all__ = ["ModelControl", "MODES", "DEFAULT_POLL_INTERVAL", "server_options"]

@@ -132,3 +132,37 @@ def test_load_and_unload_are_refused_in_mode_none_saying_how():
     with pytest.raises(ModelControlDisabled, match="--model-control none") as info:
         ModelControl(mode="none").check_mode("load")
     assert "--model-control explicit" in str(info.value) and info.value.http_status == 400
+
+
+@pytest.mark.parametrize(("backend", "options", "out"), [
+    ("auto", None, {"spinning": False}),
+    ("onnxruntime", {"tf32": True}, {"tf32": True, "spinning": False}),
+    ("ort", None, {"spinning": False}),
+    ("auto", {"spinning": True}, {"spinning": True}),  # the model's own setting wins
+    ("tensorrt", None, None),  # a backend that reads no spinning option gets none (it would be refused)
+])
+def test_served_models_default_to_no_ort_spin_waiting(backend, options, out):
+    from xinfer_sdk.server.control import server_options
+
+    assert server_options(backend, options) == out
+
+
+def test_the_server_passes_its_option_defaults_to_the_loader(tmp_path, monkeypatch):
+    import xinfer_sdk.runtime.loader as loader
+
+    seen = {}
+
+    def fake_load(path, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(loader, "load", fake_load)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.onnx").write_bytes(b"")
+    from xinfer_sdk.server.config import build_control
+
+    control = build_control(read_serve_config(None, [str(tmp_path)]), profile="cpu", threads=1)
+    m = control.scan()["m"]
+    with pytest.raises(UserError, match="stop here"):
+        control.load_version(m, 1, tmp_path / "m" / "model.onnx")
+    assert seen["options"] == {"spinning": False}
