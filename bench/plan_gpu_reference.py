@@ -293,7 +293,6 @@ def fit_cases(cases: list[Case]) -> Fit:
     # x: log eff base, power exponent, logit L2 share, log kernel gap (us), log batch overhead (us), pre-Ampere gap and
     # efficiency (log), log(p - 1) of the soft roofline (p from 1.05, no overlap, to 9, nearly the sharp max)
     x0 = np.array([math.log(0.5), 0.0, 0.0, math.log(3.0), math.log(50.0), 0.0, 0.0, 0.0] + [0.0] * (2 * nf))
-
     lo = np.array([math.log(0.05), -1.5, -4.0, math.log(0.01), math.log(1.0), -3.0, -3.0, math.log(0.05)]
                   + [-2.0] * (2 * nf))
     hi = np.array([math.log(2.0), 1.5, 4.0, math.log(50.0), math.log(2000.0), 3.0, 3.0, math.log(8.0)] + [2.0] * (2 * nf))

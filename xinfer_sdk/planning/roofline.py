@@ -16,7 +16,8 @@ def soft_max(t_c: np.ndarray, t_m: np.ndarray, p: float = ROOFLINE_P) -> np.ndar
     t_c, t_m = np.asarray(t_c, dtype=float), np.asarray(t_m, dtype=float)
     top = np.maximum(t_c, t_m)
     safe = np.where(top > 0, top, 1.0)  # scaled by the larger term: no underflow of tiny times at a large p
-    return np.where(top > 0, safe * ((t_c / safe) ** p + (t_m / safe) ** p) ** (1.0 / p), 0.0)
+    out = np.where(top > 0, safe * ((t_c / safe) ** p + (t_m / safe) ** p) ** (1.0 / p), 0.0)
+    return float(out) if out.ndim == 0 else out  # scalars in, a Python float out (JSON reports carry it)
 
 
 @dataclasses.dataclass(frozen=True)
