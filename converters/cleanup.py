@@ -120,12 +120,25 @@ def _name_output_dims(model) -> None:
     except Exception as exc:  # best effort: names are cosmetic, shapes stay symbolic either way
         log.debug("symbolic shape inference failed: %s", exc)
         return
+    # keep what the (slow, on Resize-heavy graphs: ~30 s for a 672-node detector) inference found: the INT8 / FP8
+    # pre-processing then needs no second symbolic pass (``shapes_complete``)
+    outputs = {o.name for o in model.graph.output}
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in outputs)
     found = {o.name: o for o in inferred.graph.output}
     for out, axis in stale:
         new = found.get(out.name)
         dims = new.type.tensor_type.shape.dim if new is not None else []
         if axis < len(dims) and dims[axis].dim_param in known:
             out.type.tensor_type.shape.dim[axis].dim_param = dims[axis].dim_param
+
+
+def shapes_complete(model) -> bool:
+    """Whether every tensor a node produces has a typed shape in the graph (value_info, or a graph output), i.e. a
+    symbolic shape inference already ran on it (``_name_output_dims`` keeps its result)."""
+    typed = {v.name for v in (*model.graph.value_info, *model.graph.output)
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    return all(o in typed for n in model.graph.node for o in n.output if o)
 
 
 def check_input_shapes(ctx) -> None:

@@ -171,7 +171,8 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     opts = ctx.options
     pre = ctx.scratch / "int8-pre.onnx"
     try:
-        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=False, auto_merge=True)
+        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=_shaped(ctx.fp32_onnx),
+                            auto_merge=True)
     except Exception as exc:  # pre-processing only helps; quantize the cleaned graph without it
         log.warning("int8                                | pre-processing failed (%s); quantizing without it", exc)
         pre = ctx.fp32_onnx
@@ -246,3 +247,14 @@ def zero_points(model) -> dict[str, np.ndarray]:
             if t is not None:
                 out[t.name] = numpy_helper.to_array(t)
     return out
+
+
+def _shaped(path) -> bool:
+    """The clean-up step already ran ONNX Runtime's symbolic shape inference on this graph (its result is in the
+    graph's value_info): the pre-processing skips its own, which costs tens of seconds on Resize-heavy graphs."""
+    from .cleanup import shapes_complete
+
+    try:
+        return shapes_complete(graph.load(path, what="ONNX model"))
+    except Exception:  # noqa: BLE001 - only an optimisation: run the inference
+        return False
