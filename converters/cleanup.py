@@ -30,7 +30,11 @@ def cleanup_step(ctx) -> tuple[str, dict[str, Any]]:
     simplified = _slim(model)
     _check(onnx, simplified, "the simplified graph")
     _restore_io_dims(model, simplified)
-    _name_output_dims(simplified)
+    # ONNX Runtime's symbolic pass costs tens of seconds on Resize-heavy graphs (sympy simplifying floor(scale x dim)
+    # for every Resize: ~26 s on a 36-Resize text detector) and the axes after a Resize are expressions, not input
+    # names: there it runs only where a quantizer needs its shapes anyway (INT8 / FP8 pre-processing reuses them)
+    thorough = ctx.precision in ("int8", "fp8") or not any(n.op_type == "Resize" for n in simplified.graph.node)
+    _name_output_dims(simplified, thorough=thorough)
     ctx.fp32_onnx = ctx.scratch / "fp32.onnx"
     graph.save(simplified, ctx.fp32_onnx)
     ctx.inputs, ctx.outputs, ctx.batched = graph.io_specs(simplified)
@@ -98,25 +102,38 @@ def _restore_io_dims(before, after) -> None:
                 nd.dim_param = od.dim_param
 
 
-def _name_output_dims(model) -> None:
+def _name_output_dims(model, *, thorough: bool = True) -> None:
     """Output axes the exporter left with generated names (``LayerNormalizationhidden_dim_1``) get the input
-    axis name they follow (``seq``), found by ONNX Runtime's symbolic shape inference."""
+    axis name they follow (``seq``): first by ONNX's own shape inference (milliseconds), then, for what is left and
+    when ``thorough``, by ONNX Runtime's symbolic shape inference (tens of seconds on Resize-heavy graphs)."""
     known = {d.dim_param for v in graph.graph_inputs(model) for d in v.type.tensor_type.shape.dim if d.dim_param}
-    stale = [(o, i) for o in model.graph.output for i, d in enumerate(o.type.tensor_type.shape.dim)
-             if d.HasField("dim_param") and d.dim_param not in known]
-    if not stale:
+
+    def stale_axes():
+        return [(o, i) for o in model.graph.output for i, d in enumerate(o.type.tensor_type.shape.dim)
+                if d.HasField("dim_param") and d.dim_param not in known]
+
+    def probe():
+        p = graph.onnx().ModelProto()
+        p.CopyFrom(model)
+        for o in p.graph.output:
+            for d in o.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param not in known:
+                    d.Clear()
+        return p
+
+    if not stale_axes():
+        return
+    try:
+        _apply_names(stale_axes(), graph.onnx().shape_inference.infer_shapes(probe(), data_prop=True), known)
+    except Exception as exc:  # best effort: names are cosmetic
+        log.debug("shape inference failed: %s", exc)
+    stale = stale_axes()
+    if not stale or not thorough:
         return
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        onnx = graph.onnx()
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        for o in probe.graph.output:
-            for d in o.type.tensor_type.shape.dim:
-                if d.HasField("dim_param") and d.dim_param not in known:
-                    d.Clear()
-        inferred = SymbolicShapeInference.infer_shapes(probe, auto_merge=True)
+        inferred = SymbolicShapeInference.infer_shapes(probe(), auto_merge=True)
     except Exception as exc:  # best effort: names are cosmetic, shapes stay symbolic either way
         log.debug("symbolic shape inference failed: %s", exc)
         return
@@ -125,6 +142,22 @@ def _name_output_dims(model) -> None:
     outputs = {o.name for o in model.graph.output}
     del model.graph.value_info[:]
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in outputs)
+    _mark(model)
+    _apply_names(stale, inferred, known)
+
+
+SYMBOLIC_MARK = "xinfer.symbolic_shapes"  # metadata: value_info holds ONNX Runtime's symbolic shape inference
+
+
+def _mark(model) -> None:
+    for prop in model.metadata_props:
+        if prop.key == SYMBOLIC_MARK:
+            prop.value = "1"
+            return
+    model.metadata_props.add(key=SYMBOLIC_MARK, value="1")
+
+
+def _apply_names(stale, inferred, known) -> None:
     found = {o.name: o for o in inferred.graph.output}
     for out, axis in stale:
         new = found.get(out.name)
@@ -134,8 +167,10 @@ def _name_output_dims(model) -> None:
 
 
 def shapes_complete(model) -> bool:
-    """Whether every tensor a node produces has a typed shape in the graph (value_info, or a graph output), i.e. a
-    symbolic shape inference already ran on it (``_name_output_dims`` keeps its result)."""
+    """Whether the clean-up step ran ONNX Runtime's symbolic shape inference on this graph and kept its result
+    (marked ``SYMBOLIC_MARK``) and every tensor a node produces has a typed shape (value_info or a graph output)."""
+    if not any(p.key == SYMBOLIC_MARK and p.value == "1" for p in model.metadata_props):
+        return False
     typed = {v.name for v in (*model.graph.value_info, *model.graph.output)
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
     return all(o in typed for n in model.graph.node for o in n.output if o)
