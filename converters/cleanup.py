@@ -124,16 +124,15 @@ def _name_output_dims(model, *, thorough: bool = True) -> None:
     if not stale_axes():
         return
     try:
-        _apply_names(stale_axes(), graph.onnx().shape_inference.infer_shapes(probe(), data_prop=True), known)
+        _apply_names(stale_axes(), graph.onnx().shape_inference.infer_shapes(probe(), data_prop=True).graph.output,
+                     known)
     except Exception as exc:  # best effort: names are cosmetic
         log.debug("shape inference failed: %s", exc)
     stale = stale_axes()
     if not stale or not thorough:
         return
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        inferred = SymbolicShapeInference.infer_shapes(probe(), auto_merge=True)
+        value_info, inferred_outputs = _symbolic(probe())
     except Exception as exc:  # best effort: names are cosmetic, shapes stay symbolic either way
         log.debug("symbolic shape inference failed: %s", exc)
         return
@@ -141,9 +140,34 @@ def _name_output_dims(model, *, thorough: bool = True) -> None:
     # pre-processing then needs no second symbolic pass (``shapes_complete``)
     outputs = {o.name for o in model.graph.output}
     del model.graph.value_info[:]
-    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in outputs)
+    model.graph.value_info.extend(v for v in value_info if v.name not in outputs)
     _mark(model)
-    _apply_names(stale, inferred, known)
+    _apply_names(stale, inferred_outputs, known)
+
+
+_SYMBOLIC_CACHE: dict[str, tuple] = {}  # graph digest -> (value_info, outputs): one process building several profiles
+_CACHE_MAX_BYTES = 64 << 20  # graphs bigger than this are not hashed (their inference is fast: no Resize chains)
+
+
+def _symbolic(probe) -> tuple:
+    """ONNX Runtime's symbolic shape inference of ``probe``: (value_info, graph outputs), remembered for the last
+    two graphs seen, so that building the same model for several profiles in one process pays for it once."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    key = None
+    if probe.ByteSize() <= _CACHE_MAX_BYTES:
+        import hashlib
+
+        key = hashlib.sha256(probe.SerializeToString(deterministic=True)).hexdigest()
+        if key in _SYMBOLIC_CACHE:
+            return _SYMBOLIC_CACHE[key]
+    inferred = SymbolicShapeInference.infer_shapes(probe, auto_merge=True)
+    got = (tuple(inferred.graph.value_info), tuple(inferred.graph.output))
+    if key is not None:
+        while len(_SYMBOLIC_CACHE) >= 2:
+            _SYMBOLIC_CACHE.pop(next(iter(_SYMBOLIC_CACHE)))
+        _SYMBOLIC_CACHE[key] = got
+    return got
 
 
 SYMBOLIC_MARK = "xinfer.symbolic_shapes"  # metadata: value_info holds ONNX Runtime's symbolic shape inference
@@ -157,8 +181,8 @@ def _mark(model) -> None:
     model.metadata_props.add(key=SYMBOLIC_MARK, value="1")
 
 
-def _apply_names(stale, inferred, known) -> None:
-    found = {o.name: o for o in inferred.graph.output}
+def _apply_names(stale, outputs, known) -> None:
+    found = {o.name: o for o in outputs}
     for out, axis in stale:
         new = found.get(out.name)
         dims = new.type.tensor_type.shape.dim if new is not None else []

@@ -42,3 +42,29 @@ def test_the_symbolic_pass_is_kept_and_marked_for_the_quantizer():
     assert m.graph.output[0].type.tensor_type.shape.dim[2].dim_param == "gen_1"  # left as it was
     assert {v.name for v in m.graph.value_info} == {"r"}  # every intermediate tensor typed, for the quantizer
     assert any(p.key == SYMBOLIC_MARK for p in m.metadata_props) and shapes_complete(m)
+
+
+def test_building_the_same_graph_again_in_one_process_reuses_the_symbolic_pass(monkeypatch):
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    import converters.cleanup as cleanup
+
+    calls = []
+    real = SymbolicShapeInference.infer_shapes
+
+    def counted(model, **kw):
+        calls.append(1)
+        return real(model, **kw)
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(counted))
+    monkeypatch.setattr(cleanup, "_SYMBOLIC_CACHE", {})
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "h", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, "gen_1", 8])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1.0, 1.0, 1.0, 1.0])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Resize", ["r", "", "scales"], ["y"])]
+    made = [helper.make_model(helper.make_graph(nodes, "g", [x], [y], [scales]),
+                              opset_imports=[helper.make_opsetid("", 17)]) for _ in range(2)]
+    for m in made:  # e.g. one script building the model for the cpu and the t4 profiles
+        _name_output_dims(m, thorough=True)
+        assert shapes_complete(m)
+    assert len(calls) == 1
