@@ -189,7 +189,7 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
     tol = top + len(y) * IDENTIFY_RMS ** 2
     good = sorted({r[1] for r in results if r[0] <= tol})
     lo, hi = good[0], good[-1]
-    identified = hi / lo <= IDENTIFY_RATIO
+    identified = bool(hi / lo <= IDENTIFY_RATIO)
     prior = min(float(dev.eff_matrix.value), ceiling)
     if identified:
         # Among fits as good as the best (within 1 % of its score), take the smallest efficiencies: when a term
@@ -201,7 +201,7 @@ def fit(data: Sequence[tuple[CostCurve, Mapping[int, float]]], dev: DeviceModel,
         kept_top = min(r[0] for r in kept)
         best = min((r for r in kept if r[0] <= kept_top * 1.01 + 1e-12), key=lambda r: r[2])
     _, ec, em, t0, t_op = best
-    clamped = identified and ec >= ec_grid[-1] * 0.999
+    clamped = bool(identified and ec >= ec_grid[-1] * 0.999)  # a Python bool: the report goes to JSON
     sizes_text = "; ".join(f"{c.name}: {', '.join(map(str, b[4]))}" for (c, _), b in zip(data, blocks))
     how = f"fitted by `plan --measure` to batch latencies measured through the runtime ({sizes_text})"
     if not identified:

@@ -87,6 +87,10 @@ def test_compute_efficiency_never_exceeds_the_peak(cpu, big_mlp):
     assert report["compute"]["clamped"] and "held at 1 of the peak" in report["compute"]["note"]
     assert fitted.eff_matrix.value == pytest.approx(1.0) and "held at 1 of the peak" in fitted.eff_matrix.source
     assert report["max_abs_error"] == max(abs(r["error"]) for r in report["rows"])
+    import json
+
+    json.dumps(report)  # `plan --measure --json` carries the report: plain Python types (a numpy bool was not)
+    assert type(report["compute"]["clamped"]) is bool and type(report["compute"]["identified"]) is bool
 
 
 def test_each_row_gives_both_latencies(cpu, digits):
