@@ -114,7 +114,7 @@ def _prepared(ctx, q):
     """The graph to calibrate: ONNX Runtime's pre-processing (when it works), at opset 19 or newer."""
     pre = ctx.scratch / "fp8-pre.onnx"
     try:
-        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=_shaped(ctx.fp32_onnx),
+        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=int8.shaped(ctx.fp32_onnx),
                             auto_merge=True)
     except Exception as exc:  # pre-processing only helps; quantize the cleaned graph without it
         log.warning("fp8                                 | pre-processing failed (%s); quantizing without it", exc)
@@ -235,14 +235,3 @@ def _subgraph_reads(g) -> set[str]:
                 names.update(i for n in sub.node for i in n.input if i)
                 names |= _subgraph_reads(sub)
     return names
-
-
-def _shaped(path) -> bool:
-    """The clean-up step already ran ONNX Runtime's symbolic shape inference on this graph (its result is in the
-    graph's value_info): the pre-processing skips its own, which costs tens of seconds on Resize-heavy graphs."""
-    from .cleanup import shapes_complete
-
-    try:
-        return shapes_complete(graph.load(path, what="ONNX model"))
-    except Exception:  # noqa: BLE001 - only an optimisation: run the inference
-        return False

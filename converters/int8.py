@@ -171,7 +171,7 @@ def int8_step(ctx) -> tuple[str, dict[str, Any]]:
     opts = ctx.options
     pre = ctx.scratch / "int8-pre.onnx"
     try:
-        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=_shaped(ctx.fp32_onnx),
+        q.quant_pre_process(str(ctx.fp32_onnx), str(pre), skip_symbolic_shape=shaped(ctx.fp32_onnx),
                             auto_merge=True)
     except Exception as exc:  # pre-processing only helps; quantize the cleaned graph without it
         log.warning("int8                                | pre-processing failed (%s); quantizing without it", exc)
@@ -249,7 +249,7 @@ def zero_points(model) -> dict[str, np.ndarray]:
     return out
 
 
-def _shaped(path) -> bool:
+def shaped(path) -> bool:
     """The clean-up step already ran ONNX Runtime's symbolic shape inference on this graph (its result is in the
     graph's value_info): the pre-processing skips its own, which costs tens of seconds on Resize-heavy graphs."""
     from .cleanup import shapes_complete
