@@ -20,8 +20,9 @@ INT8 images: those rows are planned on the reference graph with the same kernels
 
 Fit (per planning family -- the profile's architecture family, Jetson Orin apart: xinfer_sdk/planning/factors.py
 planning_family -- never per model): matrix efficiency = base x exp(family offset) x power term, the power term
-(W per FP16 TFLOPS / the family's reference)^exponent, the reference the geometric mean over the family's shipped
-profiles (power_references: profile figures only, the same in every held-out fit), and
+(W per SM-GHz / the reference)^exponent, the reference the geometric mean over the shipped boards of the family's
+power group -- a discrete board's generation, a Jetson's own family (power_references: profile figures only, the
+same in every held-out fit), and
 per-kernel gap = base x exp(family offset) x reference / boost clock (the gap is a number of cycles; clocks:
 xinfer_sdk/planning/gpu_clocks.yaml) (ridge-penalised offsets: a family with no record gets the base); the
 pre-Ampere families (Volta/Xavier, Turing: no cp.async) share one more factor on each, not penalised;
@@ -86,9 +87,9 @@ class Case:
     with_host: bool = False
     dev: object = None
     tdp: float | None = None  # board power and dense FP16 peak, for the power term
-    fp16: float | None = None
+    smghz: float | None = None  # SMs x boost GHz (factors.sm_ghz)
     gap_scale: float = 1.0  # the kernel gap is a number of cycles: reference clock / this GPU's boost clock
-    power_ref: float | None = None  # the family's reference W per FP16 TFLOPS (power_references)
+    power_ref: float | None = None  # the family's reference W per SM-GHz (power_references)
 
 
 # NVIDIA's MLPerf ResNet-50 INT8 engines replace TensorRT's own kernels for the res2 stage (the three 56x56
@@ -250,7 +251,7 @@ def predict(c: Case, fit: Fit, *, plain: bool = False) -> float:
     from xinfer_sdk.planning.gpu import kernel_seconds
 
     d = c.dev
-    term = power_term(c.tdp, c.fp16, fit.power_exponent, c.power_ref)[0]
+    term = power_term(c.tdp, c.smghz, fit.power_exponent, c.power_ref)[0]
     best = 0.0
     for b, terms in (c.plain_terms if plain else c.terms):
         t, _, _ = kernel_seconds(terms, eff_matrix=fit.eff(c.family) * term, eff_vector=d.eff_vector.value,
@@ -301,33 +302,38 @@ def fit_cases(cases: list[Case]) -> Fit:
 
 
 def power_references() -> dict[str, dict]:
-    """Per planning family, the geometric mean of W per dense FP16 TFLOPS over its shipped (built-in) profiles: the
-    power term compares a board with its family's typical board (same silicon, another power budget); it uses
-    profile figures only, no published result, so a held-out GPU's reference is the same as in the full fit."""
-    from xinfer_sdk.planning.factors import planning_family, watts_per_tflops
+    """Per planning family, the geometric mean of W per SM-GHz over the shipped (built-in) boards of its power group
+    (``power_group``: a discrete board's generation, a Jetson's own family): the power term compares a board with the
+    typical board of its group; it uses profile figures only, no published result, so a held-out GPU's reference is
+    the same as in the full fit."""
+    from xinfer_sdk.planning.factors import planning_family, power_group, watts_per_sm_ghz
     from xinfer_sdk.profiles import ProfileRegistry
 
     reg = ProfileRegistry(use_env=False)
-    per: dict[str, list] = {}
+    groups: dict[str, list] = {}
+    fams: dict[str, str] = {}
     for name in sorted(reg.names()):
         p = reg.get(name)
-        w = watts_per_tflops(p) if p.kind != "cpu" else None
+        if p.kind == "cpu":
+            continue
+        fams[planning_family(p)] = power_group(p)
+        w = watts_per_sm_ghz(p)
         if w:
-            per.setdefault(planning_family(p), []).append((name, w))
-    return {f: {"value": round(math.exp(float(np.mean([math.log(w) for _, w in v]))), 5),
-                "profiles": [n for n, _ in v]} for f, v in sorted(per.items())}
+            groups.setdefault(power_group(p), []).append((name, w))
+    return {f: {"value": round(math.exp(float(np.mean([math.log(w) for _, w in groups[g]]))), 5),
+                "group": g, "profiles": [n for n, _ in groups[g]]} for f, g in sorted(fams.items()) if g in groups}
 
 
 def attach_power(cases: list[Case]) -> dict[str, dict]:
     """Board power and FP16 peak (the power term), the family's power reference and the clock scale of the kernel
     gap, per case; returns the references."""
-    from xinfer_sdk.planning.factors import boost_clock, gap_scale
+    from xinfer_sdk.planning.factors import boost_clock, gap_scale, sm_ghz
     from xinfer_sdk.profiles import load_profile
 
     refs = power_references()
     for c in cases:
         p = load_profile(c.gpu)
-        c.tdp, c.fp16 = p.tdp_w, p.peak("fp16")[0] or p.peak("bf16")[0]
+        c.tdp, c.smghz = p.tdp_w, sm_ghz(p)
         c.power_ref = (refs.get(c.family) or {}).get("value")
         c.gap_scale = gap_scale(boost_clock(p)[0])[0]
     return refs
@@ -418,9 +424,10 @@ def write_factors(fit: Fit, cases: list[Case], path: Path, refs: dict[str, dict]
             "priors_kept": {k: PRIORS[k].value for k in ("eff_vector", "eff_memory", "kernel_floor")},
         },
         "fits": {"all": entry(), **{f: entry(f) for f in sorted(fit.offsets)}},
-        "power_reference": {f: {**v, "source": "geometric mean of tdp_w / dense FP16 (else BF16) TFLOPS over the "
-                                               "family's shipped profiles listed (profile figures, no published "
-                                               "result); the power term is 1 at it"} for f, v in refs.items()},
+        "power_reference": {f: {**v, "source": "geometric mean of W per SM-GHz (tdp_w / (dense FP16 peak / FP16 FLOP per "
+                                               "SM per clock)) over the shipped boards of the family's power group "
+                                               "listed (profile figures, no published result); the power term is 1 "
+                                               "at it"} for f, v in refs.items()},
     }
     header = ("# GPU device-model factors fitted to published results. Generated by bench/plan_gpu_reference.py "
               "--write;\n# do not edit by hand. Read by xinfer_sdk/planning/factors.py (family fit, else 'all', "

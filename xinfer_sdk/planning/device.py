@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ProfileError
 from ..profiles import Profile
 from .cost import CostCurve
-from .factors import boost_clock, gap_scale, gpu_factors, planning_family, power_reference, power_term
+from .factors import boost_clock, gap_scale, gpu_factors, planning_family, power_reference, power_term, sm_ghz
 from .gpu import fused_times
 from .roofline import ROOFLINE_P, Factor, soft_max
 
@@ -205,9 +205,8 @@ def gpu_model(profile: Profile, precision: str) -> DeviceModel:
     else:
         l2_basis = "profile gives no l2_cache_mb: no tensor is assumed to stay on chip (slower estimate)"
     attn, attn_basis = fused_attention(profile)
-    fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
     ref, ref_how = power_reference(family)
-    term, how = power_term(profile.tdp_w, fp16, fac["power_exponent"].value, ref)
+    term, how = power_term(profile.tdp_w, sm_ghz(profile), fac["power_exponent"].value, ref)
     how = f"{how}; {ref_how}"
     base = fac["eff_matrix"]
     gap = fac["kernel_gap"]

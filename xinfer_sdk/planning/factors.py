@@ -22,15 +22,21 @@ FACTORS_FILE = Path(__file__).with_name("gpu_factors.yaml")
 CLOCKS_FILE = Path(__file__).with_name("gpu_clocks.yaml")
 NAMES = ("eff_matrix", "power_exponent", "eff_vector", "eff_memory", "l2_fraction", "kernel_floor", "kernel_gap",
          "batch_overhead", "roofline_p")
-# The power term's reference when a family has none stored: watts per dense FP16 tensor TFLOPS at which it is 1.
-POWER_REF_W_PER_TFLOPS = 1.0
+# The power term's reference when none is given: watts per SM-GHz at which it is 1.
+POWER_REF_W_PER_SM_GHZ = 1.0
 # Planning families that split an architecture family of the profiles (``Profile.arch_family``) where the silicon
 # differs in what the device model fits. sm_87 (Jetson Orin, GA10B) runs twice the dense tensor FLOPs per SM and
 # clock of sm_86 (GA102): 2048 FP16 FLOP/clk/SM (Jetson AGX Orin 64GB: 42.5 TFLOPS dense = 16 SMs x 2048 x 1.3 GHz,
 # ../shared/reference/gpu-specs.yaml, NVIDIA's module datasheet) against 1024 (A10: 125 TFLOPS = 72 SMs x 1024 x
 # 1.695 GHz, the A10 datasheet, 72 SMs: GA102 whitepaper) -- GA100's per-SM rate -- with LPDDR5 shared with the CPU
-# and a module power budget: its efficiency is fitted apart from the discrete sm_86 boards.
-PLANNING_FAMILY_BY_CC = {"8.7": "ampere-orin"}
+# and a module power budget: its efficiency is fitted apart from the discrete sm_86 boards. Likewise sm_120/121
+# (RTX PRO 6000 Blackwell, GB10) run 1024 FP16 FLOP/clk/SM against sm_100's 8192 (FP16_FLOP_PER_SM_CLOCK below).
+PLANNING_FAMILY_BY_CC = {"8.7": "ampere-orin", "12.0": "blackwell-rtx", "12.1": "blackwell-rtx"}
+# Power groups (``power_group``): the families whose boards share one power reference. Every family is its own
+# group except the discrete Ampere boards: the A10 (sm_86) is compared with the four A100s (sm_80), the one
+# cross-family comparison that published results check (the A10 alone in its family was its own reference, and
+# its BERT plans came out 15-21 % optimistic; docs/planning.md, third refit).
+POWER_GROUPS = {"ampere-dc": "ampere"}
 # Families without asynchronous global->shared copies (cp.async needs compute capability 8.0; CUDA C++ Programming
 # Guide, "Asynchronous Data Copies"): their kernels expose the latency of their first loads, so their kernel gap
 # carries a shared fitted factor (``pre_ampere_gap`` in the 'all' fit), learned from all of them together; so does
@@ -46,8 +52,8 @@ PRIORS: dict[str, Factor] = {
         "= 41 % of 624 dense INT8 TOPS (github.com/mlcommons/inference_results_v1.0)")),
     "power_exponent": Factor(0.0, (
         "prior: no power term. Fitted: sustained clocks under a full tensor load are capped by board power, so a "
-        "GPU with fewer watts per peak TFLOPS (L4: 72 W for 121 FP16 TFLOPS) reaches a smaller share of its "
-        "peak; matrix efficiency x (tdp_w / FP16 peak, W per TFLOPS)^power_exponent")),
+        "GPU with fewer watts per SM-GHz than its power group (A10: 150 W for 72 SMs x 1.695 GHz) reaches a "
+        "smaller share of its peak; matrix efficiency x (W per SM-GHz / the group's reference)^power_exponent")),
     "eff_vector": Factor(0.5, "prior: same as the matrix units; element-wise kernels are memory-bound on every GPU"),
     "eff_memory": Factor(0.85, (
         "streaming kernels reach ~85-90 % of datasheet DRAM bandwidth: 1.80 of 2.04 TB/s (88 %) on an A100 80GB "
@@ -160,37 +166,76 @@ def planning_family(profile) -> str:
     return PLANNING_FAMILY_BY_CC.get(profile.compute_capability or "", profile.arch_family)
 
 
-def watts_per_tflops(profile) -> float | None:
-    """Board power per dense FP16 (else BF16) tensor TFLOPS; None when either figure is not known."""
+# Dense FP16 tensor FLOPs one SM (AMD: one CU) issues per clock, by compute capability / gfx target: a board's
+# dense FP16 peak / this = its SM-GHz (SMs x boost clock), the amount of silicon its power budget has to feed.
+# Each figure is the vendor's peak = units x clock x rate, checked on a shipped profile.
+FP16_FLOP_PER_SM_CLOCK: dict[str, tuple[int, str]] = {
+    "7.2": (1024, "Volta: 8 tensor cores x 64 FMA per SM (NVIDIA Tesla V100 whitepaper)"),
+    "7.5": (1024, "Turing: 8 tensor cores x 64 FMA per SM (Turing whitepaper); T4 65 TFLOPS = 40 SMs x 1.59 GHz x 1024"),
+    "8.0": (2048, "GA100: 4 tensor cores x 256 FMA per SM (A100 whitepaper); 312 TFLOPS = 108 SMs x 1.41 GHz x 2048"),
+    "8.6": (1024, "GA10x: 4 tensor cores x 128 dense FMA per SM (GA102 whitepaper); A10 125 TFLOPS = 72 SMs x "
+                  "1.695 GHz x 1024"),
+    "8.7": (2048, "GA10B (Orin): Jetson AGX Orin 64GB 42.5 TFLOPS = 16 SMs x 1.3 GHz x 2048 (module datasheet)"),
+    "8.9": (1024, "Ada: L4 121 TFLOPS = 58 SMs x 2.04 GHz x 1024 (Ada whitepaper, L4 datasheet)"),
+    "9.0": (4096, "Hopper: 4 tensor cores x 512 dense FMA per SM (H100 whitepaper); 989 TFLOPS = 132 SMs x 1.83 GHz "
+                  "x 4096"),
+    "10.0": (8192, "Blackwell datacenter (sm_100): twice Hopper's per-SM rate (B200 2.25 PFLOPS dense FP16 = 148 SMs "
+                   "x ~1.86 GHz x 8192)"),
+    "10.3": (8192, "Blackwell Ultra (sm_103): B300 dense FP16 as B200"),
+    "11.0": (8192, "Jetson Thor (sm_110): Blackwell datacenter SM rate"),
+    "12.0": (1024, "Blackwell workstation (sm_120): RTX PRO 6000 500 TFLOPS = 188 SMs x 2.6 GHz x 1024"),
+    "12.1": (1024, "GB10 (sm_121): sm_120's per-SM rate"),
+    "gfx942": (2048, "CDNA3: MI300X 1307 TFLOPS = 304 CUs x 2.1 GHz x 2048 (AMD CDNA3 whitepaper)"),
+    "gfx950": (4096, "CDNA4: MI355X 2516 TFLOPS = 256 CUs x 2.4 GHz x 4096 (AMD CDNA4 whitepaper)"),
+}
+
+
+def power_group(profile) -> str:
+    """Which boards a board's power budget is compared with: those of its planning family, the discrete Ampere
+    boards together (``POWER_GROUPS``)."""
+    fam = planning_family(profile)
+    return POWER_GROUPS.get(fam, fam)
+
+
+def sm_ghz(profile) -> float | None:
+    """SMs (CUs) x boost clock in GHz, from the dense FP16 (else BF16) peak and the per-SM rate; None if unknown."""
     fp16 = profile.peak("fp16")[0] or profile.peak("bf16")[0]
-    return profile.tdp_w / fp16 if profile.tdp_w and fp16 else None
+    rate = FP16_FLOP_PER_SM_CLOCK.get(profile.compute_capability or "")
+    return fp16 * 1e3 / rate[0] if fp16 and rate else None
+
+
+def watts_per_sm_ghz(profile) -> float | None:
+    """Board power per SM-GHz (what the power budget feeds); None when the power or the SM-GHz is not known."""
+    s = sm_ghz(profile)
+    return profile.tdp_w / s if profile.tdp_w and s else None
 
 
 def power_reference(family: str, data: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
-    """(W per FP16 TFLOPS at which the power term of ``family`` is 1, where it comes from); (None, why) when the
-    factors file stores none for the family: then the board is its own reference and gets no power term."""
+    """(W per SM-GHz at which the power term of ``family`` is 1, where it comes from); (None, why) when the factors
+    file stores none for the family: then the board is its own reference and gets no power term."""
     data = load() if data is None else data
     e = (data.get("power_reference") or {}).get(family)
     if not e:
         return None, f"no power reference stored for the {family} family: no power term"
-    return float(e["value"]), (f"the {family} family's reference {float(e['value']):.3g} W/TFLOPS (geometric mean "
-                               f"over its shipped profiles: {', '.join(e.get('profiles', ()))})")
+    return float(e["value"]), (f"the {family} family's reference {float(e['value']):.3g} W per SM-GHz (geometric "
+                               f"mean over the shipped boards: {', '.join(e.get('profiles', ()))})")
 
 
-def power_term(tdp_w: float | None, fp16_tflops: float | None, exponent: float,
-               reference: float | None = POWER_REF_W_PER_TFLOPS) -> tuple[float, str]:
-    """(multiplier, how) for the matrix efficiency of a board of ``tdp_w`` watts and ``fp16_tflops`` dense peak,
-    relative to its family's ``reference`` W per TFLOPS (the same silicon on a larger power budget sustains higher
-    clocks under a full tensor load; across families the process node differs, so the family's fitted efficiency
-    carries that part)."""
+def power_term(tdp_w: float | None, sm_ghz_: float | None, exponent: float,
+               reference: float | None = POWER_REF_W_PER_SM_GHZ) -> tuple[float, str]:
+    """(multiplier, how) for the matrix efficiency of a board of ``tdp_w`` watts feeding ``sm_ghz_`` SM-GHz (SMs x
+    boost clock), relative to its power group's ``reference`` W per SM-GHz (``power_group``): a board with fewer
+    watts for the same silicon x clock cannot hold its boost clock under a full tensor load. Watts per SM, not per
+    tensor TFLOPS: the whole SM draws power (register file, shared memory, schedulers), and an sm_80 SM issues twice
+    the tensor FLOPs of an sm_86 one, so W/TFLOPS made the 150 W A10 look better fed than a 250 W A100 PCIe."""
     if not exponent:
         return 1.0, "no power term"
-    if not tdp_w or not fp16_tflops:
-        return 1.0, "no power term (tdp_w or the FP16 peak is not known)"
+    if not tdp_w or not sm_ghz_:
+        return 1.0, "no power term (tdp_w or the SM-GHz is not known)"
     if not reference:
-        return 1.0, "no power term (no reference W/TFLOPS for this family)"
-    w = tdp_w / fp16_tflops
+        return 1.0, "no power term (no reference W per SM-GHz for this family)"
+    w = tdp_w / sm_ghz_
     raw = (w / reference) ** exponent
     term = min(max(raw, POWER_CLIP[0]), POWER_CLIP[1])
-    return term, (f"power term ({tdp_w:g} W / {fp16_tflops:g} FP16 TFLOPS = {w:.3g} W/TFLOPS, / {reference:.3g} "
+    return term, (f"power term ({tdp_w:g} W / {sm_ghz_:.4g} SM-GHz = {w:.3g} W per SM-GHz, / {reference:.3g} "
                   f"reference)^{exponent:.3g} = {term:.3g}" + (" (clipped)" if term != raw else ""))

@@ -23,9 +23,12 @@ from xinfer_sdk.planning.factors import (  # noqa: E402
     gpu_factors,
     load,
     planning_family,
+    power_group,
     power_reference,
     power_term,
     reference_clock_mhz,
+    sm_ghz,
+    watts_per_sm_ghz,
 )
 from xinfer_sdk.planning.gpu import kernel_count, kernel_terms, shape_efficiency, spill  # noqa: E402
 from xinfer_sdk.profiles import ProfileRegistry, load_profile  # noqa: E402
@@ -183,22 +186,43 @@ def test_fitted_factors_carry_their_provenance():
 
 
 def test_power_term():
-    assert power_term(72, 121, 0.0) == (1.0, "no power term")
-    t, how = power_term(72, 121, 0.5)
-    assert t == pytest.approx((72 / 121) ** 0.5) and "72 W" in how
-    assert power_term(None, 121, 0.5)[0] == 1.0
+    assert power_term(72, 118.2, 0.0) == (1.0, "no power term")
+    t, how = power_term(72, 118.2, 0.5)
+    assert t == pytest.approx((72 / 118.2) ** 0.5) and "72 W" in how and "SM-GHz" in how
+    assert power_term(None, 118.2, 0.5)[0] == 1.0
     assert power_term(1000, 1, 1.0)[0] == 1.5  # clipped
 
 
+def test_sm_ghz_comes_from_the_fp16_peak_and_the_per_sm_rate():
+    # A10: 125 TFLOPS = 72 SMs x 1.695 GHz x 1024; A100: 312 = 108 x 1.41 x 2048; H100 SXM: 989.5 = 132 x 1.83 x 4096
+    assert sm_ghz(load_profile("a10")) == pytest.approx(72 * 1.695, rel=0.01)
+    assert sm_ghz(load_profile("a100-pcie-40gb")) == pytest.approx(108 * 1.41, rel=0.01)
+    assert sm_ghz(load_profile("h100-sxm")) == pytest.approx(132 * 1.83, rel=0.01)
+    # per SM-GHz the 150 W A10 is fed less than the 250 W A100 PCIe, though per TFLOPS it looked better fed
+    assert watts_per_sm_ghz(load_profile("a10")) < watts_per_sm_ghz(load_profile("a100-pcie-40gb"))
+    assert load_profile("a10").tdp_w / 125 > load_profile("a100-pcie-40gb").tdp_w / 312
+
+
+def test_power_groups_join_a_generations_discrete_boards_and_keep_jetsons_apart():
+    assert power_group(load_profile("a10")) == power_group(load_profile("a100-sxm4-80gb")) == "ampere"
+    assert power_group(load_profile("jetson-agx-orin-64gb")) == "ampere-orin"
+    assert power_group(load_profile("h100-pcie")) == "hopper"
+    # sm_120 (1024 FP16 FLOP per SM and clock) is planned apart from sm_100 (8192), each its own power group
+    assert planning_family(load_profile("rtx-pro-6000-blackwell")) == power_group(load_profile("gb10")) == "blackwell-rtx"
+    assert power_group(load_profile("b200")) == "blackwell"
+
+
 def test_power_term_is_relative_to_the_familys_reference():
-    data = {"power_reference": {"ada": {"value": 0.758, "profiles": ["l4", "l40s"]}}}
+    data = {"power_reference": {"ada": {"value": 0.776, "profiles": ["l4", "l40s"]}}}
     ref, how = power_reference("ada", data)
-    assert ref == 0.758 and "l4, l40s" in how
-    assert power_term(72, 121, 0.5, ref)[0] == pytest.approx((72 / 121 / 0.758) ** 0.5)
+    assert ref == 0.776 and "l4, l40s" in how
+    assert power_term(72, 118.2, 0.5, ref)[0] == pytest.approx((72 / 118.2 / 0.776) ** 0.5)
     assert power_reference("cdna3", data)[0] is None  # no reference stored: the board is its own, no term
-    assert power_term(72, 121, 0.5, None) == (1.0, "no power term (no reference W/TFLOPS for this family)")
+    assert power_term(72, 118.2, 0.5, None) == (1.0, "no power term (no reference W per SM-GHz for this family)")
     stored = load()["power_reference"]  # written by the fit, one per planning family with a shipped board
     assert {"ada", "ampere", "ampere-dc", "ampere-orin", "hopper", "turing"} <= set(stored)
+    assert stored["ampere"]["value"] == stored["ampere-dc"]["value"]  # one group: the discrete Ampere boards
+    assert "a10" in stored["ampere-dc"]["profiles"] and "a100-pcie-40gb" in stored["ampere"]["profiles"]
 
 
 def test_jetson_orin_is_fitted_apart_from_the_discrete_sm86_boards():
