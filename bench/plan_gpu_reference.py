@@ -60,6 +60,12 @@ SCORED_GPUS = ("t4", "a10", "l4", "a100-pcie-40gb", "a100-pcie-80gb", "a100-sxm4
 # leave-one-GPU-out table itself (offline rows within +-20 %: 25, 26, 26, 25, 25 of 27; 2 has the smallest max error),
 # so the held-out error below is slightly optimistic about that one choice (docs/planning.md says so)
 RIDGE = 2.0
+# NVIDIA's v2.0-v3.0 "Orin_TRT" system: 32 GB, but the 12-core CPU of the full Orin (its systems JSON,
+# host_processor_core_count 12; the production AGX Orin 32GB module has 8 cores and a 14-SM GPU at 939 MHz), and within
+# 0.3 % of the v3.1 64 GB developer kit on ResNet-50: the 32 GB developer kit's module, with the 64GB module's GPU.
+# Not evidence for the jetson-agx-orin-32gb profile, so shown and neither fitted nor scored.
+UNCERTAIN_ORIN = ("32 GB developer kit with the full Orin (12 CPU cores), not the AGX Orin 32GB module planned here: "
+                  "shown, not fitted")
 # Families without asynchronous global->shared copies (cp.async, compute capability 8.0+): their kernel gap gets a
 # shared factor, fitted on all of them (xinfer_sdk/planning/factors.py PRE_AMPERE_FAMILIES, same tuple)
 from xinfer_sdk.planning.factors import PRE_AMPERE_FAMILIES  # noqa: E402
@@ -160,6 +166,17 @@ def submitter_curve(model: str, profile) -> str:
     return "resnet50-res2" if cc >= (7, 5) else "resnet50-res2pairs" if cc == (7, 2) else "resnet50"
 
 
+def record_flags(r) -> tuple[bool, str]:
+    """(fitted, note) of a published record: a run that used the DLAs too, or whose GPU is uncertain (the 32 GB
+    Orin developer kit, bench/data/README.md note 6), is shown but neither fitted nor scored."""
+    notes = []
+    if r.dla:
+        notes.append("published ran GPU + 2 DLA; predicted: GPU only")
+    if "orin-32gb" in r.note_keys:
+        notes.append(UNCERTAIN_ORIN)
+    return not notes, "; ".join(notes)
+
+
 def build_cases(curves) -> list[Case]:
     from published import load, select
 
@@ -183,10 +200,9 @@ def build_cases(curves) -> list[Case]:
         scen = "offline" if r.scenario == "offline" else "latency-b1"
         value = r.samples_per_s if scen == "offline" else r.latency_ms / 1e3
         c = Case(r.model, r.gpu, "", r.precision, scen, value, r.url, r.id, curve, with_host=scen == "latency-b1")
-        if r.dla:
-            c.fitted, c.note = False, "published ran GPU + 2 DLA; predicted: GPU only"
+        c.fitted, c.note = record_flags(r)
         if curve == "bert177":
-            c.note = f"MLPerf unpadded; planned at {MLPERF_BERT_TOKENS} tokens"
+            c.note = "; ".join(filter(None, (c.note, f"MLPerf unpadded; planned at {MLPERF_BERT_TOKENS} tokens")))
         elif curve != "resnet50":
             c.note = "; ".join(filter(None, (c.note, "res2 stage as the submitter's " + (
                 "RES2_FULL_FUSION kernel" if curve == "resnet50-res2" else "RnRes2 pair kernels"))))

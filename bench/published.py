@@ -112,6 +112,7 @@ class PublishedResult:
     dla: bool | None = None
     batch_source: str | None = None  # where the harness batch of an MLPerf record was read
     latency_stats: Mapping[str, float] = field(default_factory=dict)
+    note_keys: tuple[str, ...] = ()  # the keys of ``notes`` (``notes`` holds their texts)
 
     @property
     def url(self) -> str:
@@ -220,7 +221,7 @@ def _check_record(path: Path, i: int, r: Any, sources: Mapping[str, Source], not
         notes=tuple(notes.get(n, n) for n in r["notes"]), line=r.get("line"), system=r.get("system"),
         software=r.get("software"), accelerator_name=r.get("accelerator_name"), dla=r.get("dla"),
         batch_source=r.get("batch_source"),
-        latency_stats=MappingProxyType(dict(stats)),
+        latency_stats=MappingProxyType(dict(stats)), note_keys=tuple(r["notes"]),
     )
 
 

@@ -61,3 +61,18 @@ def test_which_graph_a_record_is_planned_on(ref):
     assert ref.submitter_curve("resnet50", load_profile("h100-sxm")) == "resnet50-res2"
     assert ref.submitter_curve("resnet50", load_profile("jetson-agx-xavier")) == "resnet50-res2pairs"  # sm_72
     assert ref.submitter_curve("bert-large-384", load_profile("t4")) == "bert177"
+
+
+def test_the_32gb_orin_developer_kit_is_shown_not_fitted(ref):
+    """NVIDIA's 32 GB "Orin_TRT" runs used the full Orin's GPU (12 CPU cores, within 0.3 % of the 64 GB kit), not the
+    AGX Orin 32GB module's: no evidence for that profile, so no record of it enters the fit."""
+    import published
+
+    records = published.select(published.load())
+    flags = {r.id: ref.record_flags(r) for r in records}
+    kit = [r for r in records if r.gpu == "jetson-agx-orin-32gb"]
+    assert kit and all(not flags[r.id][0] and "12 CPU cores" in flags[r.id][1] for r in kit)
+    orin64 = [r for r in records if r.gpu == "jetson-agx-orin-64gb" and not r.dla]
+    assert orin64 and all(flags[r.id] == (True, "") for r in orin64)
+    dla = [r for r in records if r.dla]
+    assert dla and all(not flags[r.id][0] and "2 DLA" in flags[r.id][1] for r in dla)
