@@ -20,10 +20,21 @@ BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1,
 REQ = (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are picked (picked one at a time, the kernel may
+    hand the same just-released port out twice: a server's HTTP and gRPC ports once collided that way)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 async def caller(port: int, stats: dict, stop_at: float) -> None:

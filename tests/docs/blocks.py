@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from live import free_ports
 from sybil import Document, Example, Region, Sybil
 from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
 
@@ -109,12 +109,6 @@ def _evaluate(example: Example) -> None:
         session.run(block)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def logical_lines(source: str) -> list[str]:
     out, cur = [], ""
     for line in source.splitlines():
@@ -146,7 +140,7 @@ class Session:
             if entry.name not in {"out", ".git", ".venv"} and not entry.name.startswith("."):
                 (self.folder / entry.name).symlink_to(entry)
         shutil.copytree(self.demo, self.folder / "out" / "demo", symlinks=True)
-        self.ports = {p: str(free_port()) for p in ("8000", "8001", "8002")}
+        self.ports = dict(zip(("8000", "8001", "8002"), map(str, free_ports(3))))
         self.env = dict(os.environ, HOME=str(self.folder), PYTHONPATH="",
                         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         self.namespace["__name__"] = "__main__"

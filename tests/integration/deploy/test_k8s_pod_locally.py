@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from live import caller, free_port, prometheus
+from live import caller, free_ports, prometheus
 
 from xinfer_sdk.deploy import render, resolve_spec
 from xinfer_sdk.deploy.manifests import adapter_rule
@@ -42,7 +42,7 @@ class LocalPod:
         # the server listens where the container ports say
         assert (cfg["server"]["port"], cfg["server"]["grpc_port"], cfg["server"]["metrics_port"]) == \
             (named["http"], named["grpc"], named["metrics"])
-        self.ports = {name: free_port() for name in named}  # relocated: tests run side by side
+        self.ports = dict(zip(named, free_ports(len(named))))  # relocated: tests run side by side
         cfg["server"].update(host="127.0.0.1", port=self.ports["http"], grpc_port=self.ports["grpc"],
                              metrics_port=self.ports["metrics"])
         for mount in c["volumeMounts"]:

@@ -162,17 +162,13 @@ def test_drain_under_grpc_load_loses_nothing(model_files):
 def test_serve_command_selects_the_grpc_transport(model_files, impl, cli_run):
     import os
     import signal
-    import socket
     import sys
     import time
     import urllib.request
 
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+    from live import free_ports
 
-    port, gport = free_port(), free_port()
+    port, gport = free_ports(2)
     p = subprocess.Popen([sys.executable, "-m", "xinfer_sdk", "serve", f"mlp={model_files['mlp']}", "--profile", "cpu",
                           "--port", str(port), "--grpc-port", str(gport), "--grpc-impl", impl],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live import free_port
+from live import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def _perf_analyzer() -> tuple[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def served(model_files):
     """`xinfer-sdk serve mlp.onnx` with its defaults (HTTP + native gRPC), on free ports."""
-    port, gport = free_port(), free_port()
+    port, gport = free_ports(2)
     p = subprocess.Popen([sys.executable, "-m", "xinfer_sdk", "serve", f"mlp={model_files['mlp']}",
                           "--port", str(port), "--grpc-port", str(gport), "--profile", "cpu"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
